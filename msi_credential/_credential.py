@@ -1,0 +1,112 @@
+"""The sync face: argument checks, then the engine and the sync driver."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Optional
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from typing_extensions import Self
+
+from ._engine.scopes import resource_from_scopes
+from ._setup import build_engine
+from ._source import ManagedIdentitySource
+from ._transport.sync import SyncDriver
+
+
+class ManagedIdentityCredential:
+    """Azure managed identity tokens for azure-* SDK clients, in every hosting environment.
+
+    The source is detected once, here; tokens are cached in memory and shared by credentials of the same
+    endpoint and identity unless ``share_cache=False``. See API.md for the keywords.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: Optional[str] = None,
+        identity_config: Optional[Mapping[str, Any]] = None,
+        object_id: Optional[str] = None,
+        resource_id: Optional[str] = None,
+        client_capabilities: Optional[Iterable[str]] = None,
+        share_cache: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        sleep = kwargs.pop("_sleep", None) or time.sleep
+        self._engine = build_engine(
+            client_id=client_id,
+            object_id=object_id,
+            resource_id=resource_id,
+            identity_config=identity_config,
+            client_capabilities=client_capabilities,
+            share_cache=share_cache,
+            kwargs=kwargs,
+        )
+        self._bucket = self._engine.bucket
+        self._clock = self._engine.clock
+        self._driver = SyncDriver(sleep=sleep, **kwargs)
+
+    @property
+    def source(self) -> ManagedIdentitySource:
+        """The hosting environment detected at construction."""
+        return self._engine.source
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """A token for the one scope's resource. ``tenant_id`` and ``enable_cae`` do not change the request."""
+        if claims is None and len(scopes) == 1:
+            try:
+                entry = self._bucket.get(scopes[0])
+            except TypeError:
+                entry = None
+            if entry is not None and self._clock() < entry.refresh_on:
+                return entry.access_token
+        info = self._acquire(scopes, claims)
+        return AccessToken(info.token, info.expires_on)
+
+    def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
+        """Like get_token, with ``refresh_on``; ``options`` may carry ``claims``."""
+        claims = options.get("claims") if options else None
+        if claims is None and len(scopes) == 1:
+            try:
+                entry = self._bucket.get(scopes[0])
+            except TypeError:
+                entry = None
+            if entry is not None and self._clock() < entry.refresh_on:
+                return entry.info
+        return self._acquire(scopes, claims)
+
+    def _acquire(self, scopes: tuple[str, ...], claims: Optional[str]) -> AccessTokenInfo:
+        resource = resource_from_scopes(scopes)
+        if claims is not None and (not isinstance(claims, str) or not claims.strip()):
+            claims = None
+        return self._driver.run(self._engine.acquire(resource, claims))
+
+    def close(self) -> None:
+        """Release the HTTP connections. The cached tokens stay for other credentials sharing them."""
+        self._driver.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"ManagedIdentityCredential(source={self.source.value!r}, "
+            f"identity={self._engine.identity.describe()!r})"
+        )

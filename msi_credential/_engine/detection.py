@@ -1,0 +1,263 @@
+"""Which hosting environment the credential is in, decided once from the environment and the himds file."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+from urllib.parse import urlsplit
+
+from .._source import ManagedIdentitySource
+
+_LOGGER = logging.getLogger("msi_credential")
+
+IMDS_DEFAULT_HOST = "http://169.254.169.254"
+IMDS_PATH = "/metadata/identity/oauth2/token"
+ARC_DEFAULT_ENDPOINT = "http://127.0.0.1:40342/metadata/identity/oauth2/token"
+ARC_LINUX_HIMDS = "/opt/azcmagent/bin/himds"
+ARC_LINUX_KEY_DIRECTORY = "/var/opt/azcmagent/tokens"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+_TENANT_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """The detected source and what the environment says about it. Secrets are excluded from repr."""
+
+    source: ManagedIdentitySource
+    endpoint: str
+    endpoint_variable: str = ""
+    secret: Optional[str] = field(default=None, repr=False)
+    thumbprint: Optional[str] = None
+    default_client_id: Optional[str] = None
+    platform: str = "linux"
+    arc_key_directory: str = ARC_LINUX_KEY_DIRECTORY
+    pod_identity: bool = False
+    tenant_id: Optional[str] = None
+    client_id: Optional[str] = None
+    token_file: Optional[str] = None
+    # Set when the configuration is unusable: raised at the first get_token, before any socket.
+    problem: Optional[tuple[str, str]] = None
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return (self.secret,) if self.secret else ()
+
+
+def _get(environ: Mapping[str, str], name: str) -> Optional[str]:
+    value = environ.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def detect(
+    environ: Mapping[str, str],
+    *,
+    platform: str,
+    path_exists: Callable[[str], bool],
+    arc_key_directory: Optional[str] = None,
+) -> SourceConfig:
+    """Apply PROTOCOLS.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats."""
+    identity_endpoint = _get(environ, "IDENTITY_ENDPOINT")
+    identity_header = _get(environ, "IDENTITY_HEADER")
+    thumbprint = _get(environ, "IDENTITY_SERVER_THUMBPRINT")
+    imds_endpoint = _get(environ, "IMDS_ENDPOINT")
+    msi_endpoint = _get(environ, "MSI_ENDPOINT")
+    msi_secret = _get(environ, "MSI_SECRET")
+    windows = platform.startswith("win")
+    key_directory = arc_key_directory or _arc_key_directory(environ, windows)
+    os_name = "windows" if windows else ("linux" if platform.startswith("linux") else platform)
+
+    if identity_endpoint and identity_header and thumbprint:
+        return SourceConfig(
+            ManagedIdentitySource.SERVICE_FABRIC,
+            identity_endpoint,
+            "IDENTITY_ENDPOINT",
+            secret=identity_header,
+            thumbprint=thumbprint,
+            problem=_service_fabric_problem(identity_endpoint, thumbprint),
+        )
+    if identity_endpoint and identity_header:
+        return _local(
+            ManagedIdentitySource.APP_SERVICE,
+            identity_endpoint,
+            "IDENTITY_ENDPOINT",
+            secret=identity_header,
+        )
+    if identity_endpoint and imds_endpoint:
+        return _local(
+            ManagedIdentitySource.AZURE_ARC,
+            identity_endpoint,
+            "IDENTITY_ENDPOINT",
+            platform=os_name,
+            arc_key_directory=key_directory,
+        )
+    if identity_endpoint:
+        _LOGGER.warning("IDENTITY_ENDPOINT is set without IDENTITY_HEADER or IMDS_ENDPOINT; ignoring it")
+    if msi_endpoint and msi_secret:
+        return _local(
+            ManagedIdentitySource.MACHINE_LEARNING,
+            msi_endpoint,
+            "MSI_ENDPOINT",
+            secret=msi_secret,
+            default_client_id=_get(environ, "DEFAULT_IDENTITY_CLIENT_ID"),
+        )
+    if msi_endpoint:
+        return _local(ManagedIdentitySource.CLOUD_SHELL, msi_endpoint, "MSI_ENDPOINT")
+    token_file = _get(environ, "AZURE_FEDERATED_TOKEN_FILE")
+    tenant_id = _get(environ, "AZURE_TENANT_ID")
+    if token_file and tenant_id:
+        authority = _get(environ, "AZURE_AUTHORITY_HOST") or DEFAULT_AUTHORITY_HOST
+        if "://" not in authority:
+            authority = "https://" + authority
+        authority = authority.rstrip("/")
+        problem = None
+        if not _TENANT_PATTERN.fullmatch(tenant_id):
+            problem = ("invalid_tenant_id", "AZURE_TENANT_ID is not a valid tenant id")
+        else:
+            problem = _authority_problem(authority)
+        return SourceConfig(
+            ManagedIdentitySource.WORKLOAD_IDENTITY,
+            f"{authority}/{tenant_id}/oauth2/v2.0/token",
+            "AZURE_AUTHORITY_HOST",
+            tenant_id=tenant_id,
+            client_id=_get(environ, "AZURE_CLIENT_ID"),
+            token_file=token_file,
+            problem=problem,
+        )
+    himds = _himds_path(environ, windows)
+    if himds is not None and path_exists(himds):
+        return SourceConfig(
+            ManagedIdentitySource.AZURE_ARC,
+            ARC_DEFAULT_ENDPOINT,
+            "",
+            platform=os_name,
+            arc_key_directory=key_directory,
+        )
+    pod_host = _get(environ, "AZURE_POD_IDENTITY_AUTHORITY_HOST")
+    if pod_host:
+        return SourceConfig(
+            ManagedIdentitySource.IMDS,
+            pod_host.rstrip("/") + IMDS_PATH,
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+            pod_identity=True,
+            problem=_local_endpoint_problem(pod_host, "AZURE_POD_IDENTITY_AUTHORITY_HOST"),
+        )
+    return SourceConfig(ManagedIdentitySource.IMDS, IMDS_DEFAULT_HOST + IMDS_PATH, "")
+
+
+def _local(
+    source: ManagedIdentitySource,
+    endpoint: str,
+    variable: str,
+    **fields: Optional[str],
+) -> SourceConfig:
+    return SourceConfig(
+        source,
+        endpoint,
+        variable,
+        problem=_local_endpoint_problem(endpoint, variable),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _arc_key_directory(environ: Mapping[str, str], windows: bool) -> str:
+    if not windows:
+        return ARC_LINUX_KEY_DIRECTORY
+    program_data = _get(environ, "ProgramData") or _get(environ, "PROGRAMDATA") or "C:\\ProgramData"
+    return program_data.rstrip("\\") + "\\AzureConnectedMachineAgent\\Tokens"
+
+
+def _himds_path(environ: Mapping[str, str], windows: bool) -> Optional[str]:
+    if not windows:
+        return ARC_LINUX_HIMDS
+    program_files = _get(environ, "ProgramFiles") or _get(environ, "PROGRAMFILES")
+    if program_files is None:
+        return None
+    return program_files.rstrip("\\") + "\\AzureConnectedMachineAgent\\himds.exe"
+
+
+def _local_endpoint_problem(url: str, variable: str) -> Optional[tuple[str, str]]:
+    """PROTOCOLS.md section 9: a secret may go over plain HTTP only to this machine (loopback or link-local)."""
+    refusal = ("invalid_endpoint", f"{variable} must be an http(s) URL to a loopback or link-local host")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return refusal
+    if parts.scheme not in ("http", "https") or not parts.netloc or host is None:
+        return refusal
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        return refusal
+    return None if is_local_host(host, parts.netloc) else refusal
+
+
+def is_local_host(host: str, netloc: str = "") -> bool:
+    """True for ``localhost``, a dotted quad in 127.0.0.0/8 or 169.254.0.0/16, or ``[::1]``."""
+    if host.lower() == "localhost":
+        return True
+    if netloc.startswith("[") or ":" in host:
+        try:
+            return ipaddress.IPv6Address(host) == ipaddress.IPv6Address("::1")
+        except ValueError:
+            return False
+    octets = host.split(".")
+    if len(octets) != 4 or not all(o.isdigit() and len(o) <= 3 for o in octets):
+        return False
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address in ipaddress.IPv4Network("169.254.0.0/16")
+
+
+def _service_fabric_problem(endpoint: str, thumbprint: str) -> Optional[tuple[str, str]]:
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme != "https" or not parts.hostname or "@" in parts.netloc:
+        return (
+            "invalid_endpoint",
+            "IDENTITY_ENDPOINT must be an https:// URL with a host for Service Fabric",
+        )
+    if normalise_thumbprint(thumbprint) is None:
+        return (
+            "invalid_thumbprint",
+            "IDENTITY_SERVER_THUMBPRINT must be a SHA-1 thumbprint of 40 hexadecimal digits",
+        )
+    return None
+
+
+def _authority_problem(authority: str) -> Optional[tuple[str, str]]:
+    refusal = (
+        "invalid_endpoint",
+        "AZURE_AUTHORITY_HOST must be an https:// URL (or http:// to a loopback host)",
+    )
+    try:
+        parts = urlsplit(authority)
+        parts.port  # noqa: B018
+    except ValueError:
+        return refusal
+    if not parts.hostname or "@" in parts.netloc:
+        return refusal
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and is_local_host(parts.hostname, parts.netloc):
+        address_ok = parts.hostname.lower() == "localhost" or not parts.hostname.startswith("169.254")
+        return None if address_ok else refusal
+    return refusal
+
+
+def normalise_thumbprint(thumbprint: str) -> Optional[str]:
+    """Lower-case hex SHA-1 without separators, or None if it is not one."""
+    cleaned = "".join(ch for ch in thumbprint if not ch.isspace() and ch != ":").lower()
+    if len(cleaned) != 40 or any(ch not in "0123456789abcdef" for ch in cleaned):
+        return None
+    return cleaned

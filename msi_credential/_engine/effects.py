@@ -1,0 +1,87 @@
+"""What the engine asks its driver to do, and what the driver hands back. Plain values, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_KEY_FILE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request to a managed identity endpoint. Header values may be secrets: not in repr."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    form: Optional[Mapping[str, str]] = field(default=None, repr=False)
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    # Service Fabric: the lower-case hex SHA-1 the server's certificate must have before a byte is sent.
+    pin_sha1: Optional[str] = None
+    # Only workload identity may go through a proxy (PROTOCOLS.md section 9).
+    use_proxies: bool = False
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer. ``headers`` keys are lower-case; ``body`` holds at most MAX_BODY_BYTES + 1 bytes."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes = field(repr=False)
+
+    @property
+    def too_large(self) -> bool:
+        return len(self.body) > MAX_BODY_BYTES
+
+
+FailureKind = Literal["connect", "connect_timeout", "read", "read_timeout", "pin_mismatch"]
+
+
+@dataclass(frozen=True)
+class TransportFailure:
+    """No usable HTTP answer. ``request_sent`` is False when no byte of the request left this machine."""
+
+    kind: FailureKind
+    detail: str
+    request_sent: bool = False
+
+
+@dataclass(frozen=True)
+class Send:
+    request: Request
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ReadKeyFile:
+    """Azure Arc: stat (not following links), check, then read at most MAX_KEY_FILE_BYTES + 1 bytes."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class KeyFileResult:
+    content: Optional[str] = field(default=None, repr=False)
+    # on failure: (error_code, safe message)
+    error: Optional[tuple[str, str]] = None
+
+
+@dataclass(frozen=True)
+class ReadAssertion:
+    """Workload identity: read the federated token file (it rotates, so it is read for every request)."""
+
+    path: str
+
+
+Effect = Union[Send, Sleep, ReadKeyFile, ReadAssertion]
+EffectResult = Union[Response, TransportFailure, KeyFileResult, None]

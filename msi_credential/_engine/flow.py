@@ -1,0 +1,326 @@
+"""The token flow: a generator that yields effects and receives their results (no I/O of its own)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import ntpath
+import posixpath
+import re
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional, Union
+
+from azure.core.credentials import AccessTokenInfo
+
+from .._errors import ManagedIdentityError, failed, unavailable
+from .._source import ManagedIdentitySource
+from . import cache
+from .detection import SourceConfig
+from .effects import (
+    Effect,
+    EffectResult,
+    KeyFileResult,
+    ReadAssertion,
+    ReadKeyFile,
+    Request,
+    Response,
+    Send,
+    Sleep,
+    TransportFailure,
+)
+from .identity import Identity
+from .response import Token, error_from_response, label, parse_token, scrub
+from .retry import RetrySchedule, RetrySettings
+from .sources import SPECS, RequestParts
+from .sources import workload_identity as _workload
+from .sources.azure_arc import ECHO_NAMES
+
+_LOGGER = logging.getLogger("msi_credential")
+
+Flow = Generator[Effect, EffectResult, AccessTokenInfo]
+Clock = Callable[[], float]
+
+# IMDS endpoints that have answered in this process: before the first answer, fail fast (PROTOCOLS.md section 7).
+_answered_imds: set[str] = set()
+
+
+def forget_imds_answers() -> None:
+    """Tests: make the next IMDS contact a first contact again."""
+    _answered_imds.clear()
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    connect_timeout: Optional[float] = None
+    read_timeout: Optional[float] = None
+    retry: RetrySettings = field(default_factory=RetrySettings)
+    capabilities: tuple[str, ...] = ()
+    share_cache: bool = True
+
+
+class Engine:
+    """Everything a credential does, for one detected source and one identity, as sans-I/O flows."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        identity: Identity,
+        options: EngineOptions,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.identity = identity
+        self.options = options
+        self.spec = SPECS[config.source]
+        self.clock = clock
+        key = (config.source.value, config.endpoint, identity.kind, identity.cache_value)
+        self.bucket = cache.bucket_for(key, shared=options.share_cache)
+
+    @property
+    def source(self) -> ManagedIdentitySource:
+        return self.config.source
+
+    def acquire(self, resource: str, claims: Optional[str] = None) -> Flow:
+        """Serve from the cache when the refresh windows allow, else request, store and return a token."""
+        now = self.clock()
+        entry = self.bucket.get(resource)
+        if claims is None and entry is not None:
+            if now < entry.refresh_on:
+                return entry.info
+            if now < entry.mandatory_at and now < entry.next_attempt_at:
+                return entry.info
+        start = self.clock()
+        try:
+            token = yield from self.request(resource, claims=claims, cached=entry)
+        except ManagedIdentityError as error:
+            if claims is None and entry is not None and self.clock() < entry.mandatory_at:
+                entry.next_attempt_at = self.clock() + cache.ADVISORY_RETRY_DELAY
+                _LOGGER.warning(
+                    "%s: refreshing the token for %s failed (%s); serving the cached token, "
+                    "which is still valid",
+                    label(self.source),
+                    resource,
+                    error.error_code,
+                )
+                return entry.info
+            raise
+        info = AccessTokenInfo(
+            token.token,
+            token.expires_on,
+            token_type=token.token_type,
+            refresh_on=token.refresh_on,
+        )
+        cache.store(self.bucket, resource, cache.CacheEntry.create(info, start))
+        _LOGGER.info("%s: got a token for %s, expires at %d", label(self.source), resource, token.expires_on)
+        return info
+
+    def check_usable(self) -> None:
+        """Refuse, before any socket, a configuration or identity this source cannot use."""
+        if self.config.problem is not None:
+            code, message = self.config.problem
+            raise failed(message, error_code=code, source=self.source)
+        if self.identity.user_assigned and self.identity.kind not in self.spec.selectors:
+            raise failed(
+                f"{label(self.source)} does not support a user-assigned identity selected by "
+                f"{self.identity.kind}",
+                error_code="user_assigned_not_supported",
+                source=self.source,
+            )
+        if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY and not _workload.client_id(
+            self.config, self.identity
+        ):
+            raise failed(
+                "workload identity needs a client id: pass client_id= or set AZURE_CLIENT_ID",
+                error_code="missing_client_id",
+                source=self.source,
+            )
+
+    def request(
+        self,
+        resource: str,
+        *,
+        claims: Optional[str] = None,
+        cached: Optional[cache.CacheEntry] = None,
+    ) -> Generator[Effect, EffectResult, Token]:
+        """One token request with its retries: the protocol of the detected source."""
+        self.check_usable()
+        source = self.source
+        imds = source is ManagedIdentitySource.IMDS
+        first_contact = imds and not self.config.pod_identity and self.config.endpoint not in _answered_imds
+        connect_timeout = self.options.connect_timeout
+        if connect_timeout is None:
+            connect_timeout = 1.0 if first_contact else 2.0
+        read_timeout = 10.0 if self.options.read_timeout is None else self.options.read_timeout
+        revocation = None
+        if claims and cached is not None and self.spec.supports_revocation:
+            revocation = hashlib.sha256(cached.info.token.encode("utf-8")).hexdigest()
+        schedule = RetrySchedule(self.options.retry, self.spec.retry)
+        began = self.clock()
+        secrets = list(self.config.secrets)
+        while True:
+            assertion = None
+            if self.spec.reads_assertion:
+                read = yield ReadAssertion(self.config.token_file or "")
+                assert isinstance(read, KeyFileResult)
+                if read.error is not None:
+                    raise failed(read.error[1], error_code=read.error[0], source=source)
+                assertion = read.content
+                secrets.append(assertion or "")
+            parts = RequestParts(
+                resource=resource,
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                capabilities=self.options.capabilities
+                if source is ManagedIdentitySource.SERVICE_FABRIC
+                or source is ManagedIdentitySource.WORKLOAD_IDENTITY
+                else (),
+                token_sha256_to_refresh=revocation,
+                claims=claims if source is ManagedIdentitySource.WORKLOAD_IDENTITY else None,
+                client_assertion=assertion,
+            )
+            request = self.spec.build(self.config, self.identity, parts)
+            start = self.clock()
+            outcome = yield Send(request)
+            if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:
+                outcome = yield from self._arc_challenge(request, outcome, secrets)
+            if isinstance(outcome, TransportFailure):
+                self._check_transport_failure(outcome, first_contact)
+                delay = schedule.next_delay(
+                    status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
+                )
+                if delay is None:
+                    raise self._unreachable(outcome, schedule.retries)
+                _LOGGER.info("%s: %s; retrying in %.1f s", label(source), outcome.detail, delay)
+                yield Sleep(delay)
+                continue
+            assert isinstance(outcome, Response)
+            if imds:
+                _answered_imds.add(self.config.endpoint)
+                first_contact = False
+            if 200 <= outcome.status < 300:
+                token = parse_token(outcome, source=source, start=start)
+                if self.spec.challenge and self.identity.user_assigned:
+                    self._check_arc_echo(token)
+                return token
+            if schedule.retried(outcome.status):
+                delay = schedule.next_delay(
+                    status=outcome.status,
+                    headers=outcome.headers,
+                    now=self.clock(),
+                    elapsed=self.clock() - began,
+                )
+                if delay is not None:
+                    _LOGGER.info("%s: HTTP %d; retrying in %.1f s", label(source), outcome.status, delay)
+                    yield Sleep(delay)
+                    continue
+            raise error_from_response(outcome, source=source, secrets=secrets)
+
+    def _check_transport_failure(self, outcome: TransportFailure, first_contact: bool) -> None:
+        source = self.source
+        if outcome.kind == "pin_mismatch":
+            raise failed(
+                f"{label(source)}: the server certificate does not match IDENTITY_SERVER_THUMBPRINT; "
+                "nothing was sent",
+                error_code="thumbprint_mismatch",
+                source=source,
+            )
+        if first_contact:
+            raise unavailable(
+                f"IMDS did not answer at {self.config.endpoint} ({outcome.detail}); "
+                "managed identity is not available here",
+                error_code="imds_unreachable",
+                source=source,
+            )
+
+    def _unreachable(self, outcome: TransportFailure, retries: int) -> ManagedIdentityError:
+        source = self.source
+        where = f"{self.config.endpoint_variable or 'the endpoint'} ({self.config.endpoint})"
+        message = (
+            f"{label(source)} at {where} did not answer after {retries + 1} attempt(s): {outcome.detail}"
+        )
+        if source is ManagedIdentitySource.IMDS:
+            return unavailable(message, error_code="imds_unreachable", source=source)
+        return failed(message, error_code="endpoint_unreachable", source=source)
+
+    def _arc_challenge(
+        self, request: Request, response: Response, secrets: list[str]
+    ) -> Generator[Effect, EffectResult, Union[Response, TransportFailure]]:
+        """PROTOCOLS.md section 5, steps 3 to 10."""
+        source = self.source
+
+        def refuse(code: str, why: str) -> ManagedIdentityError:
+            return failed(f"{label(source)}: {why}", error_code=code, status_code=401, source=source)
+
+        header = response.headers.get("www-authenticate")
+        if header is None or not header.strip():
+            raise refuse("arc_challenge_missing", "401 without a WWW-Authenticate challenge")
+        prefix = "basic realm="
+        if not header.strip()[: len(prefix)].lower() == prefix:
+            raise refuse("arc_challenge_invalid", "the challenge is not 'Basic realm=<key file>'")
+        path = header.strip()[len(prefix) :].strip().strip('"').strip()
+        if not path:
+            raise refuse("arc_challenge_invalid", "the challenge names no key file")
+        if self.config.platform not in ("linux", "windows"):
+            raise refuse(
+                "arc_platform_unsupported",
+                f"Azure Arc managed identity is supported on Linux and Windows, not {self.config.platform}",
+            )
+        if not valid_key_path(path, self.config.arc_key_directory, self.config.platform == "windows"):
+            raise refuse(
+                "arc_invalid_key_file",
+                f"the challenge names a key file outside {self.config.arc_key_directory} "
+                "or without the .key extension",
+            )
+        read = yield ReadKeyFile(path)
+        assert isinstance(read, KeyFileResult)
+        if read.error is not None or not read.content:
+            code, why = read.error or ("arc_invalid_key_file", "the key file is empty")
+            raise refuse(code, why)
+        secrets.append(read.content)
+        headers = dict(request.headers)
+        headers["Authorization"] = f"Basic {read.content}"
+        outcome = yield Send(replace(request, headers=headers))
+        assert isinstance(outcome, (Response, TransportFailure))
+        if isinstance(outcome, Response) and outcome.status == 401:
+            raise refuse("arc_challenge_rejected", "the agent refused the key file's secret")
+        return outcome
+
+    def _check_arc_echo(self, token: Token) -> None:
+        """Old agents ignore the requested identity and return the system one: the answer must name it."""
+        wanted = (self.identity.value or "").lower()
+        for name in ECHO_NAMES[self.identity.kind]:
+            echoed = token.body.get(name)
+            if isinstance(echoed, str) and echoed.strip().lower() == wanted:
+                return
+        raise failed(
+            f"{label(self.source)} did not confirm the requested {self.identity.describe()}; "
+            "the token was discarded (the agent may not support user-assigned identities)",
+            error_code="arc_identity_not_confirmed",
+            status_code=200,
+            source=self.source,
+        )
+
+
+_WINDOWS_SEPARATORS = re.compile(r"[\\/]")
+
+
+def valid_key_path(path: str, directory: str, windows: bool) -> bool:
+    """An absolute path without '..', directly in the key directory, named '*.key'."""
+    if windows:
+        if not ntpath.isabs(path) or ".." in _WINDOWS_SEPARATORS.split(path):
+            return False
+        parent, name = ntpath.split(path)
+        return (
+            parent.rstrip("\\/").lower() == directory.rstrip("\\/").lower()
+            and name.lower().endswith(".key")
+            and len(name) > 4
+        )
+    if not posixpath.isabs(path) or ".." in path.split("/"):
+        return False
+    parent, name = posixpath.split(path)
+    return parent == directory.rstrip("/") and name.endswith(".key") and len(name) > 4
+
+
+def scrubbed(text: str, secrets: list[str]) -> str:
+    return scrub(text, secrets)

@@ -1,0 +1,231 @@
+"""Turn an HTTP answer into a token or a typed error (PROTOCOLS.md sections 3 and 4)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .._errors import ManagedIdentityError, failed, unavailable
+from .._source import ManagedIdentitySource
+from .effects import MAX_BODY_BYTES, Response
+from .expiry import ExpiryError, token_times
+
+_DESCRIPTION_LIMIT = 500
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NON_WORD = re.compile(r"[^a-z0-9]+")
+_SERVICE_FABRIC_CODES = {
+    "SecretHeaderNotFound": "secret_header_not_found",
+    "ArgumentNullOrEmpty": "invalid_resource",
+    "InvalidApiVersion": "invalid_api_version",
+    "InternalServerError": "internal_server_error",
+}
+
+
+@dataclass(frozen=True)
+class Token:
+    """A token the engine accepted. ``body`` keeps the parsed JSON for source-specific checks (Arc echo)."""
+
+    token: str = field(repr=False)
+    expires_on: int
+    refresh_on: int
+    token_type: str = "Bearer"
+    body: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class ErrorBody:
+    code: Optional[str] = None
+    description: Optional[str] = None
+    correlation_id: Optional[str] = None
+
+
+def load_json_object(body: bytes) -> Optional[dict[str, Any]]:
+    """The body as a JSON object (whatever the Content-Type), or None."""
+    try:
+        text = body.decode("utf-8-sig")
+        value = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_error_body(body: bytes) -> ErrorBody:
+    """Code, description and correlation id from the error shapes of IMDS, App Service, Service Fabric, Entra."""
+    data = load_json_object(body)
+    if data is None:
+        return ErrorBody()
+    code: object = data.get("error")
+    description: object = data.get("error_description") or data.get("message")
+    correlation: object = data.get("correlation_id") or data.get("correlationId")
+    if isinstance(code, dict):
+        nested = code
+        code = nested.get("code")
+        description = description or nested.get("message")
+        correlation = correlation or nested.get("correlationId")
+    if code is None:
+        code = data.get("code")
+    return ErrorBody(
+        code=code if isinstance(code, str) and code.strip() else None,
+        description=description if isinstance(description, str) else None,
+        correlation_id=correlation if isinstance(correlation, str) and correlation else None,
+    )
+
+
+def snake_case(code: str) -> str:
+    """``SecretHeaderNotFound`` -> ``secret_header_not_found``; ``invalid_request`` stays."""
+    spaced = _CAMEL_BOUNDARY.sub("_", code.strip())
+    return _NON_WORD.sub("_", spaced.lower()).strip("_")[:64] or "unknown_error"
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Remove secret values from a message the server sent back (it may echo what it was given)."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return text
+
+
+def parse_token(
+    response: Response,
+    *,
+    source: ManagedIdentitySource,
+    start: float,
+) -> Token:
+    """A token from a 2xx answer, or ManagedIdentityError ``invalid_response`` / ``response_too_large``."""
+    if response.too_large:
+        raise failed(
+            f"{_label(source)} answered with a body over {MAX_BODY_BYTES} bytes",
+            error_code="response_too_large",
+            status_code=response.status,
+            source=source,
+        )
+    data = load_json_object(response.body)
+    if data is None:
+        raise _invalid(source, response.status, "the body is not a JSON object")
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token.strip():
+        raise _invalid(source, response.status, "the body has no access_token string")
+    token_type = data.get("token_type")
+    try:
+        expires_on, refresh_on = token_times(
+            start=start,
+            expires_in=data.get("expires_in"),
+            expires_on=data.get("expires_on"),
+            refresh_in=data.get("refresh_in"),
+        )
+    except ExpiryError as error:
+        raise _invalid(source, response.status, str(error)) from None
+    return Token(
+        token=access_token,
+        expires_on=expires_on,
+        refresh_on=refresh_on,
+        token_type=token_type if isinstance(token_type, str) and token_type else "Bearer",
+        body=data,
+    )
+
+
+def _invalid(source: ManagedIdentitySource, status: int, why: str) -> ManagedIdentityError:
+    return failed(
+        f"{_label(source)} answered {status} without a usable token: {why}",
+        error_code="invalid_response",
+        status_code=status,
+        source=source,
+    )
+
+
+def error_from_response(
+    response: Response,
+    *,
+    source: ManagedIdentitySource,
+    secrets: Iterable[str] = (),
+) -> ManagedIdentityError:
+    """Map a non-2xx answer (after retries) to the typed error of PROTOCOLS.md section 4."""
+    status = response.status
+    body = b"" if response.too_large else response.body
+    parsed = parse_error_body(body)
+    description = scrub(parsed.description or "", secrets)[:_DESCRIPTION_LIMIT]
+    server_code = parsed.code
+
+    def message(summary: str) -> str:
+        parts = [f"{_label(source)} {summary} (HTTP {status}"]
+        if server_code:
+            parts.append(f", {scrub(server_code, secrets)[:100]}")
+        parts.append(")")
+        if description:
+            parts.append(f": {description}")
+        if parsed.correlation_id:
+            parts.append(f" [correlation id {parsed.correlation_id[:100]}]")
+        return "".join(parts)
+
+    def make_failed(code: str, summary: str = "refused the token request") -> ManagedIdentityError:
+        return failed(
+            message(summary),
+            error_code=code,
+            status_code=status,
+            correlation_id=parsed.correlation_id,
+            source=source,
+        )
+
+    def make_unavailable(code: str, summary: str) -> ManagedIdentityError:
+        return unavailable(
+            message(summary),
+            error_code=code,
+            status_code=status,
+            correlation_id=parsed.correlation_id,
+            source=source,
+        )
+
+    if 300 <= status < 400:
+        return make_failed("unexpected_redirect", "redirected the token request; redirects are refused")
+    if source is ManagedIdentitySource.IMDS:
+        if load_json_object(body) is None:
+            return make_unavailable(
+                "imds_unreachable",
+                "did not answer like IMDS (the body is not JSON); managed identity is not available here",
+            )
+        if status == 403 and "unreachable" in (description or "").lower():
+            return make_unavailable("imds_unreachable", "is unreachable from this host")
+        if status == 400:
+            text = f"{server_code or ''} {description}"
+            if server_code == "invalid_resource" or "AADSTS500011" in text or "AADSTS50001" in text:
+                return make_failed("invalid_resource", "refused the resource")
+            return make_unavailable(
+                "identity_not_found", "has no such identity assigned (identity not found)"
+            )
+    if (
+        source is ManagedIdentitySource.APP_SERVICE
+        and status == 400
+        and "managed identity" in description.lower()
+    ):
+        return make_unavailable("identity_not_found", "could not load the managed identity")
+    if source is ManagedIdentitySource.SERVICE_FABRIC:
+        if status == 404 or server_code == "ManagedIdentityNotFound":
+            return make_unavailable("identity_not_found", "has no managed identity for this application")
+        if server_code in _SERVICE_FABRIC_CODES:
+            return make_failed(_SERVICE_FABRIC_CODES[server_code])
+    if 200 <= status < 300:
+        return _invalid(source, status, "unexpected answer")
+    return make_failed(snake_case(server_code) if server_code else f"http_{status}")
+
+
+def _label(source: ManagedIdentitySource) -> str:
+    return _LABELS[source]
+
+
+_LABELS = {
+    ManagedIdentitySource.IMDS: "IMDS",
+    ManagedIdentitySource.APP_SERVICE: "App Service managed identity endpoint",
+    ManagedIdentitySource.AZURE_ARC: "Azure Arc managed identity endpoint",
+    ManagedIdentitySource.CLOUD_SHELL: "Cloud Shell managed identity endpoint",
+    ManagedIdentitySource.SERVICE_FABRIC: "Service Fabric managed identity endpoint",
+    ManagedIdentitySource.MACHINE_LEARNING: "Azure Machine Learning managed identity endpoint",
+    ManagedIdentitySource.WORKLOAD_IDENTITY: "Microsoft Entra token endpoint",
+}
+
+
+def label(source: ManagedIdentitySource) -> str:
+    """A human name for the source, for messages."""
+    return _LABELS[source]

@@ -1,0 +1,131 @@
+"""Typed errors: they carry their evidence (code, status, correlation id, source) and never a secret."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Optional
+
+from azure.core.exceptions import ClientAuthenticationError
+
+from ._source import ManagedIdentitySource
+
+
+class ManagedIdentityError(ClientAuthenticationError):
+    """The managed identity endpoint was reached and refused, or answered with something that is not a token."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_code: str,
+        status_code: Optional[int] = None,
+        correlation_id: Optional[str] = None,
+        source: Optional[ManagedIdentitySource] = None,
+    ) -> None:
+        super().__init__(message=message)
+        self.error_code = error_code
+        # ClientAuthenticationError declares status_code; ours is the managed identity endpoint's status.
+        self.status_code = status_code
+        self.correlation_id = correlation_id
+        self.source = source
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(error_code={self.error_code!r}, "
+            f"status_code={self.status_code!r}, source={self.source!r}, message={self.message!r})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (
+                type(self),
+                self.message,
+                self.error_code,
+                self.status_code,
+                self.correlation_id,
+                self.source,
+            ),
+        )
+
+
+class CredentialUnavailableError(ManagedIdentityError):
+    """Managed identity is not available here: a credential chain should move on to its next credential."""
+
+
+def _rebuild(
+    cls: type[ManagedIdentityError],
+    message: str,
+    error_code: str,
+    status_code: Optional[int],
+    correlation_id: Optional[str],
+    source: Optional[ManagedIdentitySource],
+) -> ManagedIdentityError:
+    return cls(
+        message,
+        error_code=error_code,
+        status_code=status_code,
+        correlation_id=correlation_id,
+        source=source,
+    )
+
+
+_interop_class: Optional[type[CredentialUnavailableError]] = None
+
+
+def _unavailable_class() -> type[CredentialUnavailableError]:
+    """Our unavailable class, also an azure-identity CredentialUnavailableError when that package is in use.
+
+    azure-identity's credential chains move on only past their own class. We never import azure-identity: if the
+    application has imported it, it is in sys.modules, and the raised error derives from both classes.
+    """
+    global _interop_class
+    identity = sys.modules.get("azure.identity")
+    if identity is None:
+        return CredentialUnavailableError
+    if _interop_class is None:
+        foreign = getattr(identity, "CredentialUnavailableError", None)
+        if not isinstance(foreign, type) or not issubclass(foreign, ClientAuthenticationError):
+            return CredentialUnavailableError
+        _interop_class = type(
+            "CredentialUnavailableError",
+            (CredentialUnavailableError, foreign),
+            {"__module__": __name__, "__qualname__": "CredentialUnavailableError"},
+        )
+    return _interop_class
+
+
+def failed(
+    message: str,
+    *,
+    error_code: str,
+    status_code: Optional[int] = None,
+    correlation_id: Optional[str] = None,
+    source: Optional[ManagedIdentitySource] = None,
+) -> ManagedIdentityError:
+    """A ManagedIdentityError: the endpoint refused or answered with something unusable."""
+    return ManagedIdentityError(
+        message,
+        error_code=error_code,
+        status_code=status_code,
+        correlation_id=correlation_id,
+        source=source,
+    )
+
+
+def unavailable(
+    message: str,
+    *,
+    error_code: str,
+    status_code: Optional[int] = None,
+    correlation_id: Optional[str] = None,
+    source: Optional[ManagedIdentitySource] = None,
+) -> CredentialUnavailableError:
+    """A CredentialUnavailableError (interoperable with azure-identity's chains when it is imported)."""
+    return _unavailable_class()(
+        message,
+        error_code=error_code,
+        status_code=status_code,
+        correlation_id=correlation_id,
+        source=source,
+    )

@@ -1,0 +1,107 @@
+"""Constructor work shared by both credential faces: argument checks, detection, engine options."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable, Optional
+
+from ._engine.detection import detect
+from ._engine.flow import Engine, EngineOptions
+from ._engine.identity import identity_from_arguments
+from ._engine.retry import RetrySettings
+
+
+def build_engine(
+    *,
+    client_id: Optional[str],
+    object_id: Optional[str],
+    resource_id: Optional[str],
+    identity_config: Optional[Mapping[str, Any]],
+    client_capabilities: Optional[Iterable[str]],
+    share_cache: bool,
+    kwargs: dict[str, Any],
+) -> Engine:
+    """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
+
+    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_platform``, ``_path_exists``,
+    ``_arc_key_directory``.
+    """
+    identity = identity_from_arguments(
+        client_id=client_id,
+        object_id=object_id,
+        resource_id=resource_id,
+        identity_config=identity_config,
+    )
+    environ: Optional[Mapping[str, str]] = kwargs.pop("_environ", None)
+    if environ is None:
+        environ = os.environ
+    clock: Callable[[], float] = kwargs.pop("_clock", None) or time.time
+    config = detect(
+        dict(environ),
+        platform=kwargs.pop("_platform", None) or sys.platform,
+        path_exists=kwargs.pop("_path_exists", None) or os.path.exists,
+        arc_key_directory=kwargs.pop("_arc_key_directory", None),
+    )
+    options = EngineOptions(
+        connect_timeout=_timeout(kwargs, "connection_timeout"),
+        read_timeout=_timeout(kwargs, "read_timeout"),
+        retry=_retry_settings(kwargs),
+        capabilities=_capabilities(client_capabilities),
+        share_cache=_flag(share_cache, "share_cache"),
+    )
+    return Engine(config, identity, options, clock)
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False")
+    return value
+
+
+def _number(value: object, name: str, *, minimum: float, strict: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name} must be a number")
+    if value < minimum or (strict and value == minimum):
+        bound = "greater than" if strict else "at least"
+        raise ValueError(f"{name} must be {bound} {minimum:g}")
+    return float(value)
+
+
+def _timeout(kwargs: dict[str, Any], name: str) -> Optional[float]:
+    value = kwargs.pop(name, None)
+    if value is None:
+        return None
+    return _number(value, name, minimum=0, strict=True)
+
+
+def _retry_settings(kwargs: dict[str, Any]) -> RetrySettings:
+    total = kwargs.pop("retry_total", None)
+    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
+        raise ValueError("retry_total must be a non-negative integer")
+    factor = kwargs.pop("retry_backoff_factor", None)
+    maximum = kwargs.pop("retry_backoff_max", None)
+    return RetrySettings(
+        total=total,
+        backoff_factor=1.0
+        if factor is None
+        else _number(factor, "retry_backoff_factor", minimum=0, strict=False),
+        backoff_max=60.0
+        if maximum is None
+        else _number(maximum, "retry_backoff_max", minimum=0, strict=False),
+    )
+
+
+def _capabilities(values: Optional[Iterable[str]]) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        raise ValueError("client_capabilities must be a list of strings, e.g. ['cp1']")
+    result = []
+    for value in values:
+        if not isinstance(value, str) or not value.strip() or "," in value:
+            raise ValueError("each client capability must be a non-empty string without commas")
+        result.append(value.strip())
+    return tuple(result)

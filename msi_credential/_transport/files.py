@@ -1,0 +1,71 @@
+"""Local file reads the engine asks for (Arc key file, federated token file). Shared by both drivers."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult
+
+_HINT = (
+    " (on Windows the process must be in the 'Hybrid agent extension applications' group)"
+    if sys.platform.startswith("win")
+    else " (on Linux the process must be in the 'himds' group)"
+)
+_MAX_ASSERTION_BYTES = 64 * 1024
+
+
+def read_key_file(path: str) -> KeyFileResult:
+    """Stat without following links, check it is a small regular file, then read at most 4097 bytes."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return KeyFileResult(error=("arc_key_file_unreadable", "the challenge's key file does not exist"))
+    except OSError as error:
+        return KeyFileResult(
+            error=("arc_key_file_unreadable", f"cannot stat the key file: {error.strerror}{_HINT}")
+        )
+    if not stat.S_ISREG(info.st_mode):
+        return KeyFileResult(error=("arc_invalid_key_file", "the key file is not a regular file"))
+    if info.st_size == 0 or info.st_size > MAX_KEY_FILE_BYTES:
+        return KeyFileResult(
+            error=("arc_invalid_key_file", f"the key file is empty or over {MAX_KEY_FILE_BYTES} bytes")
+        )
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        descriptor = os.open(path, flags)
+        with os.fdopen(descriptor, "rb") as handle:
+            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+    except OSError as error:
+        return KeyFileResult(
+            error=("arc_key_file_unreadable", f"cannot read the key file: {error.strerror}{_HINT}")
+        )
+    if len(data) > MAX_KEY_FILE_BYTES:
+        return KeyFileResult(error=("arc_invalid_key_file", "the key file grew over 4096 bytes"))
+    try:
+        content = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return KeyFileResult(error=("arc_invalid_key_file", "the key file is not text"))
+    if not content:
+        return KeyFileResult(error=("arc_invalid_key_file", "the key file is empty"))
+    return KeyFileResult(content=content)
+
+
+def read_assertion(path: str) -> KeyFileResult:
+    """The federated token file's contents, stripped; read for every token request (the file rotates)."""
+    code = "federated_token_file_unreadable"
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_ASSERTION_BYTES + 1)
+    except OSError as error:
+        return KeyFileResult(error=(code, f"cannot read AZURE_FEDERATED_TOKEN_FILE: {error.strerror}"))
+    if len(data) > _MAX_ASSERTION_BYTES:
+        return KeyFileResult(error=(code, "AZURE_FEDERATED_TOKEN_FILE is too large"))
+    try:
+        content = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return KeyFileResult(error=(code, "AZURE_FEDERATED_TOKEN_FILE is not text"))
+    if not content:
+        return KeyFileResult(error=(code, "AZURE_FEDERATED_TOKEN_FILE is empty"))
+    return KeyFileResult(content=content)

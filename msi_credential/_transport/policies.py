@@ -1,0 +1,41 @@
+"""The azure-core policies every managed identity request goes through (both pipelines use the same list)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.pipeline.policies import (
+    CustomHookPolicy,
+    HeadersPolicy,
+    HttpLoggingPolicy,
+    RequestIdPolicy,
+    UserAgentPolicy,
+)
+
+from .._version import VERSION
+
+# Header values outside this list are logged as "REDACTED" (X-IDENTITY-HEADER, secret, Secret, Authorization...).
+SAFE_HEADERS = frozenset(
+    {"metadata", "www-authenticate", "x-ms-request-id", "x-ms-client-request-id", "retry-after"}
+)
+SAFE_QUERY_PARAMS = frozenset(
+    {"api-version", "resource", "client_id", "object_id", "msi_res_id", "mi_res_id", "clientid", "xms_cc"}
+)
+
+
+def build_policies(**kwargs: Any) -> list[Any]:
+    """User agent, request id, custom headers, raw request/response hooks and redacted HTTP logging.
+
+    There is no retry policy (the engine retries), no redirect policy (a 3xx is an error: azure-core's redirect
+    policy would forward the identity header) and no proxy policy (proxies apply to workload identity only).
+    """
+    logging_policy = HttpLoggingPolicy(**kwargs)
+    logging_policy.allowed_header_names.update(SAFE_HEADERS)
+    logging_policy.allowed_query_params.update(SAFE_QUERY_PARAMS)
+    return [
+        HeadersPolicy(**kwargs),
+        UserAgentPolicy(base_user_agent=f"msi-credential/{VERSION}", **kwargs),
+        RequestIdPolicy(**kwargs),
+        CustomHookPolicy(**kwargs),
+        logging_policy,
+    ]

@@ -1,0 +1,173 @@
+"""The sync driver: performs the engine's effects with an azure-core Pipeline and time.sleep."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Optional
+
+import requests
+from azure.core.credentials import AccessTokenInfo
+from azure.core.exceptions import (
+    AzureError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.pipeline import Pipeline
+from azure.core.pipeline.transport import HttpTransport, RequestsTransport
+from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
+
+from .._engine.effects import (
+    EffectResult,
+    ReadAssertion,
+    ReadKeyFile,
+    Request,
+    Response,
+    Send,
+    Sleep,
+    TransportFailure,
+)
+from .._engine.flow import Flow
+from .common import NO_PROXIES, body_too_large, failure_detail, is_pin_failure, to_http_request
+from .files import read_assertion, read_key_file
+from .policies import build_policies
+
+_LOGGER = logging.getLogger("msi_credential")
+
+
+class _PinnedAdapter(HTTPAdapter):
+    """urllib3 checks the server certificate's SHA-1 after the handshake, before any request byte is written."""
+
+    def __init__(self, sha1: str) -> None:
+        self._sha1 = sha1
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(
+        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
+    ) -> None:
+        self.poolmanager = PoolManager(
+            num_pools=connections,
+            maxsize=maxsize,
+            block=block,
+            assert_fingerprint=self._sha1,
+            assert_hostname=False,
+            **pool_kwargs,
+        )
+
+
+class SyncDriver:
+    """Runs engine flows. Owns the pipelines it creates; a user-supplied transport stays the user's."""
+
+    def __init__(
+        self,
+        *,
+        transport: Optional[HttpTransport[Any, Any]] = None,
+        sleep: Callable[[float], None],
+        **kwargs: Any,
+    ) -> None:
+        self._sleep = sleep
+        self._kwargs = kwargs
+        self._policies = build_policies(**kwargs)
+        self._user_transport = transport is not None
+        self._transport = transport or RequestsTransport(use_env_settings=False, **_transport_kwargs(kwargs))
+        self._pipeline: Pipeline[Any, Any] = Pipeline(transport=self._transport, policies=self._policies)
+        self._pinned: dict[str, Pipeline[Any, Any]] = {}
+        self._proxied: Optional[Pipeline[Any, Any]] = None
+
+    def run(self, flow: Flow) -> AccessTokenInfo:
+        """Drive a flow to its end, performing each effect it yields."""
+        result: EffectResult = None
+        while True:
+            try:
+                effect = flow.send(result)
+            except StopIteration as stop:
+                value: AccessTokenInfo = stop.value
+                return value
+            if isinstance(effect, Send):
+                result = self.send(effect.request)
+            elif isinstance(effect, Sleep):
+                self._sleep(effect.seconds)
+                result = None
+            elif isinstance(effect, ReadKeyFile):
+                result = read_key_file(effect.path)
+            elif isinstance(effect, ReadAssertion):
+                result = read_assertion(effect.path)
+            else:  # pragma: no cover - the engine yields nothing else
+                raise TypeError(f"unknown effect {effect!r}")
+
+    def send(self, request: Request) -> Response | TransportFailure:
+        pipeline, extra = self._pipeline_for(request)
+        try:
+            pipeline_response = pipeline.run(
+                to_http_request(request),
+                stream=True,
+                connection_timeout=request.connect_timeout,
+                read_timeout=request.read_timeout,
+                **extra,
+            )
+            http_response = pipeline_response.http_response
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in http_response.iter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if body_too_large(size):
+                        break
+            finally:
+                http_response.close()
+            return Response(
+                status=http_response.status_code,
+                headers={key.lower(): value for key, value in http_response.headers.items()},
+                body=b"".join(chunks),
+            )
+        except ServiceRequestTimeoutError as error:
+            return TransportFailure("connect_timeout", failure_detail(error))
+        except ServiceRequestError as error:
+            if is_pin_failure(error):
+                return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
+            return TransportFailure("connect", failure_detail(error))
+        except ServiceResponseTimeoutError as error:
+            return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
+        except (AzureError, requests.RequestException, OSError) as error:
+            return TransportFailure("read", failure_detail(error), request_sent=True)
+
+    def _pipeline_for(self, request: Request) -> tuple[Pipeline[Any, Any], dict[str, Any]]:
+        if request.pin_sha1 is not None:
+            pinned = self._pinned.get(request.pin_sha1)
+            if pinned is None:
+                if self._user_transport:
+                    _LOGGER.warning(
+                        "Service Fabric: ignoring the supplied transport; the token request goes over "
+                        "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
+                    )
+                session = requests.Session()
+                session.mount("https://", _PinnedAdapter(request.pin_sha1))
+                transport = RequestsTransport(session=session, session_owner=True, use_env_settings=False)
+                pinned = Pipeline(transport=transport, policies=self._policies)
+                self._pinned[request.pin_sha1] = pinned
+            return pinned, {"connection_verify": False}
+        if request.use_proxies:
+            if self._user_transport:
+                return self._pipeline, {}
+            if self._proxied is None:
+                self._proxied = Pipeline(
+                    transport=RequestsTransport(**_transport_kwargs(self._kwargs)),
+                    policies=self._policies,
+                )
+            return self._proxied, {}
+        if self._user_transport:
+            return self._pipeline, {"proxies": dict(NO_PROXIES)}
+        return self._pipeline, {}
+
+    def close(self) -> None:
+        for pipeline in (self._pipeline, self._proxied, *self._pinned.values()):
+            if pipeline is not None:
+                pipeline.__exit__()
+        self._pinned.clear()
+        self._proxied = None
+
+
+def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {key: kwargs[key] for key in ("connection_verify", "connection_cert") if key in kwargs}
