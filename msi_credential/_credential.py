@@ -1,4 +1,4 @@
-"""The sync face: argument checks, then the engine and the sync driver."""
+"""The sync face: the shared construction, then the engine's flows run by the sync driver."""
 
 from __future__ import annotations
 
@@ -10,17 +10,15 @@ from typing import Any, Optional
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from typing_extensions import Self
 
-from ._engine.scopes import resource_from_scopes
-from ._setup import build_engine
-from ._source import ManagedIdentitySource
+from ._setup import CredentialBase
 from ._transport.sync import SyncDriver
 
 
-class ManagedIdentityCredential:
+class ManagedIdentityCredential(CredentialBase):
     """Azure managed identity tokens for azure-* SDK clients, in every hosting environment.
 
-    The source is detected once, here; tokens are cached in memory and shared by credentials of the same
-    endpoint and identity unless ``share_cache=False``. See API.md for the keywords.
+    The source is detected once, here. Tokens are cached in memory, shared by credentials of the same endpoint and
+    identity unless ``share_cache=False``. Keywords as azure-identity's ManagedIdentityCredential (see API.md).
     """
 
     def __init__(
@@ -35,23 +33,16 @@ class ManagedIdentityCredential:
         **kwargs: Any,
     ) -> None:
         sleep = kwargs.pop("_sleep", None) or time.sleep
-        self._engine = build_engine(
+        super().__init__(
             client_id=client_id,
+            identity_config=identity_config,
             object_id=object_id,
             resource_id=resource_id,
-            identity_config=identity_config,
             client_capabilities=client_capabilities,
             share_cache=share_cache,
             kwargs=kwargs,
         )
-        self._bucket = self._engine.bucket
-        self._clock = self._engine.clock
         self._driver = SyncDriver(sleep=sleep, **kwargs)
-
-    @property
-    def source(self) -> ManagedIdentitySource:
-        """The hosting environment detected at construction."""
-        return self._engine.source
 
     def get_token(
         self,
@@ -84,14 +75,12 @@ class ManagedIdentityCredential:
                 return entry.info
         return self._acquire(scopes, claims)
 
-    def _acquire(self, scopes: tuple[str, ...], claims: Optional[str]) -> AccessTokenInfo:
-        resource = resource_from_scopes(scopes)
-        if claims is not None and (not isinstance(claims, str) or not claims.strip()):
-            claims = None
-        return self._driver.run(self._engine.acquire(resource, claims))
+    def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
+        resource, checked_claims = self._prepare(scopes, claims)
+        return self._driver.run(self._engine.acquire(resource, checked_claims))
 
     def close(self) -> None:
-        """Release the HTTP connections. The cached tokens stay for other credentials sharing them."""
+        """Release the HTTP connections. Cached tokens stay for other credentials that share them."""
         self._driver.close()
 
     def __enter__(self) -> Self:
@@ -104,9 +93,3 @@ class ManagedIdentityCredential:
         traceback: Optional[TracebackType],
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return (
-            f"ManagedIdentityCredential(source={self.source.value!r}, "
-            f"identity={self._engine.identity.describe()!r})"
-        )

@@ -12,6 +12,54 @@ from ._engine.detection import detect
 from ._engine.flow import Engine, EngineOptions
 from ._engine.identity import identity_from_arguments
 from ._engine.retry import RetrySettings
+from ._engine.scopes import resource_from_scopes
+from ._source import ManagedIdentitySource
+
+
+class CredentialBase:
+    """What both faces share: construction, the detected source, a repr without secrets."""
+
+    def __init__(
+        self,
+        *,
+        client_id: Optional[str] = None,
+        identity_config: Optional[Mapping[str, Any]] = None,
+        object_id: Optional[str] = None,
+        resource_id: Optional[str] = None,
+        client_capabilities: Optional[Iterable[str]] = None,
+        share_cache: bool = True,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._engine = build_engine(
+            client_id=client_id,
+            object_id=object_id,
+            resource_id=resource_id,
+            identity_config=identity_config,
+            client_capabilities=client_capabilities,
+            share_cache=share_cache,
+            kwargs=kwargs,
+        )
+        # The hot path reads these two directly: a dict lookup and a clock read.
+        self._bucket = self._engine.bucket
+        self._clock = self._engine.clock
+
+    @property
+    def source(self) -> ManagedIdentitySource:
+        """The hosting environment detected at construction."""
+        return self._engine.source
+
+    def _prepare(self, scopes: tuple[str, ...], claims: object) -> tuple[str, Optional[str]]:
+        """Validate a cache miss's arguments: the resource, and claims (empty claims count as none)."""
+        resource = resource_from_scopes(scopes)
+        if claims is not None and not isinstance(claims, str):
+            raise ValueError("claims must be a string (the claims challenge)")
+        return resource, (claims if claims and claims.strip() else None)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(source={self.source.value!r}, "
+            f"identity={self._engine.identity.describe()!r})"
+        )
 
 
 def build_engine(

@@ -56,6 +56,22 @@ class _PinnedAdapter(HTTPAdapter):
         )
 
 
+def pinned_session(sha1: str) -> requests.Session:
+    """A requests session whose HTTPS connections must present a certificate with this SHA-1."""
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", _PinnedAdapter(sha1))
+    session.mount("http://", _RefusingAdapter())
+    return session
+
+
+class _RefusingAdapter(HTTPAdapter):
+    """Plain HTTP on a pinned session would skip the pin: refuse it."""
+
+    def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        raise requests.exceptions.SSLError("fingerprint pinning requires https")
+
+
 class SyncDriver:
     """Runs engine flows. Owns the pipelines it creates; a user-supplied transport stays the user's."""
 

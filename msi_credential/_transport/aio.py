@@ -1,0 +1,227 @@
+"""The async driver: performs the engine's effects with an azure-core AsyncPipeline and asyncio.sleep.
+
+aiohttp is used when the ``aio`` extra is installed; otherwise azure-core's requests-in-a-thread transport.
+Service Fabric's pin is checked on every new TLS connection before a request byte is written, in both cases.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional
+
+import requests
+from azure.core.credentials import AccessTokenInfo
+from azure.core.exceptions import (
+    AzureError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
+from azure.core.pipeline import AsyncPipeline
+from azure.core.pipeline.transport import AsyncHttpTransport
+
+from .._engine.effects import (
+    EffectResult,
+    ReadAssertion,
+    ReadKeyFile,
+    Request,
+    Response,
+    Send,
+    Sleep,
+    TransportFailure,
+)
+from .._engine.flow import Flow
+from .common import NO_PROXIES, body_too_large, failure_detail, is_pin_failure, to_http_request
+from .files import read_assertion, read_key_file
+from .policies import build_policies
+from .sync import pinned_session
+
+_LOGGER = logging.getLogger("msi_credential")
+
+try:
+    import aiohttp
+except ImportError:  # pragma: no cover - exercised by the no-aiohttp test in a subprocess
+    aiohttp = None  # type: ignore[assignment]
+
+
+def aiohttp_available() -> bool:
+    return aiohttp is not None
+
+
+def _default_transport(*, use_env_settings: bool, **kwargs: Any) -> AsyncHttpTransport[Any, Any]:
+    if aiohttp is not None:
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        native: AsyncHttpTransport[Any, Any] = AioHttpTransport(use_env_settings=use_env_settings, **kwargs)
+        return native
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+    fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(use_env_settings=use_env_settings, **kwargs)
+    return fallback
+
+
+def _sha1_pin(sha1: str) -> Any:
+    """An aiohttp fingerprint check for SHA-1, which aiohttp's own Fingerprint refuses to take."""
+    assert aiohttp is not None
+
+    class _Mismatch(aiohttp.ServerFingerprintMismatch):
+        def __str__(self) -> str:
+            return "server certificate fingerprint does not match the pinned thumbprint"
+
+    class _Sha1Pin(aiohttp.Fingerprint):
+        def __init__(self, expected: bytes) -> None:  # bypasses the base class's refusal of SHA-1
+            self._hashfunc = hashlib.sha1
+            self._fingerprint = expected
+
+        def check(self, transport: asyncio.Transport) -> None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            got = hashlib.sha1(certificate).digest() if certificate else b""  # noqa: S324 - a pin, not a MAC
+            if not hmac.compare_digest(got, self._fingerprint):
+                transport.close()
+                peer = transport.get_extra_info("peername") or ("", 0)
+                raise _Mismatch(self._fingerprint, got, peer[0], peer[1])
+
+    return _Sha1Pin(bytes.fromhex(sha1))
+
+
+class AsyncDriver:
+    """Runs engine flows in the event loop. Owns the pipelines it creates; a supplied transport stays the user's."""
+
+    def __init__(
+        self,
+        *,
+        transport: Optional[AsyncHttpTransport[Any, Any]] = None,
+        sleep: Callable[[float], Awaitable[Any]],
+        **kwargs: Any,
+    ) -> None:
+        self._sleep = sleep
+        self._kwargs = kwargs
+        self._policies = build_policies(**kwargs)
+        self._user_transport = transport is not None
+        self._transport = transport or _default_transport(use_env_settings=False, **_transport_kwargs(kwargs))
+        self._pipeline: AsyncPipeline[Any, Any] = AsyncPipeline(
+            transport=self._transport, policies=self._policies
+        )
+        self._pinned: dict[str, tuple[AsyncPipeline[Any, Any], dict[str, Any]]] = {}
+        self._proxied: Optional[AsyncPipeline[Any, Any]] = None
+
+    async def run(self, flow: Flow) -> AccessTokenInfo:
+        """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
+        result: EffectResult = None
+        try:
+            while True:
+                try:
+                    effect = flow.send(result)
+                except StopIteration as stop:
+                    value: AccessTokenInfo = stop.value
+                    return value
+                if isinstance(effect, Send):
+                    result = await self.send(effect.request)
+                elif isinstance(effect, Sleep):
+                    await self._sleep(effect.seconds)
+                    result = None
+                elif isinstance(effect, ReadKeyFile):
+                    result = read_key_file(effect.path)
+                elif isinstance(effect, ReadAssertion):
+                    result = read_assertion(effect.path)
+                else:  # pragma: no cover - the engine yields nothing else
+                    raise TypeError(f"unknown effect {effect!r}")
+        finally:
+            flow.close()
+
+    async def send(self, request: Request) -> Response | TransportFailure:
+        pipeline, extra = self._pipeline_for(request)
+        try:
+            pipeline_response = await pipeline.run(
+                to_http_request(request),
+                stream=True,
+                connection_timeout=request.connect_timeout,
+                read_timeout=request.read_timeout,
+                **extra,
+            )
+            http_response = pipeline_response.http_response
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in http_response.iter_bytes():
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if body_too_large(size):
+                        break
+            finally:
+                await http_response.close()
+            return Response(
+                status=http_response.status_code,
+                headers={key.lower(): value for key, value in http_response.headers.items()},
+                body=b"".join(chunks),
+            )
+        except ServiceRequestTimeoutError as error:
+            return TransportFailure("connect_timeout", failure_detail(error))
+        except ServiceRequestError as error:
+            if is_pin_failure(error):
+                return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
+            return TransportFailure("connect", failure_detail(error))
+        except ServiceResponseTimeoutError as error:
+            return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
+        except asyncio.TimeoutError as error:
+            return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
+        except (AzureError, requests.RequestException, OSError) as error:
+            if is_pin_failure(error):
+                return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
+            return TransportFailure("read", failure_detail(error), request_sent=True)
+        except Exception as error:  # aiohttp's payload errors are not all AzureErrors
+            if aiohttp is not None and isinstance(error, aiohttp.ClientError):
+                return TransportFailure("read", failure_detail(error), request_sent=True)
+            raise
+
+    def _pipeline_for(self, request: Request) -> tuple[AsyncPipeline[Any, Any], dict[str, Any]]:
+        if request.pin_sha1 is not None:
+            pinned = self._pinned.get(request.pin_sha1)
+            if pinned is None:
+                if self._user_transport:
+                    _LOGGER.warning(
+                        "Service Fabric: ignoring the supplied transport; the token request goes over "
+                        "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
+                    )
+                if aiohttp is not None:
+                    transport = _default_transport(use_env_settings=False)
+                    extra: dict[str, Any] = {"ssl": _sha1_pin(request.pin_sha1)}
+                else:
+                    from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+                    transport = AsyncioRequestsTransport(
+                        session=pinned_session(request.pin_sha1), session_owner=True, use_env_settings=False
+                    )
+                    extra = {"connection_verify": False}
+                pinned = (AsyncPipeline(transport=transport, policies=self._policies), extra)
+                self._pinned[request.pin_sha1] = pinned
+            return pinned
+        if request.use_proxies:
+            if self._user_transport:
+                return self._pipeline, {}
+            if self._proxied is None:
+                self._proxied = AsyncPipeline(
+                    transport=_default_transport(use_env_settings=True, **_transport_kwargs(self._kwargs)),
+                    policies=self._policies,
+                )
+            return self._proxied, {}
+        if self._user_transport:
+            return self._pipeline, {"proxies": dict(NO_PROXIES)}
+        return self._pipeline, {}
+
+    async def close(self) -> None:
+        pipelines = [self._pipeline, self._proxied, *(p for p, _ in self._pinned.values())]
+        self._pinned.clear()
+        self._proxied = None
+        for pipeline in pipelines:
+            if pipeline is not None:
+                await pipeline.__aexit__()
+
+
+def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {key: kwargs[key] for key in ("connection_verify", "connection_cert") if key in kwargs}

@@ -1,0 +1,93 @@
+"""The async face: the shared construction, then the engine's flows run by the async driver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any, Optional
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from typing_extensions import Self
+
+from .._setup import CredentialBase
+from .._transport.aio import AsyncDriver
+
+
+class ManagedIdentityCredential(CredentialBase):
+    """Async Azure managed identity tokens: the same engine, keywords and behaviour as the sync credential."""
+
+    def __init__(
+        self,
+        *,
+        client_id: Optional[str] = None,
+        identity_config: Optional[Mapping[str, Any]] = None,
+        object_id: Optional[str] = None,
+        resource_id: Optional[str] = None,
+        client_capabilities: Optional[Iterable[str]] = None,
+        share_cache: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        sleep = kwargs.pop("_sleep", None) or asyncio.sleep
+        super().__init__(
+            client_id=client_id,
+            identity_config=identity_config,
+            object_id=object_id,
+            resource_id=resource_id,
+            client_capabilities=client_capabilities,
+            share_cache=share_cache,
+            kwargs=kwargs,
+        )
+        self._driver = AsyncDriver(sleep=sleep, **kwargs)
+
+    async def get_token(
+        self,
+        *scopes: str,
+        claims: Optional[str] = None,
+        tenant_id: Optional[str] = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        """A token for the one scope's resource. ``tenant_id`` and ``enable_cae`` do not change the request."""
+        if claims is None and len(scopes) == 1:
+            try:
+                entry = self._bucket.get(scopes[0])
+            except TypeError:
+                entry = None
+            if entry is not None and self._clock() < entry.refresh_on:
+                return entry.access_token
+        info = await self._acquire(scopes, claims)
+        return AccessToken(info.token, info.expires_on)
+
+    async def get_token_info(
+        self, *scopes: str, options: Optional[TokenRequestOptions] = None
+    ) -> AccessTokenInfo:
+        """Like get_token, with ``refresh_on``; ``options`` may carry ``claims``."""
+        claims = options.get("claims") if options else None
+        if claims is None and len(scopes) == 1:
+            try:
+                entry = self._bucket.get(scopes[0])
+            except TypeError:
+                entry = None
+            if entry is not None and self._clock() < entry.refresh_on:
+                return entry.info
+        return await self._acquire(scopes, claims)
+
+    async def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
+        resource, checked_claims = self._prepare(scopes, claims)
+        return await self._driver.run(self._engine.acquire(resource, checked_claims))
+
+    async def close(self) -> None:
+        """Release the HTTP connections. Cached tokens stay for other credentials that share them."""
+        await self._driver.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        await self.close()
