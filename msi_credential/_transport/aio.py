@@ -60,7 +60,9 @@ def _default_transport(*, use_env_settings: bool, **kwargs: Any) -> AsyncHttpTra
         return native
     from azure.core.pipeline.transport import AsyncioRequestsTransport
 
-    fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(use_env_settings=use_env_settings, **kwargs)
+    fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(
+        use_env_settings=use_env_settings, **kwargs
+    )
     return fallback
 
 
@@ -90,7 +92,13 @@ def _sha1_pin(sha1: str) -> Any:
 
 
 class AsyncDriver:
-    """Runs engine flows in the event loop. Owns the pipelines it creates; a supplied transport stays the user's."""
+    """Runs engine flows in the running event loop.
+
+    The transports it owns are made for one flow and closed at its end: token requests are rare (the cache serves
+    the rest), and a connection pool bound to one event loop would break the next ``asyncio.run``. A supplied
+    transport is the caller's: used for every flow and never closed here, except that Service Fabric always goes
+    over a connection of our own, pinned to its thumbprint.
+    """
 
     def __init__(
         self,
@@ -102,16 +110,13 @@ class AsyncDriver:
         self._sleep = sleep
         self._kwargs = kwargs
         self._policies = build_policies(**kwargs)
-        self._user_transport = transport is not None
-        self._transport = transport or _default_transport(use_env_settings=False, **_transport_kwargs(kwargs))
-        self._pipeline: AsyncPipeline[Any, Any] = AsyncPipeline(
-            transport=self._transport, policies=self._policies
-        )
-        self._pinned: dict[str, tuple[AsyncPipeline[Any, Any], dict[str, Any]]] = {}
-        self._proxied: Optional[AsyncPipeline[Any, Any]] = None
+        self._user_pipeline: Optional[AsyncPipeline[Any, Any]] = None
+        if transport is not None:
+            self._user_pipeline = AsyncPipeline(transport=transport, policies=self._policies)
 
     async def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
+        pipelines = _FlowPipelines(self)
         result: EffectResult = None
         try:
             while True:
@@ -121,7 +126,7 @@ class AsyncDriver:
                     value: AccessTokenInfo = stop.value
                     return value
                 if isinstance(effect, Send):
-                    result = await self.send(effect.request)
+                    result = await self.send(effect.request, pipelines)
                 elif isinstance(effect, Sleep):
                     await self._sleep(effect.seconds)
                     result = None
@@ -133,9 +138,10 @@ class AsyncDriver:
                     raise TypeError(f"unknown effect {effect!r}")
         finally:
             flow.close()
+            await pipelines.close()
 
-    async def send(self, request: Request) -> Response | TransportFailure:
-        pipeline, extra = self._pipeline_for(request)
+    async def send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
+        pipeline, extra = pipelines.for_request(request)
         try:
             pipeline_response = await pipeline.run(
                 to_http_request(request),
@@ -179,48 +185,67 @@ class AsyncDriver:
                 return TransportFailure("read", failure_detail(error), request_sent=True)
             raise
 
-    def _pipeline_for(self, request: Request) -> tuple[AsyncPipeline[Any, Any], dict[str, Any]]:
-        if request.pin_sha1 is not None:
-            pinned = self._pinned.get(request.pin_sha1)
-            if pinned is None:
-                if self._user_transport:
-                    _LOGGER.warning(
-                        "Service Fabric: ignoring the supplied transport; the token request goes over "
-                        "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
-                    )
-                if aiohttp is not None:
-                    transport = _default_transport(use_env_settings=False)
-                    extra: dict[str, Any] = {"ssl": _sha1_pin(request.pin_sha1)}
-                else:
-                    from azure.core.pipeline.transport import AsyncioRequestsTransport
+    async def close(self) -> None:
+        if self._user_pipeline is not None:
+            await self._user_pipeline.__aexit__()
 
-                    transport = AsyncioRequestsTransport(
-                        session=pinned_session(request.pin_sha1), session_owner=True, use_env_settings=False
-                    )
-                    extra = {"connection_verify": False}
-                pinned = (AsyncPipeline(transport=transport, policies=self._policies), extra)
-                self._pinned[request.pin_sha1] = pinned
-            return pinned
-        if request.use_proxies:
-            if self._user_transport:
-                return self._pipeline, {}
-            if self._proxied is None:
-                self._proxied = AsyncPipeline(
-                    transport=_default_transport(use_env_settings=True, **_transport_kwargs(self._kwargs)),
-                    policies=self._policies,
+
+class _FlowPipelines:
+    """The pipelines one flow uses, made on first need and closed when the flow ends."""
+
+    def __init__(self, driver: AsyncDriver) -> None:
+        self._driver = driver
+        self._owned: dict[str, tuple[AsyncPipeline[Any, Any], dict[str, Any]]] = {}
+
+    def for_request(self, request: Request) -> tuple[AsyncPipeline[Any, Any], dict[str, Any]]:
+        driver = self._driver
+        if request.pin_sha1 is not None:
+            key = "pinned"
+        elif driver._user_pipeline is not None:
+            extra: dict[str, Any] = {} if request.use_proxies else {"proxies": dict(NO_PROXIES)}
+            return driver._user_pipeline, extra
+        else:
+            key = "proxied" if request.use_proxies else "direct"
+        owned = self._owned.get(key)
+        if owned is None:
+            owned = self._make(key, request)
+            self._owned[key] = owned
+        return owned
+
+    def _make(self, key: str, request: Request) -> tuple[AsyncPipeline[Any, Any], dict[str, Any]]:
+        driver = self._driver
+        extra: dict[str, Any] = {}
+        if key == "pinned":
+            assert request.pin_sha1 is not None
+            if driver._user_pipeline is not None:
+                _LOGGER.warning(
+                    "Service Fabric: ignoring the supplied transport; the token request goes over "
+                    "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
                 )
-            return self._proxied, {}
-        if self._user_transport:
-            return self._pipeline, {"proxies": dict(NO_PROXIES)}
-        return self._pipeline, {}
+            if aiohttp is not None:
+                transport = _default_transport(use_env_settings=False)
+                extra = {"ssl": _sha1_pin(request.pin_sha1)}
+            else:
+                from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+                transport = AsyncioRequestsTransport(
+                    session=pinned_session(request.pin_sha1), session_owner=True, use_env_settings=False
+                )
+                extra = {"connection_verify": False}
+        else:
+            transport = _default_transport(
+                use_env_settings=key == "proxied", **_transport_kwargs(driver._kwargs)
+            )
+        return AsyncPipeline(transport=transport, policies=driver._policies), extra
 
     async def close(self) -> None:
-        pipelines = [self._pipeline, self._proxied, *(p for p, _ in self._pinned.values())]
-        self._pinned.clear()
-        self._proxied = None
-        for pipeline in pipelines:
-            if pipeline is not None:
+        owned = list(self._owned.values())
+        self._owned.clear()
+        for pipeline, _ in owned:
+            try:
                 await pipeline.__aexit__()
+            except Exception:
+                _LOGGER.debug("closing a token request's pipeline failed", exc_info=True)
 
 
 def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
