@@ -11,7 +11,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from typing_extensions import Self
 
 from ._setup import CredentialBase
-from ._transport.sync import SyncDriver
+from ._transport.sync import SyncDriver, single_flight
 
 
 class ManagedIdentityCredential(CredentialBase):
@@ -77,7 +77,15 @@ class ManagedIdentityCredential(CredentialBase):
 
     def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
         resource, checked_claims = self._prepare(scopes, claims)
-        return self._driver.run(self._engine.acquire(resource, checked_claims))
+        engine, driver = self._engine, self._driver
+        if checked_claims is not None:
+            return driver.run(engine.acquire(resource, checked_claims))
+        return single_flight(
+            self._bucket,
+            resource,
+            lambda: driver.run(engine.acquire(resource)),
+            lambda: engine.still_valid(resource),
+        )
 
     def close(self) -> None:
         """Release the HTTP connections. Cached tokens stay for other credentials that share them."""

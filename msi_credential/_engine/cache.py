@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
@@ -47,20 +47,36 @@ def store(bucket: Bucket, resource: str, entry: CacheEntry) -> None:
     bucket[resource + "/.default"] = entry
 
 
-Bucket = dict[str, CacheEntry]
+class Bucket(dict[str, CacheEntry]):
+    """Entries of one endpoint and identity, by resource and by ``<resource>/.default``.
+
+    It also holds the token requests in flight for it, so credentials sharing the bucket share them too
+    (single-flight). ``lock`` guards ``flights`` (threads); ``async_flights`` is touched only in event loops.
+    """
+
+    __slots__ = ("async_flights", "flights", "lock")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.flights: dict[str, Any] = {}
+        self.async_flights: dict[str, Any] = {}
+
 
 _shared_buckets: dict[BucketKey, Bucket] = {}
 _shared_lock = threading.Lock()
 
 
 def bucket_for(key: BucketKey, *, shared: bool) -> Bucket:
-    """The resource -> entry mapping for one endpoint and identity: process-wide, or private."""
+    """The bucket for one endpoint and identity: process-wide, or private. Lookups are O(1) in its size."""
     if not shared:
-        return {}
+        return Bucket()
     bucket = _shared_buckets.get(key)
     if bucket is None:
         with _shared_lock:
-            bucket = _shared_buckets.setdefault(key, {})
+            bucket = _shared_buckets.get(key)
+            if bucket is None:
+                bucket = _shared_buckets[key] = Bucket()
     return bucket
 
 
@@ -70,11 +86,3 @@ def clear_shared_cache() -> None:
         for bucket in _shared_buckets.values():
             bucket.clear()
         _shared_buckets.clear()
-
-
-def fresh(bucket: Bucket, resource: str, now: float) -> Optional[AccessTokenInfo]:
-    """The hot path: a dict lookup, a clock comparison, a return."""
-    entry = bucket.get(resource)
-    if entry is not None and now < entry.refresh_on:
-        return entry.info
-    return None

@@ -81,6 +81,16 @@ class Engine:
     def source(self) -> ManagedIdentitySource:
         return self.config.source
 
+    def still_valid(self, resource: str) -> Optional[AccessTokenInfo]:
+        """The cached token while it may still be served (before the mandatory window), else None.
+
+        A caller that finds a refresh already in flight takes this instead of waiting for it.
+        """
+        entry = self.bucket.get(resource)
+        if entry is not None and self.clock() < entry.mandatory_at:
+            return entry.info
+        return None
+
     def acquire(self, resource: str, claims: Optional[str] = None) -> Flow:
         """Serve from the cache when the refresh windows allow, else request, store and return a token."""
         now = self.clock()

@@ -7,10 +7,11 @@ Service Fabric's pin is checked on every new TLS connection before a request byt
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from typing import Any, Callable, Optional
 
 import requests
@@ -24,6 +25,7 @@ from azure.core.exceptions import (
 from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.transport import AsyncHttpTransport
 
+from .._engine.cache import Bucket
 from .._engine.effects import (
     EffectResult,
     ReadAssertion,
@@ -89,6 +91,39 @@ def _sha1_pin(sha1: str) -> Any:
                 raise _Mismatch(self._fingerprint, got, peer[0], peer[1])
 
     return _Sha1Pin(bytes.fromhex(sha1))
+
+
+async def single_flight(
+    bucket: Bucket,
+    resource: str,
+    request: Callable[[], Coroutine[Any, Any, AccessTokenInfo]],
+    still_valid: Callable[[], Optional[AccessTokenInfo]],
+) -> AccessTokenInfo:
+    """Tasks of one event loop that miss the cache for one resource share one request (a task of its own).
+
+    Each caller awaits it through a shield: a cancelled caller does not cancel the request for the others.
+    A caller that finds a refresh in flight while the cached token may still be served takes the cached token.
+    """
+    loop = asyncio.get_running_loop()
+    task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
+    if task is not None and (task.done() or task.get_loop() is not loop):
+        task = None
+    if task is None:
+        task = loop.create_task(request())
+        bucket.async_flights[resource] = task
+        task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
+    else:
+        cached = still_valid()
+        if cached is not None:
+            return cached
+    return await asyncio.shield(task)
+
+
+def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[AccessTokenInfo]) -> None:
+    if flights.get(resource) is task:
+        del flights[resource]
+    if not task.cancelled():
+        task.exception()  # retrieved here, so a flight whose callers all left does not warn
 
 
 class AsyncDriver:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable, Optional
 
 import requests
@@ -18,6 +19,7 @@ from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
 
+from .._engine.cache import Bucket
 from .._engine.effects import (
     EffectResult,
     ReadAssertion,
@@ -29,6 +31,7 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
+from .._errors import failed
 from .common import NO_PROXIES, body_too_large, failure_detail, is_pin_failure, to_http_request
 from .files import read_assertion, read_key_file
 from .policies import build_policies
@@ -70,6 +73,58 @@ class _RefusingAdapter(HTTPAdapter):
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         raise requests.exceptions.SSLError("fingerprint pinning requires https")
+
+
+class _Flight:
+    """One token request in flight, and what its waiters will get."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: Optional[AccessTokenInfo] = None
+        self.error: Optional[BaseException] = None
+
+
+def single_flight(
+    bucket: Bucket,
+    resource: str,
+    request: Callable[[], AccessTokenInfo],
+    still_valid: Callable[[], Optional[AccessTokenInfo]],
+) -> AccessTokenInfo:
+    """Threads that miss the cache for one resource share one request, its token or its error.
+
+    A thread that finds a refresh in flight while the cached token may still be served takes the cached token.
+    """
+    with bucket.lock:
+        existing: Optional[_Flight] = bucket.flights.get(resource)
+        leader = existing is None
+        flight = _Flight() if existing is None else existing
+        if leader:
+            bucket.flights[resource] = flight
+    if not leader:
+        cached = still_valid()
+        if cached is not None:
+            return cached
+        flight.done.wait()
+        if flight.error is not None:
+            raise flight.error
+        assert flight.result is not None
+        return flight.result
+    try:
+        flight.result = request()
+        return flight.result
+    except Exception as error:
+        flight.error = error
+        raise
+    except BaseException:
+        flight.error = failed("the token request was interrupted", error_code="interrupted")
+        raise
+    finally:
+        with bucket.lock:
+            if bucket.flights.get(resource) is flight:
+                del bucket.flights[resource]
+        flight.done.set()
 
 
 class SyncDriver:

@@ -11,7 +11,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOpt
 from typing_extensions import Self
 
 from .._setup import CredentialBase
-from .._transport.aio import AsyncDriver
+from .._transport.aio import AsyncDriver, single_flight
 
 
 class ManagedIdentityCredential(CredentialBase):
@@ -75,7 +75,15 @@ class ManagedIdentityCredential(CredentialBase):
 
     async def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
         resource, checked_claims = self._prepare(scopes, claims)
-        return await self._driver.run(self._engine.acquire(resource, checked_claims))
+        engine, driver = self._engine, self._driver
+        if checked_claims is not None:
+            return await driver.run(engine.acquire(resource, checked_claims))
+        return await single_flight(
+            self._bucket,
+            resource,
+            lambda: driver.run(engine.acquire(resource)),
+            lambda: engine.still_valid(resource),
+        )
 
     async def close(self) -> None:
         """Release the HTTP connections. Cached tokens stay for other credentials that share them."""
