@@ -142,12 +142,23 @@ def detect(
     if pod_host:
         return SourceConfig(
             ManagedIdentitySource.IMDS,
-            pod_host.rstrip("/") + IMDS_PATH,
+            _origin(pod_host) + IMDS_PATH,
             "AZURE_POD_IDENTITY_AUTHORITY_HOST",
             pod_identity=True,
             problem=_local_endpoint_problem(pod_host, "AZURE_POD_IDENTITY_AUTHORITY_HOST"),
         )
     return SourceConfig(ManagedIdentitySource.IMDS, IMDS_DEFAULT_HOST + IMDS_PATH, "")
+
+
+def _origin(url: str) -> str:
+    """Scheme, host and port of a URL: AZURE_POD_IDENTITY_AUTHORITY_HOST replaces only those."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return url.rstrip("/")
+    if not parts.scheme or not parts.netloc:
+        return url.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _local(

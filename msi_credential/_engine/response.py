@@ -104,6 +104,14 @@ def parse_token(
         )
     data = load_json_object(response.body)
     if data is None:
+        if source is ManagedIdentitySource.IMDS:
+            raise unavailable(
+                f"IMDS answered {response.status} with a body that is not JSON: this is not IMDS, "
+                "managed identity is not available here",
+                error_code="imds_unreachable",
+                status_code=response.status,
+                source=source,
+            )
         raise _invalid(source, response.status, "the body is not a JSON object")
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
@@ -157,7 +165,7 @@ def error_from_response(
         if description:
             parts.append(f": {description}")
         if parsed.correlation_id:
-            parts.append(f" [correlation id {parsed.correlation_id[:100]}]")
+            parts.append(f" [correlation id {scrub(parsed.correlation_id, secrets)[:100]}]")
         return "".join(parts)
 
     def make_failed(code: str, summary: str = "refused the token request") -> ManagedIdentityError:
@@ -178,14 +186,14 @@ def error_from_response(
             source=source,
         )
 
+    if source is ManagedIdentitySource.IMDS and load_json_object(body) is None:
+        return make_unavailable(
+            "imds_unreachable",
+            "did not answer like IMDS (the body is not JSON); managed identity is not available here",
+        )
     if 300 <= status < 400:
         return make_failed("unexpected_redirect", "redirected the token request; redirects are refused")
     if source is ManagedIdentitySource.IMDS:
-        if load_json_object(body) is None:
-            return make_unavailable(
-                "imds_unreachable",
-                "did not answer like IMDS (the body is not JSON); managed identity is not available here",
-            )
         if status == 403 and "unreachable" in (description or "").lower():
             return make_unavailable("imds_unreachable", "is unreachable from this host")
         if status == 400:
@@ -208,7 +216,7 @@ def error_from_response(
             return make_failed(_SERVICE_FABRIC_CODES[server_code])
     if 200 <= status < 300:
         return _invalid(source, status, "unexpected answer")
-    return make_failed(snake_case(server_code) if server_code else f"http_{status}")
+    return make_failed(snake_case(scrub(server_code, secrets)) if server_code else f"http_{status}")
 
 
 def _label(source: ManagedIdentitySource) -> str:

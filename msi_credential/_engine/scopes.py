@@ -18,6 +18,8 @@ def resource_from_scopes(scopes: tuple[str, ...]) -> str:
     if not isinstance(scope, str):
         raise ValueError(f"a scope must be a string, not {type(scope).__name__}")
     resource = scope[: -len(_DEFAULT_SUFFIX)] if scope.endswith(_DEFAULT_SUFFIX) else scope
+    if resource.endswith(_DEFAULT_SUFFIX):
+        raise ValueError("a scope may end with '/.default' once, not twice")
     if not resource or not resource.isprintable() or any(ch.isspace() for ch in resource):
         raise ValueError(
             "a scope must be a non-empty resource or '<resource>/.default' without whitespace "

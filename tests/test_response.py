@@ -1,0 +1,560 @@
+"""parse_token and error_from_response: PROTOCOLS.md sections 3 (response parsing) and 4 (errors)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from msi_credential._engine.effects import MAX_BODY_BYTES, Response
+from msi_credential._engine.response import (
+    ErrorBody,
+    error_from_response,
+    parse_error_body,
+    parse_token,
+    scrub,
+    snake_case,
+)
+from msi_credential._errors import CredentialUnavailableError, ManagedIdentityError
+from msi_credential._source import ManagedIdentitySource as S
+
+START = 1_700_000_000.0
+TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.secret-token-payload."
+SECRET = "secret-header-value-5c1d"
+ALL_SOURCES = list(S)
+NON_IMDS_SOURCES = [source for source in S if source is not S.IMDS]
+
+IMDS_BODY = {
+    "error": "invalid_request",
+    "error_description": "Identity not found",
+    "correlation_id": "imds-corr",
+}
+APP_SERVICE_BODY = {
+    "statusCode": 400,
+    "message": "Unable to load the proper Managed Identity.",
+    "correlationId": "app-corr",
+}
+SERVICE_FABRIC_BODY = {
+    "error": {"correlationId": "sf-corr", "code": "SecretHeaderNotFound", "message": "Secret header missing"}
+}
+ENTRA_BODY = {
+    "error": "invalid_client",
+    "error_description": "AADSTS700016: Application not found.",
+    "error_codes": [700016],
+    "trace_id": "trace",
+    "correlation_id": "entra-corr",
+}
+
+
+def response(status: int, body: Any = b"", headers: dict[str, str] | None = None) -> Response:
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    return Response(status, headers or {}, body)
+
+
+def token_body(**fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"access_token": TOKEN, "expires_in": 3600}
+    body.update(fields)
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def is_failed(error: BaseException) -> bool:
+    return isinstance(error, ManagedIdentityError) and not isinstance(error, CredentialUnavailableError)
+
+
+# --- parse_token ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ALL_SOURCES)
+def test_parse_token_happy_path(source: S) -> None:
+    token = parse_token(
+        response(200, token_body(token_type="Bearer", resource="r")), source=source, start=START
+    )
+    assert token.token == TOKEN
+    assert token.expires_on == int(START) + 3600
+    assert token.refresh_on == int(START) + 3300
+    assert token.token_type == "Bearer"
+    assert token.body["resource"] == "r"
+    assert TOKEN not in repr(token)
+
+
+def test_parse_token_uses_expires_on_and_refresh_in() -> None:
+    body = {"access_token": TOKEN, "expires_on": str(int(START) + 86400), "refresh_in": 3600}
+    token = parse_token(response(200, body), source=S.APP_SERVICE, start=START)
+    assert (token.expires_on, token.refresh_on) == (int(START) + 86400, int(START) + 3600)
+
+
+@pytest.mark.parametrize("token_type", [None, "", 5])
+def test_parse_token_token_type_defaults_to_bearer(token_type: Any) -> None:
+    body = token_body()
+    if token_type is not None:
+        body["token_type"] = token_type
+    assert parse_token(response(200, body), source=S.IMDS, start=START).token_type == "Bearer"
+
+
+def test_parse_token_keeps_a_given_token_type() -> None:
+    token = parse_token(response(200, token_body(token_type="pop")), source=S.IMDS, start=START)
+    assert token.token_type == "pop"
+
+
+def test_parse_token_ignores_content_type() -> None:
+    token = parse_token(
+        response(200, token_body(), {"content-type": "text/plain"}), source=S.IMDS, start=START
+    )
+    assert token.token == TOKEN
+
+
+def test_parse_token_accepts_a_utf8_bom() -> None:
+    body = b"\xef\xbb\xbf" + json.dumps(token_body()).encode()
+    assert parse_token(response(200, body), source=S.APP_SERVICE, start=START).token == TOKEN
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"<html><body>Proxy login</body></html>",
+        b"",
+        json.dumps([token_body()]).encode(),
+        b'"a string"',
+        b"null",
+        b"\xff\xfe\x00garbage",
+    ],
+    ids=["text", "html", "empty", "array", "json-string", "null", "bad-utf8"],
+)
+@pytest.mark.parametrize("source", NON_IMDS_SOURCES)
+def test_parse_token_non_object_body_is_failed_invalid_response(source: S, body: bytes) -> None:
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(response(200, body), source=source, start=START)
+    assert is_failed(caught.value)
+    assert caught.value.error_code == "invalid_response"
+    assert caught.value.status_code == 200
+    assert caught.value.source is source
+
+
+@pytest.mark.parametrize("body", [b"<html><body>Proxy login</body></html>", b"not json"])
+def test_parse_token_imds_non_json_2xx_is_unavailable_imds_unreachable(body: bytes) -> None:
+    with pytest.raises(CredentialUnavailableError) as caught:
+        parse_token(response(200, body), source=S.IMDS, start=START)
+    assert caught.value.error_code == "imds_unreachable"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"expires_in": 3600},
+        token_body(access_token=""),
+        token_body(access_token="   "),
+        token_body(access_token=None) | {"access_token": None},
+        token_body(access_token=12345),
+        token_body(access_token=["a"]),
+        token_body(access_token={"t": "a"}),
+    ],
+    ids=["missing", "empty", "whitespace", "null", "int", "list", "object"],
+)
+@pytest.mark.parametrize("source", ALL_SOURCES)
+def test_parse_token_without_a_usable_access_token_is_failed_invalid_response(
+    source: S, body: dict[str, Any]
+) -> None:
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(response(200, body), source=source, start=START)
+    assert is_failed(caught.value)
+    assert caught.value.error_code == "invalid_response"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"access_token": TOKEN},
+        token_body(expires_in="soon"),
+        token_body(expires_in=-5),
+        token_body(expires_in=30 * 24 * 3600),
+        {"access_token": TOKEN, "expires_on": "yesterday"},
+    ],
+    ids=["no-expiry", "garbage-expires-in", "past", "too-long", "garbage-expires-on"],
+)
+def test_parse_token_bad_expiry_is_failed_invalid_response_without_the_token(body: dict[str, Any]) -> None:
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(response(200, body), source=S.APP_SERVICE, start=START)
+    assert is_failed(caught.value)
+    assert caught.value.error_code == "invalid_response"
+    assert TOKEN not in str(caught.value)
+    assert TOKEN not in repr(caught.value)
+
+
+@pytest.mark.parametrize("source", ALL_SOURCES)
+def test_parse_token_body_over_one_mebibyte_is_response_too_large(source: S) -> None:
+    body = json.dumps(token_body(padding="x" * MAX_BODY_BYTES)).encode()
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(response(200, body), source=source, start=START)
+    assert is_failed(caught.value)
+    assert caught.value.error_code == "response_too_large"
+
+
+def test_parse_token_body_of_exactly_one_mebibyte_is_parsed() -> None:
+    prefix = json.dumps(token_body(padding=""))
+    body = (prefix[:-2] + "x" * (MAX_BODY_BYTES - len(prefix)) + prefix[-2:]).encode()
+    assert len(body) == MAX_BODY_BYTES
+    assert parse_token(response(200, body), source=S.IMDS, start=START).token == TOKEN
+
+
+# --- parse_error_body -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (IMDS_BODY, ErrorBody("invalid_request", "Identity not found", "imds-corr")),
+        (APP_SERVICE_BODY, ErrorBody(None, "Unable to load the proper Managed Identity.", "app-corr")),
+        (SERVICE_FABRIC_BODY, ErrorBody("SecretHeaderNotFound", "Secret header missing", "sf-corr")),
+        (ENTRA_BODY, ErrorBody("invalid_client", "AADSTS700016: Application not found.", "entra-corr")),
+        ({"code": "Throttled", "message": "slow down"}, ErrorBody("Throttled", "slow down", None)),
+        ({}, ErrorBody()),
+        ({"error": 5, "error_description": ["x"], "correlation_id": 7}, ErrorBody()),
+        ({"error": "", "correlationId": ""}, ErrorBody()),
+    ],
+    ids=["imds", "app_service", "service_fabric", "entra", "top-level-code", "empty", "wrong-types", "blank"],
+)
+def test_parse_error_body_shapes(body: dict[str, Any], expected: ErrorBody) -> None:
+    assert parse_error_body(json.dumps(body).encode()) == expected
+
+
+@pytest.mark.parametrize("body", [b"", b"<html/>", b"[1, 2]", b"\x80\x81", b"{" * 100_000])
+def test_parse_error_body_of_non_object_is_empty(body: bytes) -> None:
+    assert parse_error_body(body) == ErrorBody()
+
+
+# --- error_from_response: the section 4 table ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [400, 404, 500, 503])
+@pytest.mark.parametrize("body", [b"", b"<html>gateway</html>", b"plain text", b"[]"])
+def test_imds_non_json_body_is_unavailable_imds_unreachable(status: int, body: bytes) -> None:
+    error = error_from_response(response(status, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "imds_unreachable"
+    assert error.status_code == status
+    assert error.source is S.IMDS
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+def test_imds_non_json_redirect_is_unavailable_imds_unreachable(status: int) -> None:
+    error = error_from_response(
+        response(status, b"<html>moved</html>", {"location": "http://x"}), source=S.IMDS
+    )
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "imds_unreachable"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "error": "forbidden",
+            "error_description": "A socket operation was attempted to an unreachable network",
+        },
+        {"message": "Network UNREACHABLE"},
+    ],
+)
+def test_imds_403_containing_unreachable_is_unavailable(body: dict[str, Any]) -> None:
+    error = error_from_response(response(403, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "imds_unreachable"
+
+
+def test_imds_403_plain_text_unreachable_docker_desktop_is_unavailable() -> None:
+    body = b"connecting to 169.254.169.254:80: dial tcp: A socket operation was attempted to an unreachable network."
+    error = error_from_response(response(403, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "imds_unreachable"
+
+
+def test_imds_other_403_is_failed() -> None:
+    error = error_from_response(
+        response(403, {"error": "forbidden", "error_description": "nope"}), source=S.IMDS
+    )
+    assert is_failed(error)
+    assert error.error_code == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "invalid_resource", "error_description": "bad resource"},
+        {
+            "error": "invalid_request",
+            "error_description": "AADSTS500011: The resource principal was not found",
+        },
+        {"error": "invalid_request", "error_description": "AADSTS50001: The application was not found"},
+    ],
+)
+def test_imds_400_invalid_resource_is_failed_invalid_resource(body: dict[str, Any]) -> None:
+    error = error_from_response(response(400, body), source=S.IMDS)
+    assert is_failed(error)
+    assert error.error_code == "invalid_resource"
+    assert error.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        IMDS_BODY,
+        {"error": "invalid_request", "error_description": "Multiple user assigned identities exist"},
+        {},
+    ],
+)
+def test_imds_other_400_is_unavailable_identity_not_found(body: dict[str, Any]) -> None:
+    error = error_from_response(response(400, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "identity_not_found"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (404, {"error": "not_found"}, "not_found"),
+        (500, {"error": "internal_error", "error_description": "boom"}, "internal_error"),
+        (429, {}, "http_429"),
+        (401, {"error": "unauthorized"}, "unauthorized"),
+    ],
+)
+def test_imds_other_json_errors_are_failed(status: int, body: dict[str, Any], code: str) -> None:
+    error = error_from_response(response(status, body), source=S.IMDS)
+    assert is_failed(error)
+    assert error.error_code == code
+
+
+@pytest.mark.parametrize(
+    "message", ["Unable to load the proper Managed Identity.", "No managed identity found for client id x"]
+)
+def test_app_service_400_naming_a_managed_identity_is_unavailable_identity_not_found(message: str) -> None:
+    body = {"statusCode": 400, "message": message, "correlationId": "app-corr"}
+    error = error_from_response(response(400, body), source=S.APP_SERVICE)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "identity_not_found"
+    assert error.correlation_id == "app-corr"
+
+
+def test_app_service_other_400_is_failed() -> None:
+    body = {"statusCode": 400, "message": "Invalid resource", "correlationId": "c"}
+    error = error_from_response(response(400, body), source=S.APP_SERVICE)
+    assert is_failed(error)
+    assert error.error_code == "http_400"
+
+
+@pytest.mark.parametrize("source", [S.AZURE_ARC, S.CLOUD_SHELL, S.MACHINE_LEARNING, S.WORKLOAD_IDENTITY])
+def test_managed_identity_message_is_only_unavailable_for_app_service(source: S) -> None:
+    error = error_from_response(response(400, APP_SERVICE_BODY), source=source)
+    assert is_failed(error)
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (404, {}),
+        (404, b"not found"),
+        (400, {"error": {"code": "ManagedIdentityNotFound", "message": "none", "correlationId": "sf"}}),
+    ],
+)
+def test_service_fabric_404_or_not_found_is_unavailable_identity_not_found(status: int, body: Any) -> None:
+    error = error_from_response(response(status, body), source=S.SERVICE_FABRIC)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "identity_not_found"
+
+
+@pytest.mark.parametrize(
+    ("server_code", "status", "code"),
+    [
+        ("SecretHeaderNotFound", 401, "secret_header_not_found"),
+        ("ArgumentNullOrEmpty", 400, "invalid_resource"),
+        ("InvalidApiVersion", 400, "invalid_api_version"),
+        ("InternalServerError", 500, "internal_server_error"),
+    ],
+)
+def test_service_fabric_mapped_codes_are_failed(server_code: str, status: int, code: str) -> None:
+    body = {"error": {"correlationId": "sf-corr", "code": server_code, "message": "m"}}
+    error = error_from_response(response(status, body), source=S.SERVICE_FABRIC)
+    assert is_failed(error)
+    assert error.error_code == code
+    assert error.status_code == status
+    assert error.correlation_id == "sf-corr"
+    assert error.source is S.SERVICE_FABRIC
+
+
+@pytest.mark.parametrize("source", ALL_SOURCES)
+@pytest.mark.parametrize("status", [300, 301, 302, 303, 307, 308])
+def test_redirect_is_failed_unexpected_redirect(source: S, status: int) -> None:
+    error = error_from_response(
+        response(status, {"error": "moved"}, {"location": "http://evil"}), source=source
+    )
+    assert is_failed(error)
+    assert error.error_code == "unexpected_redirect"
+    assert error.status_code == status
+
+
+@pytest.mark.parametrize("source", NON_IMDS_SOURCES)
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (400, {"error": "invalid_request", "error_description": "x"}, "invalid_request"),
+        (401, {"error": {"code": "SomethingElseHappened", "message": "m"}}, "something_else_happened"),
+        (403, {"code": "AuthorizationFailed"}, "authorization_failed"),
+        (429, {}, "http_429"),
+        (500, b"<html>oops</html>", "http_500"),
+        (502, b"", "http_502"),
+        (503, {"error": "  "}, "http_503"),
+    ],
+)
+def test_generic_error_code_is_snake_case_server_code_or_http_status(
+    source: S, status: int, body: Any, code: str
+) -> None:
+    error = error_from_response(response(status, body), source=source)
+    assert is_failed(error)
+    assert error.error_code == code
+    assert error.status_code == status
+    assert error.source is source
+
+
+@pytest.mark.parametrize("source", NON_IMDS_SOURCES)
+def test_2xx_reaching_the_error_mapper_is_failed_invalid_response(source: S) -> None:
+    error = error_from_response(response(200, b"{}"), source=source)
+    assert is_failed(error)
+    assert error.error_code == "invalid_response"
+
+
+@pytest.mark.parametrize(
+    ("source", "status", "body", "correlation"),
+    [
+        (S.AZURE_ARC, 500, IMDS_BODY, "imds-corr"),
+        (S.IMDS, 500, IMDS_BODY, "imds-corr"),
+        (S.APP_SERVICE, 500, APP_SERVICE_BODY, "app-corr"),
+        (S.SERVICE_FABRIC, 500, SERVICE_FABRIC_BODY, "sf-corr"),
+        (S.WORKLOAD_IDENTITY, 401, ENTRA_BODY, "entra-corr"),
+        (S.CLOUD_SHELL, 500, {"error": "x"}, None),
+    ],
+)
+def test_error_attributes_carry_status_correlation_id_and_source(
+    source: S, status: int, body: dict[str, Any], correlation: str | None
+) -> None:
+    error = error_from_response(response(status, body), source=source)
+    assert error.status_code == status
+    assert error.correlation_id == correlation
+    assert error.source is source
+    if correlation:
+        assert correlation in str(error)
+    assert f"HTTP {status}" in str(error)
+
+
+def test_message_carries_status_code_and_description() -> None:
+    error = error_from_response(response(500, ENTRA_BODY), source=S.WORKLOAD_IDENTITY)
+    assert "HTTP 500" in error.message
+    assert "invalid_client" in error.message
+    assert "AADSTS700016" in error.message
+
+
+def test_failed_errors_are_managed_identity_errors_but_not_unavailable() -> None:
+    error = error_from_response(response(500, {"error": "boom"}), source=S.APP_SERVICE)
+    assert isinstance(error, ManagedIdentityError)
+    assert not isinstance(error, CredentialUnavailableError)
+    from azure.core.exceptions import ClientAuthenticationError
+
+    assert isinstance(error, ClientAuthenticationError)
+
+
+def test_description_is_truncated_to_500_characters() -> None:
+    description = "A" * 499 + "B" + "C" * 2000
+    error = error_from_response(
+        response(500, {"error": "e", "error_description": description}), source=S.AZURE_ARC
+    )
+    assert "A" * 499 + "B" in error.message
+    assert "C" not in error.message.split("B", 1)[1]
+
+
+@pytest.mark.parametrize("source", ALL_SOURCES)
+def test_secrets_are_scrubbed_from_messages(source: S) -> None:
+    body = {
+        "error": f"bad_{SECRET}",
+        "error_description": f"header {SECRET} was wrong; {SECRET}",
+        "correlation_id": "c1",
+    }
+    error = error_from_response(response(500, body), source=source, secrets=[SECRET])
+    assert SECRET not in str(error)
+    assert SECRET not in error.message
+    assert "***" in error.message
+
+
+def test_secret_is_scrubbed_before_truncation() -> None:
+    description = "x" * 490 + SECRET
+    error = error_from_response(
+        response(500, {"error": "e", "error_description": description}),
+        source=S.APP_SERVICE,
+        secrets=[SECRET],
+    )
+    assert SECRET[:10] not in error.message
+
+
+def test_secret_echoed_as_correlation_id_is_scrubbed() -> None:
+    body = {"error": "e", "correlation_id": SECRET}
+    error = error_from_response(response(500, body), source=S.APP_SERVICE, secrets=[SECRET])
+    assert SECRET not in error.message
+
+
+def test_scrub_and_snake_case_helpers() -> None:
+    assert scrub(f"a {SECRET} b", [SECRET, ""]) == "a *** b"
+    assert snake_case("SecretHeaderNotFound") == "secret_header_not_found"
+    assert snake_case("invalid_request") == "invalid_request"
+    assert snake_case("HTTPError") == "http_error"
+    assert snake_case("--") == "unknown_error"
+
+
+def test_too_large_error_body_is_not_parsed() -> None:
+    body = json.dumps({"error": "big", "error_description": "x" * MAX_BODY_BYTES}).encode()
+    error = error_from_response(response(500, body), source=S.APP_SERVICE)
+    assert is_failed(error)
+    assert error.error_code == "http_500"
+
+
+# --- properties -----------------------------------------------------------------------------------------------
+
+json_error_bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                ["error", "code", "message", "error_description", "correlationId", "correlation_id"]
+            )
+            | st.text(max_size=5),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=8,
+).map(lambda value: json.dumps(value).encode())
+
+bodies = st.binary(max_size=300) | json_error_bodies
+
+
+@settings(max_examples=200, deadline=None)
+@given(bodies)
+def test_parse_error_body_of_any_bytes_is_an_error_body(body: bytes) -> None:
+    parsed = parse_error_body(body)
+    assert isinstance(parsed, ErrorBody)
+    for value in (parsed.code, parsed.description, parsed.correlation_id):
+        assert value is None or isinstance(value, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=bodies, status=st.integers(min_value=100, max_value=599), source=st.sampled_from(ALL_SOURCES))
+def test_error_from_response_of_any_bytes_is_a_managed_identity_error(
+    body: bytes, status: int, source: S
+) -> None:
+    error = error_from_response(Response(status, {}, body), source=source, secrets=[SECRET])
+    assert isinstance(error, ManagedIdentityError)
+    assert isinstance(error.error_code, str)
+    assert error.error_code
+    assert error.status_code == status
+    assert error.source is source

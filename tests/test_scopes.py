@@ -1,0 +1,123 @@
+"""resource_from_scopes: exactly one scope in, the resource (less a trailing ``/.default``) out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from msi_credential._engine.scopes import resource_from_scopes
+
+
+@pytest.mark.parametrize(
+    ("scope", "resource"),
+    [
+        ("https://management.azure.com/.default", "https://management.azure.com"),
+        ("https://storage.azure.com/.default", "https://storage.azure.com"),
+        ("https://vault.azure.net", "https://vault.azure.net"),
+        ("https://graph.microsoft.com/", "https://graph.microsoft.com/"),
+        ("https://storage.azure.com//.default", "https://storage.azure.com/"),
+        ("api://my-app/.default", "api://my-app"),
+        ("e406a681-f3d4-42a8-90b6-c2b029497af1", "e406a681-f3d4-42a8-90b6-c2b029497af1"),
+    ],
+)
+def test_one_scope_gives_its_resource_with_default_suffix_stripped(scope: str, resource: str) -> None:
+    assert resource_from_scopes((scope,)) == resource
+
+
+def test_default_suffix_only_stripped_at_the_end() -> None:
+    assert resource_from_scopes(("https://x/.default/path",)) == "https://x/.default/path"
+
+
+def test_zero_scopes_is_value_error() -> None:
+    with pytest.raises(ValueError, match="exactly one scope"):
+        resource_from_scopes(())
+
+
+def test_several_scopes_is_value_error() -> None:
+    with pytest.raises(ValueError, match="exactly one scope"):
+        resource_from_scopes(("https://a/.default", "https://b/.default"))
+
+
+def test_the_same_scope_twice_is_still_several_scopes() -> None:
+    with pytest.raises(ValueError):
+        resource_from_scopes(("https://a/.default", "https://a/.default"))
+
+
+@pytest.mark.parametrize("scope", ["", "/.default", " ", "\t", "  \n ", " /.default"])
+def test_empty_or_whitespace_scope_is_value_error(scope: str) -> None:
+    with pytest.raises(ValueError):
+        resource_from_scopes((scope,))
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        " https://a/.default",
+        "https://a/.default ",
+        "https://a b/.default",
+        "https://a\u00a0b",
+    ],
+)
+def test_scope_containing_whitespace_is_value_error(scope: str) -> None:
+    with pytest.raises(ValueError):
+        resource_from_scopes((scope,))
+
+
+@pytest.mark.parametrize(
+    "scope",
+    ["https://a\x00/.default", "https://a\r\nX-Evil: 1", "https://a\x7f", "https://a\u2028b", "\x1b[31m"],
+)
+def test_control_character_scope_is_value_error(scope: str) -> None:
+    with pytest.raises(ValueError):
+        resource_from_scopes((scope,))
+
+
+@pytest.mark.parametrize("scope", [None, 42, b"https://a/.default", ["https://a/.default"], object()])
+def test_non_string_scope_is_value_error(scope: Any) -> None:
+    with pytest.raises(ValueError, match="string"):
+        resource_from_scopes((scope,))
+
+
+def test_doubled_default_suffix_does_not_yield_a_resource_ending_in_default() -> None:
+    try:
+        resource = resource_from_scopes(("https://x/.default/.default",))
+    except ValueError:
+        return
+    assert not resource.endswith("/.default")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+def test_any_text_gives_a_resource_consistent_with_the_scope_or_value_error(scope: str) -> None:
+    try:
+        resource = resource_from_scopes((scope,))
+    except ValueError:
+        return
+    assert isinstance(resource, str)
+    assert resource
+    assert scope in (resource, resource + "/.default")
+    assert resource.isprintable()
+    assert not any(ch.isspace() for ch in resource)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text())
+@example("https://x/.default/.default")
+def test_any_text_gives_a_resource_without_trailing_default_or_value_error(scope: str) -> None:
+    try:
+        resource = resource_from_scopes((scope,))
+    except ValueError:
+        return
+    assert resource
+    assert not resource.endswith("/.default")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9:/._-]{1,40}", fullmatch=True))
+def test_url_like_text_with_default_suffix_round_trips(base: str) -> None:
+    if base.endswith("/.default") or base in ("", "/.default"):
+        return
+    assert resource_from_scopes((base + "/.default",)) == base
