@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 from collections.abc import Iterator
@@ -92,3 +93,115 @@ def socket_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield violations
     if violations:
         pytest.fail(f"non-loopback connection attempted: {violations}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Both faces: every shared test runs against the sync and the async credential through one small adapter.
+
+
+class Face:
+    """Builds credentials of one face and calls them synchronously (the async face in its own event loop)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sleeps: list[float] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._credentials: list[Any] = []
+
+    @property
+    def is_async(self) -> bool:
+        return self.name == "async"
+
+    def _run(self, value: Any) -> Any:
+        if not self.is_async:
+            return value
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(value)
+
+    def credential(self, emulator: Any = None, **kwargs: Any) -> FaceCredential:
+        """A credential of this face; pointed at ``emulator`` when given, with a recording sleeper."""
+        if emulator is not None:
+            kwargs.setdefault("_environ", dict(emulator.environ))
+            for key, value in emulator.credential_kwargs.items():
+                kwargs.setdefault(key, value)
+        kwargs.setdefault("_environ", {})
+        kwargs.setdefault("share_cache", False)
+        if self.is_async:
+            from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+
+            async def sleep(seconds: float) -> None:
+                self.sleeps.append(seconds)
+
+            kwargs.setdefault("_sleep", sleep)
+            credential: Any = AsyncCredential(**kwargs)
+        else:
+            from msi_credential import ManagedIdentityCredential
+
+            kwargs.setdefault("_sleep", self.sleeps.append)
+            credential = ManagedIdentityCredential(**kwargs)
+        self._credentials.append(credential)
+        return FaceCredential(self, credential)
+
+    def close(self) -> None:
+        for credential in self._credentials:
+            self._run(credential.close())
+        if self._loop is not None:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+
+class FaceCredential:
+    """The same calls on either face: get_token, get_token_info, source, close."""
+
+    def __init__(self, face: Face, credential: Any) -> None:
+        self.face = face
+        self.inner = credential
+
+    @property
+    def source(self) -> Any:
+        return self.inner.source
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        return self.face._run(self.inner.get_token(*scopes, **kwargs))
+
+    def get_token_info(self, *scopes: str, **kwargs: Any) -> Any:
+        return self.face._run(self.inner.get_token_info(*scopes, **kwargs))
+
+    def close(self) -> None:
+        self.face._run(self.inner.close())
+
+
+@pytest.fixture(params=["sync", "async"])
+def face(request: pytest.FixtureRequest) -> Iterator[Face]:
+    """Parametrises a test over both credential faces: any divergence fails one of them."""
+    adapter = Face(request.param)
+    yield adapter
+    adapter.close()
+
+
+@pytest.fixture
+def emulator_factory() -> Iterator[Any]:
+    """Start emulators for a test and stop them after it."""
+    from msi_credential.emulator import Emulator
+
+    started: list[Any] = []
+
+    def start(source: str = "imds", **kwargs: Any) -> Any:
+        emulator = Emulator(source, **kwargs).start()
+        started.append(emulator)
+        return emulator
+
+    yield start
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on (connections are refused)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port

@@ -86,7 +86,7 @@ def _sha1_pin(sha1: str) -> Any:
             certificate = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
             got = hashlib.sha1(certificate).digest() if certificate else b""  # noqa: S324 - a pin, not a MAC
             if not hmac.compare_digest(got, self._fingerprint):
-                transport.close()
+                # aiohttp closes the transport on this error, before any request byte is written
                 peer = transport.get_extra_info("peername") or ("", 0)
                 raise _Mismatch(self._fingerprint, got, peer[0], peer[1])
 

@@ -1,0 +1,13 @@
+"""A loopback emulator of every Azure managed identity endpoint, for tests and local development.
+
+>>> with Emulator("app_service") as emulator:  # doctest: +SKIP
+...     credential = ManagedIdentityCredential(_environ=emulator.environ)
+"""
+
+from __future__ import annotations
+
+from ._protocols import RecordedRequest, UserAssignedIdentity
+from ._server import Emulator, Fault
+from ._tokens import decode_jwt, mint_jwt
+
+__all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "decode_jwt", "mint_jwt"]

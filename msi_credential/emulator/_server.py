@@ -1,0 +1,633 @@
+"""A loopback HTTP(S) server that answers like one managed identity endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from types import TracebackType
+from typing import Any, Union
+from urllib.parse import parse_qsl, urlsplit
+
+from msi_credential._source import ManagedIdentitySource
+
+from . import _protocols as wire
+from ._protocols import RecordedRequest, Reply, UserAssignedIdentity
+from ._tokens import entra_v1_claims, mint_jwt
+
+__all__ = ["Emulator", "Fault"]
+
+_LOGGER = logging.getLogger("msi_credential.emulator")
+
+MAX_REQUEST_BODY = 1024 * 1024
+ARC_KEY_VALIDITY = 300.0  # seconds a challenge key stays usable (each is also single-use)
+_HANDSHAKE_TIMEOUT = 10.0
+_STOP_JOIN_TIMEOUT = 2.0
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+FaultBody = Union[bytes, str, Mapping[str, Any], None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted answer. A mapping body is sent as JSON; None gives the source's error body for ``status``
+    (for a 2xx status: the normal answer). ``reset`` closes the connection without answering."""
+
+    status: int = 500
+    body: FaultBody = None
+    headers: Mapping[str, str] | None = None
+    delay: float = 0.0
+    reset: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.status, bool) or not isinstance(self.status, int) or not 200 <= self.status <= 599:
+            raise ValueError("Fault status must be an int from 200 to 599")
+        if self.delay < 0:
+            raise ValueError("Fault delay must not be negative")
+        if self.body is not None and not isinstance(self.body, (bytes, str, Mapping)):
+            raise TypeError("Fault body must be bytes, str, a mapping or None")
+
+
+class _BadRequestBody(Exception):
+    """The request body could not be framed: answer, then close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() closes live connections itself
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        family: socket.AddressFamily,
+        emulator: Emulator,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        self.address_family = family
+        self.emulator = emulator
+        self.ssl_context = ssl_context
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would resolve a host name (getfqdn): skip that lookup.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        connection: socket.socket = request
+        emulator = self.emulator
+        if not emulator._track(connection):
+            return
+        try:
+            if self.ssl_context is not None:
+                connection.settimeout(_HANDSHAKE_TIMEOUT)
+                try:
+                    connection = self.ssl_context.wrap_socket(connection, server_side=True)
+                except OSError as exc:  # includes ssl.SSLError: e.g. a client whose pin failed hung up
+                    _LOGGER.debug("TLS handshake failed: %s", type(exc).__name__)
+                    return
+                emulator._retrack(request, connection)
+            _Handler(connection, client_address, self)
+        finally:
+            emulator._untrack(connection)
+            if connection is not request:
+                connection.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        _LOGGER.debug("connection ended with an error", exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "msi-credential-emulator"
+    sys_version = ""
+    timeout = 60
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: the emulator logs method, path and status itself."""
+
+    def _dispatch(self) -> None:
+        emulator = self.server.emulator
+        path, query_string = _split_target(self.path)
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        query = dict(pairs)
+        headers: dict[str, str] = {}
+        for name, value in self.headers.items():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        framing_error: _BadRequestBody | None = None
+        try:
+            body = self._read_body(headers)
+        except _BadRequestBody as exc:
+            framing_error, body = exc, b""
+            self.close_connection = True
+        form: dict[str, str] = {}
+        if headers.get("content-type", "").split(";", 1)[0].strip().lower() == wire.FORM_CONTENT_TYPE:
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        scheme = "https" if self.server.ssl_context is not None else "http"
+        request = RecordedRequest(self.command, path, query, headers, form, body, scheme)
+        fault = emulator._record(request)
+
+        repeated = len(pairs) != len(query)
+        reply = (
+            None
+            if fault is not None and fault.reset
+            else self._reply(request, fault, framing_error, repeated)
+        )
+
+        emulator._wait((fault.delay if fault is not None else 0.0) + emulator.delay)
+        if reply is None:
+            _LOGGER.debug("%s %s -> connection reset", self.command, path)
+            self._reset()
+            return
+        _LOGGER.debug("%s %s -> %d", self.command, path, reply.status)
+        self._send(reply)
+
+    def _reply(
+        self,
+        request: RecordedRequest,
+        fault: Fault | None,
+        framing_error: _BadRequestBody | None,
+        repeated: bool,
+    ) -> Reply:
+        emulator = self.server.emulator
+        if fault is not None and (fault.body is not None or not 200 <= fault.status < 300):
+            return emulator._fault_reply(fault)
+        if framing_error is not None:
+            return wire.error_reply(emulator._spec, framing_error.status, "too_large", framing_error.message)
+        if repeated:
+            return wire.error_reply(emulator._spec, 400, "bad_request", "A query parameter is repeated")
+        reply = emulator._answer(request)
+        if fault is not None and fault.headers:  # a 2xx fault without a body: the normal answer, its headers
+            reply = Reply(reply.status, reply.body, {**reply.headers, **fault.headers})
+        return reply
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    def _read_body(self, headers: Mapping[str, str]) -> bytes:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            return self._read_chunked()
+        length_text = headers.get("content-length")
+        if length_text is None:
+            return b""
+        if not length_text.strip().isdigit():
+            raise _BadRequestBody(400, "Invalid Content-Length")
+        length = int(length_text)
+        if length > MAX_REQUEST_BODY:
+            raise _BadRequestBody(413, "Request body too large")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            raise _BadRequestBody(400, "Request body shorter than Content-Length")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise _BadRequestBody(400, "Invalid chunked body") from None
+            if size == 0:
+                break
+            total += size
+            if total > MAX_REQUEST_BODY:
+                raise _BadRequestBody(413, "Request body too large")
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline(16)
+        while self.rfile.readline(8192).strip():  # trailers
+            pass
+        return b"".join(chunks)
+
+    def _send(self, reply: Reply) -> None:
+        body = wire.encode_body(reply.body)
+        no_body = reply.status in (204, 304)
+        self.send_response(reply.status)
+        names = {name.lower() for name in reply.headers}
+        if body and "content-type" not in names:
+            self.send_header("Content-Type", _content_type(reply.body))
+        for name, value in reply.headers.items():
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        if not no_body:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body and not no_body and self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _reset(self) -> None:
+        """Close the connection without a response, with a TCP reset where the platform allows."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.connection.close()
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    if not target.startswith("/"):  # absolute-form request target
+        parts = urlsplit(target)
+        return parts.path or "/", parts.query
+    path, _, query = target.partition("?")
+    return path, query.partition("#")[0]
+
+
+def _content_type(body: wire.JsonBody) -> str:
+    if isinstance(body, Mapping):
+        return "application/json"
+    try:
+        json.loads(body)
+    except ValueError:
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _leaf_thumbprint(certfile: str) -> str:
+    with open(certfile, "rb") as stream:
+        match = _PEM_CERTIFICATE.search(stream.read())
+    if match is None:
+        raise ValueError(f"no PEM certificate in {certfile}")
+    der = ssl.PEM_cert_to_DER_cert(match.group(0).decode("ascii"))
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest()
+
+
+class Emulator:
+    """A loopback emulator of one managed identity endpoint; ``start()`` it, point a credential at ``environ``."""
+
+    def __init__(
+        self,
+        source: ManagedIdentitySource | str = "imds",
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        identities: Sequence[UserAssignedIdentity] = (),
+        token_lifetime: int = 3600,
+        tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        secret: str | None = None,
+        tls_cert: tuple[str, str] | None = None,
+        arc_key_directory: str | None = None,
+        default_client_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.source = ManagedIdentitySource(source)
+        if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+            raise NotImplementedError("workload identity emulation is coming; it is not available yet")
+        self._spec = wire.SPECS[self.source]
+        self.host = host
+        self.port = port
+        self.identities: list[UserAssignedIdentity] = list(identities)
+        self.token_lifetime = token_lifetime
+        self.tenant_id = tenant_id
+        self.secret = secret if secret is not None else secrets.token_urlsafe(24)
+        self.default_client_id = default_client_id
+        self.delay = 0.0
+        self.system_identity = UserAssignedIdentity(
+            client_id=default_client_id or str(uuid.uuid4()), object_id=str(uuid.uuid4()), resource_id=""
+        )
+        self.thumbprint: str | None = None
+        self._tls_cert = tls_cert
+        self._arc_key_directory = os.path.abspath(arc_key_directory) if arc_key_directory else None
+        self._clock = clock
+        self._signing_key = secrets.token_bytes(32)
+
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._faults: deque[Fault] = deque()
+        self._tokens: list[str] = []
+        self._arc_keys: dict[str, float] = {}  # key content -> expiry (clock time)
+        self._arc_files: list[str] = []
+        self._connections: set[socket.socket] = set()
+        self._threads: set[threading.Thread] = set()
+        self._stopping = threading.Event()
+
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._temp_dirs: list[str] = []
+        self._key_directory: str | None = None
+        self._bound: tuple[str, int] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Emulator:
+        """Bind and serve in a background thread (a no-op when already running)."""
+        with self._lock:
+            if self._server is not None:
+                return self
+            self._stopping = threading.Event()
+        try:
+            context = self._prepare_tls() if self._spec.scheme == "https" else None
+            if self.source is ManagedIdentitySource.AZURE_ARC:
+                self._key_directory = self._prepare_key_directory()
+            family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            server = _Server((self.host, self.port), family, self, context)
+        except BaseException:
+            self._cleanup_files()
+            raise
+        thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"msi-emulator-{self.source.value}",
+            daemon=True,
+        )
+        with self._lock:
+            self._server, self._thread = server, thread
+            self._bound = (self.host, int(server.server_address[1]))
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close live connections and remove files the emulator wrote; idempotent."""
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+            self._stopping.set()
+            connections = list(self._connections)
+            threads = list(self._threads)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
+        deadline = time.monotonic() + _STOP_JOIN_TIMEOUT
+        for worker in [*threads, *([thread] if thread is not None else [])]:
+            if worker is not threading.current_thread():
+                worker.join(max(0.0, deadline - time.monotonic()))
+        self._cleanup_files()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._bound is not None else "not started"
+        return f"Emulator(source={self.source.value!r}, {where})"
+
+    # ------------------------------------------------------------------ what a credential needs
+
+    @property
+    def url(self) -> str:
+        """The full token endpoint URL."""
+        return self._base() + self._spec.path
+
+    @property
+    def environ(self) -> dict[str, str]:
+        """The environment variables that point a credential at this emulator."""
+        values = {
+            "url": self.url,
+            "base": self._base(),
+            "secret": self.secret,
+            "thumbprint": self.thumbprint,
+            "default_client_id": self.default_client_id,
+        }
+        return wire.environment(self._spec, values)
+
+    @property
+    def credential_kwargs(self) -> dict[str, Any]:
+        """Extra private constructor arguments the credential needs (Azure Arc: the key directory)."""
+        if self.source is ManagedIdentitySource.AZURE_ARC:
+            if self._key_directory is None:
+                raise RuntimeError("start the emulator first")
+            return {"_arc_key_directory": self._key_directory}
+        return {}
+
+    # ------------------------------------------------------------------ scripting and inspection
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received, in order (a copy)."""
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def tokens_issued(self) -> int:
+        """How many access tokens the emulator minted and answered with."""
+        with self._lock:
+            return len(self._tokens)
+
+    def issued_tokens(self) -> list[str]:
+        """The access tokens minted, in order."""
+        with self._lock:
+            return list(self._tokens)
+
+    def script(self, *faults: Fault) -> None:
+        """Answer the next ``len(faults)`` requests with these, in order, then behave normally again."""
+        for fault in faults:
+            if not isinstance(fault, Fault):
+                raise TypeError(f"expected Fault, got {type(fault).__name__}")
+        with self._lock:
+            self._faults.extend(faults)
+
+    def clear(self) -> None:
+        """Forget recorded requests, scripted faults and issued tokens."""
+        with self._lock:
+            self._requests.clear()
+            self._faults.clear()
+            self._tokens.clear()
+
+    # ------------------------------------------------------------------ internals used by the handler
+
+    def _base(self) -> str:
+        if self._bound is None:
+            raise RuntimeError("start the emulator first")
+        host, port = self._bound
+        return f"{self._spec.scheme}://{_bracket(host)}:{port}"
+
+    def _record(self, request: RecordedRequest) -> Fault | None:
+        with self._lock:
+            self._requests.append(request)
+            return self._faults.popleft() if self._faults else None
+
+    def _wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self._stopping.wait(seconds)
+
+    def _fault_reply(self, fault: Fault) -> Reply:
+        body: wire.JsonBody
+        if fault.body is None:
+            body = b"" if fault.status < 400 else wire.default_error(self._spec, fault.status)
+        elif isinstance(fault.body, str):
+            body = fault.body.encode("utf-8")
+        else:
+            body = fault.body
+        return Reply(fault.status, body, dict(fault.headers or {}))
+
+    def _answer(self, request: RecordedRequest) -> Reply:
+        spec = self._spec
+        refusal = wire.check_request(spec, request, self.secret)
+        if refusal is not None:
+            return refusal
+        if self.source is ManagedIdentitySource.AZURE_ARC and not self._arc_authorized(request):
+            return self._arc_challenge()
+        params = wire.parameters(spec, request)
+        selectors = wire.selectors_of(spec, params)
+        identity = wire.resolve_identity(
+            spec, selectors, list(self.identities), self.system_identity, self.default_client_id
+        )
+        if identity is None:
+            return wire.not_found_reply(spec)
+        now = int(self._clock())
+        lifetime = int(self.token_lifetime)
+        resource = params["resource"]
+        claims = entra_v1_claims(
+            resource=resource,
+            tenant_id=self.tenant_id,
+            client_id=identity.client_id,
+            object_id=identity.object_id,
+            resource_id=identity.resource_id,
+            now=now,
+            lifetime=lifetime,
+        )
+        token = mint_jwt(claims, self._signing_key)
+        with self._lock:
+            self._tokens.append(token)
+        return wire.token_reply(
+            spec,
+            access_token=token,
+            resource=resource,
+            now=now,
+            lifetime=lifetime,
+            identity=identity,
+            selectors=selectors,
+        )
+
+    def _arc_authorized(self, request: RecordedRequest) -> bool:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "basic" or not key:
+            return False
+        now = self._clock()
+        with self._lock:
+            for issued, expiry in list(self._arc_keys.items()):
+                if expiry <= now:
+                    del self._arc_keys[issued]
+            return self._arc_keys.pop(key, None) is not None  # single use
+
+    def _arc_challenge(self) -> Reply:
+        directory = self._key_directory
+        if directory is None:
+            raise RuntimeError("Azure Arc key directory missing")
+        key = secrets.token_hex(32)
+        path = os.path.join(directory, f"{uuid.uuid4()}.key")
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            stream.write(key)
+        with self._lock:
+            self._arc_keys[key] = self._clock() + ARC_KEY_VALIDITY
+            self._arc_files.append(path)
+        return wire.error_reply(
+            self._spec,
+            401,
+            "challenge",
+            "Authorization required: read the key file named in WWW-Authenticate",
+            {"WWW-Authenticate": f"Basic realm={path}"},
+        )
+
+    def _track(self, connection: socket.socket) -> bool:
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            self._connections.add(connection)
+            self._threads.add(threading.current_thread())
+            return True
+
+    def _retrack(self, old: socket.socket, new: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(old)
+            self._connections.add(new)
+            stopping = self._stopping.is_set()
+        if stopping:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(new, socket.SHUT_RDWR)
+
+    def _untrack(self, connection: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(connection)
+            self._threads.discard(threading.current_thread())
+
+    # ------------------------------------------------------------------ files
+
+    def _prepare_tls(self) -> ssl.SSLContext:
+        if self._tls_cert is None:
+            certfile, keyfile = self._make_certificate()
+        else:
+            certfile, keyfile = self._tls_cert
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(certfile, keyfile)
+        self.thumbprint = _leaf_thumbprint(certfile)
+        return context
+
+    def _make_certificate(self) -> tuple[str, str]:
+        try:
+            import trustme
+        except ImportError:
+            # A fresh machine with only the package installed: the bundled loopback-only certificate.
+            here = os.path.dirname(os.path.abspath(__file__))
+            return os.path.join(here, "loopback-cert.pem"), os.path.join(here, "loopback-key.pem")
+        authority = trustme.CA()
+        leaf = authority.issue_cert("127.0.0.1", "localhost", "::1")
+        directory = tempfile.mkdtemp(prefix="msi-emulator-tls-")
+        self._temp_dirs.append(directory)
+        certfile = os.path.join(directory, "cert.pem")
+        keyfile = os.path.join(directory, "key.pem")
+        leaf.cert_chain_pems[0].write_to_path(certfile)
+        leaf.private_key_pem.write_to_path(keyfile)
+        authority.cert_pem.write_to_path(os.path.join(directory, "ca.pem"))
+        return certfile, keyfile
+
+    def _prepare_key_directory(self) -> str:
+        if self._arc_key_directory is not None:
+            os.makedirs(self._arc_key_directory, exist_ok=True)
+            return self._arc_key_directory
+        directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-arc-"))
+        self._temp_dirs.append(directory)
+        return directory
+
+    def _cleanup_files(self) -> None:
+        with self._lock:
+            files, self._arc_files = self._arc_files, []
+            directories, self._temp_dirs = self._temp_dirs, []
+            self._arc_keys.clear()
+        for path in files:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        for directory in directories:
+            shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,275 @@
+"""Behaviour shared by every source, on both faces: arguments, errors, cache, pipeline, secrets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
+from azure.core.pipeline.transport import HttpTransport
+
+from msi_credential import (
+    CredentialUnavailableError,
+    ManagedIdentityCredential,
+    ManagedIdentityError,
+    ManagedIdentitySource,
+)
+from msi_credential.emulator import Fault
+
+STORAGE = "https://storage.azure.com/.default"
+
+
+class RefusingTransport(HttpTransport):  # type: ignore[type-arg]
+    """Stands in for a network where nothing answers at the IMDS address (no socket is opened)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def __enter__(self) -> RefusingTransport:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        pass
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        self.requests.append((request, kwargs))
+        raise ServiceRequestError("connection refused")
+
+
+def test_not_on_azure_is_unavailable_without_retries() -> None:
+    transport = RefusingTransport()
+    credential = ManagedIdentityCredential(_environ={}, transport=transport, _sleep=lambda s: None)
+    assert credential.source is ManagedIdentitySource.IMDS
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert isinstance(caught.value, ClientAuthenticationError)
+    [(request, options)] = transport.requests
+    assert request.url.startswith("http://169.254.169.254/metadata/identity/oauth2/token?")
+    assert options["connection_timeout"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "scopes",
+    [(), ("a", "b"), ("",), ("   ",), ("/.default",), ("https://x/.default\n",), ("https://x y",)],
+)
+def test_bad_scopes_are_value_errors(face: Any, emulator_factory: Any, scopes: tuple[str, ...]) -> None:
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+
+    with pytest.raises(ValueError):
+        credential.get_token(*scopes)
+    with pytest.raises(ValueError):
+        credential.get_token_info(*scopes)
+    assert emulator.requests == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"client_id": "a", "object_id": "b"},
+        {"client_id": "a", "identity_config": {"client_id": "a"}},
+        {"resource_id": "r", "identity_config": {"object_id": "o"}},
+        {"client_id": ""},
+        {"client_id": 5},
+        {"identity_config": "client_id=a"},
+        {"connection_timeout": -1},
+        {"read_timeout": "fast"},
+        {"retry_total": -1},
+        {"client_capabilities": "cp1"},
+        {"share_cache": "yes"},
+    ],
+)
+def test_bad_constructor_arguments_are_value_errors(face: Any, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        face.credential(**kwargs)
+
+
+def test_scope_without_default_suffix_is_the_resource(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+
+    credential.get_token("https://management.azure.com")
+    credential.get_token("api://my-app/.default")
+
+    assert [r.query["resource"] for r in emulator.requests] == [
+        "https://management.azure.com",
+        "api://my-app",
+    ]
+
+
+def test_tenant_id_and_enable_cae_do_not_change_the_request(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+
+    credential.get_token(STORAGE, tenant_id="other-tenant", enable_cae=True)
+
+    assert set(emulator.requests[0].query) == {"api-version", "resource"}
+
+
+def test_detection_happens_once_at_construction(face: Any, emulator_factory: Any, monkeypatch: Any) -> None:
+    emulator = emulator_factory("app_service")
+    for name, value in emulator.environ.items():
+        monkeypatch.setenv(name, value)
+    credential = face.credential(_environ=None)
+    for name in emulator.environ:
+        monkeypatch.delenv(name)
+
+    assert credential.source is ManagedIdentitySource.APP_SERVICE
+    assert credential.get_token(STORAGE).token
+
+
+def test_credentials_of_one_identity_share_the_process_cache(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+
+    tokens = {face.credential(emulator, share_cache=True).get_token(STORAGE).token for _ in range(5)}
+    private = face.credential(emulator, share_cache=False).get_token(STORAGE).token
+
+    assert len(tokens) == 1
+    assert private not in tokens
+    assert emulator.tokens_issued == 2
+
+
+def test_errors_are_not_cached_and_the_credential_stays_usable(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(CredentialUnavailableError):
+        credential.get_token(STORAGE)
+    assert credential.get_token(STORAGE).token
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>Service Unavailable</body></html>",
+        b"not json at all",
+        b"[1, 2, 3]",
+        b'{"token_type": "Bearer"}',
+        b'{"access_token": "", "expires_in": 3600}',
+        b'{"access_token": 42, "expires_in": 3600}',
+        b'{"access_token": "t", "expires_in": -5}',
+        b'{"access_token": "t", "expires_in": 99999999}',
+        b'{"access_token": "t"}',
+        b'{"access_token": "t", "expires_on": "next tuesday"}',
+    ],
+)
+def test_unusable_success_bodies_are_typed_errors(face: Any, emulator_factory: Any, body: bytes) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(200, body, {"Content-Type": "text/html"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "invalid_response"
+    assert caught.value.source is ManagedIdentitySource.APP_SERVICE
+
+
+def test_body_over_one_mebibyte_is_refused(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(200, b"x" * (1024 * 1024 + 10)))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "response_too_large"
+
+
+def test_text_plain_json_is_accepted(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(
+        Fault(200, b'{"access_token": "aci-token", "expires_in": "3600"}', {"Content-Type": "text/plain"})
+    )
+    credential = face.credential(emulator)
+
+    assert credential.get_token(STORAGE).token == "aci-token"
+
+
+def test_unavailable_error_is_azure_identity_class_when_it_is_imported() -> None:
+    import azure.identity
+
+    transport_error = RefusingTransport()
+    credential = ManagedIdentityCredential(_environ={}, transport=transport_error)
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(STORAGE)
+
+    assert isinstance(caught.value, azure.identity.CredentialUnavailableError)
+
+
+def test_pipeline_keywords_reach_the_request(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    seen: list[str] = []
+    credential = face.credential(
+        emulator,
+        user_agent="my-app/1.0",
+        headers={"x-custom": "yes"},
+        raw_request_hook=lambda request: seen.append(request.http_request.url),
+    )
+
+    credential.get_token(STORAGE)
+
+    request = emulator.requests[0]
+    assert request.headers["user-agent"].startswith("my-app/1.0")
+    assert request.headers["x-custom"] == "yes"
+    assert len(seen) == 1
+
+
+def test_proxy_variables_are_ignored_for_managed_identity(
+    face: Any, emulator_factory: Any, monkeypatch: Any, unused_port: int
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{unused_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    emulator = emulator_factory("app_service")
+    credential = face.credential(emulator)
+
+    assert credential.get_token(STORAGE).token
+    assert len(emulator.requests) == 1
+
+
+def test_secrets_never_reach_logs_errors_or_reprs(
+    face: Any, emulator_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    emulator = emulator_factory("app_service")
+    secret = emulator.environ["IDENTITY_HEADER"]
+    emulator.script(Fault(500, {"message": f"echoing {secret}"}), Fault(500), Fault(500), Fault(500))
+    credential = face.credential(emulator, logging_enable=True)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+    token = credential.get_token(STORAGE).token
+
+    texts = [record.getMessage() for record in caplog.records]
+    texts += [str(caught.value), repr(caught.value), repr(credential.inner), str(credential.inner)]
+    for text in texts:
+        assert secret not in text
+        assert token not in text
+
+
+def test_context_managers_close_the_credential(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    with ManagedIdentityCredential(_environ=emulator.environ, share_cache=False) as credential:
+        assert credential.get_token(STORAGE).token
+
+
+async def test_async_context_manager_closes_the_credential(emulator_factory: Any) -> None:
+    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+
+    emulator = emulator_factory("imds")
+    async with AsyncCredential(_environ=emulator.environ, share_cache=False) as credential:
+        assert (await credential.get_token(STORAGE)).token
