@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Optional
-
-from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-from typing_extensions import Self
+from typing import TYPE_CHECKING, Any, Optional
 
 from ._setup import CredentialBase
-from ._transport.sync import SyncDriver, single_flight
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+    from typing_extensions import Self
 
 
 class ManagedIdentityCredential(CredentialBase):
@@ -42,7 +42,10 @@ class ManagedIdentityCredential(CredentialBase):
             share_cache=share_cache,
             kwargs=kwargs,
         )
+        from ._transport.sync import SyncDriver, single_flight
+
         self._driver = SyncDriver(sleep=sleep, **kwargs)
+        self._single_flight = single_flight
 
     def get_token(
         self,
@@ -60,6 +63,8 @@ class ManagedIdentityCredential(CredentialBase):
                 entry = None
             if entry is not None and self._clock() < entry.refresh_on:
                 return entry.access_token
+        from azure.core.credentials import AccessToken
+
         info = self._acquire(scopes, claims)
         return AccessToken(info.token, info.expires_on)
 
@@ -80,7 +85,7 @@ class ManagedIdentityCredential(CredentialBase):
         engine, driver = self._engine, self._driver
         if checked_claims is not None:
             return driver.run(engine.acquire(resource, checked_claims))
-        return single_flight(
+        return self._single_flight(
             self._bucket,
             resource,
             lambda: driver.run(engine.acquire(resource)),

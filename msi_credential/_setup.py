@@ -6,14 +6,17 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from ._engine.detection import detect
-from ._engine.flow import Engine, EngineOptions
-from ._engine.identity import identity_from_arguments
-from ._engine.retry import RetrySettings
 from ._engine.scopes import resource_from_scopes
 from ._source import ManagedIdentitySource
+
+if TYPE_CHECKING:
+    from ._engine.flow import Engine
+    from ._engine.retry import RetrySettings
+
+# The engine, azure-core and the transports load at construction, not at ``import msi_credential``:
+# an application that imports the package without using it (or before it needs it) pays nothing.
 
 
 class CredentialBase:
@@ -77,6 +80,10 @@ def build_engine(
     Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_platform``, ``_path_exists``,
     ``_arc_key_directory``.
     """
+    from ._engine.detection import detect
+    from ._engine.flow import Engine, EngineOptions
+    from ._engine.identity import identity_from_arguments
+
     identity = identity_from_arguments(
         client_id=client_id,
         object_id=object_id,
@@ -126,6 +133,8 @@ def _timeout(kwargs: dict[str, Any], name: str) -> Optional[float]:
 
 
 def _retry_settings(kwargs: dict[str, Any]) -> RetrySettings:
+    from ._engine.retry import RetrySettings
+
     total = kwargs.pop("retry_total", None)
     if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 0):
         raise ValueError("retry_total must be a non-negative integer")

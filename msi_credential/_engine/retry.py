@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import email.utils
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Optional
@@ -89,6 +88,8 @@ def retry_after(headers: Mapping[str, str], now: float) -> Optional[float]:
     try:
         seconds = float(value)
     except ValueError:
+        import email.utils  # only for the rare HTTP-date form
+
         try:
             moment = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError, IndexError):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Optional
-
-from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-from typing_extensions import Self
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._setup import CredentialBase
-from .._transport.aio import AsyncDriver, single_flight
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+    from typing_extensions import Self
 
 
 class ManagedIdentityCredential(CredentialBase):
@@ -38,7 +38,10 @@ class ManagedIdentityCredential(CredentialBase):
             share_cache=share_cache,
             kwargs=kwargs,
         )
+        from .._transport.aio import AsyncDriver, single_flight
+
         self._driver = AsyncDriver(sleep=sleep, **kwargs)
+        self._single_flight = single_flight
 
     async def get_token(
         self,
@@ -56,6 +59,8 @@ class ManagedIdentityCredential(CredentialBase):
                 entry = None
             if entry is not None and self._clock() < entry.refresh_on:
                 return entry.access_token
+        from azure.core.credentials import AccessToken
+
         info = await self._acquire(scopes, claims)
         return AccessToken(info.token, info.expires_on)
 
@@ -78,7 +83,7 @@ class ManagedIdentityCredential(CredentialBase):
         engine, driver = self._engine, self._driver
         if checked_claims is not None:
             return await driver.run(engine.acquire(resource, checked_claims))
-        return await single_flight(
+        return await self._single_flight(
             self._bucket,
             resource,
             lambda: driver.run(engine.acquire(resource)),

@@ -1,0 +1,353 @@
+"""The token cache: single-flight, refresh windows (injected clock), process-wide sharing, bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import tracemalloc
+from typing import Any
+
+import pytest
+
+from msi_credential import ManagedIdentityCredential, ManagedIdentityError
+from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+from msi_credential.emulator import Fault
+
+SCOPE = "https://storage.azure.com/.default"
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# ---------------------------------------------------------------------------------------------- single-flight
+
+
+def test_64_threads_on_a_cold_cache_send_one_request(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.delay = 0.05
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    barrier = threading.Barrier(64)
+    tokens: list[str] = []
+
+    def work() -> None:
+        barrier.wait()
+        tokens.append(credential.get_token(SCOPE).token)
+
+    threads = [threading.Thread(target=work) for _ in range(64)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(tokens) == 64 and len(set(tokens)) == 1
+    assert len(emulator.requests) == 1
+
+
+def test_threads_of_separate_credentials_sharing_the_cache_send_one_request(emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.delay = 0.05
+    barrier = threading.Barrier(16)
+    tokens: list[str] = []
+
+    def work() -> None:
+        credential = ManagedIdentityCredential(_environ=emulator.environ)
+        barrier.wait()
+        tokens.append(credential.get_token(SCOPE).token)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(set(tokens)) == 1
+    assert len(emulator.requests) == 1
+
+
+def test_a_failed_flight_reaches_every_waiting_thread(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(403, {"error": "forbidden", "error_description": "no"}, delay=0.1))
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    barrier = threading.Barrier(16)
+    outcomes: list[object] = []
+
+    def work() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(credential.get_token(SCOPE))
+        except ManagedIdentityError as error:
+            outcomes.append(error.error_code)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert not any(thread.is_alive() for thread in threads)
+    assert outcomes.count("forbidden") >= 1
+    assert all(o == "forbidden" or hasattr(o, "token") for o in outcomes)
+    assert len(outcomes) == 16
+
+
+async def test_500_tasks_on_a_cold_cache_send_one_request(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    async with AsyncCredential(_environ=emulator.environ, share_cache=False) as credential:
+        tokens = await asyncio.gather(*(credential.get_token(SCOPE) for _ in range(500)))
+
+    assert len({token.token for token in tokens}) == 1
+    assert len(emulator.requests) == 1
+
+
+async def test_a_failed_flight_reaches_every_task(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(403, {"error": "forbidden", "error_description": "no"}, delay=0.05))
+    async with AsyncCredential(_environ=emulator.environ, share_cache=False) as credential:
+        outcomes = await asyncio.gather(
+            *(credential.get_token(SCOPE) for _ in range(50)), return_exceptions=True
+        )
+
+    assert all(isinstance(o, ManagedIdentityError) and o.error_code == "forbidden" for o in outcomes)
+    assert len(emulator.requests) == 1
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_request_for_the_others(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.delay = 0.1
+    async with AsyncCredential(_environ=emulator.environ, share_cache=False) as credential:
+        first = asyncio.ensure_future(credential.get_token(SCOPE))
+        others = [asyncio.ensure_future(credential.get_token(SCOPE)) for _ in range(10)]
+        await asyncio.sleep(0)  # let every task join the flight
+        first.cancel()
+        tokens = await asyncio.gather(*others)
+
+        assert first.cancelled()
+        assert len({token.token for token in tokens}) == 1
+        assert len(emulator.requests) == 1
+        assert (await credential.get_token(SCOPE)).token == tokens[0].token
+
+
+async def test_a_cancelled_only_caller_leaves_the_credential_usable(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(200, delay=0.2))
+    async with AsyncCredential(_environ=emulator.environ, share_cache=False) as credential:
+        task = asyncio.ensure_future(credential.get_token(SCOPE))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+        token = await credential.get_token("https://vault.azure.net/.default")
+
+    assert token.token
+
+
+def test_async_credential_works_across_event_loops(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    credential = AsyncCredential(_environ=emulator.environ, share_cache=False)
+
+    first = asyncio.run(credential.get_token(SCOPE))
+    second = asyncio.run(credential.get_token("https://vault.azure.net/.default"))
+    third = asyncio.run(credential.get_token(SCOPE, claims='{"access_token":{}}'))
+    asyncio.run(credential.close())
+
+    assert first.token and second.token and third.token
+    assert len(emulator.requests) == 3
+
+
+# -------------------------------------------------------------------------------------------- refresh windows
+
+
+def test_fresh_token_is_served_until_refresh_on(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock)
+
+    info = credential.get_token_info(SCOPE)
+    assert info.refresh_on == info.expires_on - 300  # 600 <= lifetime < 7200
+    clock.now = info.refresh_on - 1
+    credential.get_token(SCOPE)
+
+    assert len(emulator.requests) == 1
+
+
+def test_advisory_window_refreshes_once(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock)
+    old = credential.get_token_info(SCOPE)
+
+    clock.now = old.refresh_on + 1
+    new = credential.get_token(SCOPE)
+    again = credential.get_token(SCOPE)
+
+    assert new.token != old.token
+    assert again.token == new.token
+    assert len(emulator.requests) == 2
+
+
+def test_advisory_refresh_failure_serves_the_cached_token_and_backs_off_30_seconds(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock, retry_total=0)
+    old = credential.get_token_info(SCOPE)
+    emulator.script(Fault(500), Fault(500))
+
+    clock.now = old.refresh_on + 1
+    assert credential.get_token(SCOPE).token == old.token  # refresh failed: cached token
+    clock.now += 29
+    assert credential.get_token(SCOPE).token == old.token  # backing off: no request
+    assert len(emulator.requests) == 2
+    clock.now += 2
+    assert credential.get_token(SCOPE).token == old.token  # next attempt fails too
+    assert len(emulator.requests) == 3
+    clock.now += 31
+    assert credential.get_token(SCOPE).token != old.token  # and then it recovers
+    assert len(emulator.requests) == 4
+
+
+def test_mandatory_window_waits_and_propagates_the_error(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock, retry_total=0)
+    old = credential.get_token_info(SCOPE)
+    emulator.script(Fault(500))
+
+    clock.now = old.expires_on - 59  # last minute: mandatory
+    with pytest.raises(ManagedIdentityError):
+        credential.get_token(SCOPE)
+    fresh = credential.get_token(SCOPE)
+
+    assert fresh.token != old.token
+    assert len(emulator.requests) == 3
+
+
+def test_short_lived_token_is_not_requested_on_every_call(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=120)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock)
+
+    info = credential.get_token_info(SCOPE)
+    for _ in range(59):
+        clock.now += 1
+        credential.get_token(SCOPE)
+
+    assert info.refresh_on is not None and info.refresh_on - (info.expires_on - 120) == 60
+    assert len(emulator.requests) == 1
+
+
+def test_long_lived_token_refreshes_at_half_life(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=24 * 3600)
+    credential = face.credential(emulator, _clock=Clock())
+
+    info = credential.get_token_info(SCOPE)
+
+    assert info.refresh_on == info.expires_on - 12 * 3600
+
+
+def test_advisory_caller_gets_the_cached_token_while_a_refresh_is_in_flight(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    sent = threading.Event()
+    credential = ManagedIdentityCredential(
+        _environ=emulator.environ,
+        _clock=clock,
+        share_cache=False,
+        raw_request_hook=lambda request: sent.set(),
+    )
+    old = credential.get_token_info(SCOPE)
+    sent.clear()
+    emulator.script(Fault(200, delay=0.5))
+    clock.now = old.refresh_on + 1
+    refresher = threading.Thread(target=credential.get_token, args=(SCOPE,))
+    refresher.start()
+    assert sent.wait(10)
+
+    started = time.perf_counter()
+    during = credential.get_token(SCOPE)
+    waited = time.perf_counter() - started
+    refresher.join()
+
+    assert during.token == old.token
+    assert refresher is not None and waited < 0.5  # returned before the in-flight refresh finished
+    assert len(emulator.requests) == 2
+
+
+# ---------------------------------------------------------------------------------------- process-wide cache
+
+
+def test_credential_per_request_still_sends_one_request_per_resource(emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+
+    for _ in range(20):
+        with ManagedIdentityCredential(_environ=emulator.environ) as credential:
+            credential.get_token(SCOPE)
+            credential.get_token("https://vault.azure.net/.default")
+
+    assert len(emulator.requests) == 2
+
+
+def test_different_identities_do_not_share_tokens(emulator_factory: Any) -> None:
+    from msi_credential.emulator import UserAssignedIdentity
+
+    identity = UserAssignedIdentity("c1c1c1c1-0000-0000-0000-000000000000", "o1o1o1o1-0000", "/r/1")
+    emulator = emulator_factory("imds", identities=[identity])
+
+    system = ManagedIdentityCredential(_environ=emulator.environ).get_token(SCOPE)
+    user = ManagedIdentityCredential(
+        _environ=emulator.environ, client_id=identity.client_id.upper()
+    ).get_token(SCOPE)
+    user_again = ManagedIdentityCredential(_environ=emulator.environ, client_id=identity.client_id).get_token(
+        SCOPE
+    )
+
+    assert system.token != user.token
+    assert user.token == user_again.token  # ids compare case-insensitively
+    assert len(emulator.requests) == 2
+
+
+def test_a_million_cached_calls_do_not_grow_memory(emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    get_token = credential.get_token
+    get_token(SCOPE)
+    for _ in range(1000):
+        get_token(SCOPE)
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for _ in range(1_000_000):
+            get_token(SCOPE)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+
+    growth = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    print(f"\nmemory growth over 1,000,000 cached calls: {growth} bytes")
+    assert growth < 64 * 1024  # tracemalloc's own snapshot bookkeeping; nothing per call
+    assert len(emulator.requests) == 1
+
+
+def test_capabilities_are_not_sent_where_the_source_does_not_take_them(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator, client_capabilities=["cp1"])
+
+    credential.get_token(SCOPE)
+    credential.get_token(SCOPE, claims='{"access_token":{}}')
+
+    assert all(
+        "xms_cc" not in r.query and "token_sha256_to_refresh" not in r.query for r in emulator.requests
+    )
