@@ -140,7 +140,9 @@ def _retry_settings(kwargs: dict[str, Any]) -> RetrySettings:
         raise ValueError("retry_total must be a non-negative integer")
     factor = kwargs.pop("retry_backoff_factor", None)
     maximum = kwargs.pop("retry_backoff_max", None)
+    deadline = kwargs.pop("_deadline", None)  # tests: a shorter per-call deadline than 120 s
     return RetrySettings(
+        deadline=120.0 if deadline is None else _number(deadline, "_deadline", minimum=0, strict=True),
         total=total,
         backoff_factor=1.0
         if factor is None

@@ -25,6 +25,8 @@ class Request:
     pin_sha1: Optional[str] = None
     # Only workload identity may go through a proxy (PROTOCOLS.md section 9).
     use_proxies: bool = False
+    # Seconds this attempt may take in all (connect, headers, a slow body): what is left of the call's deadline.
+    budget: float = 120.0
 
 
 @dataclass(frozen=True)

@@ -190,6 +190,8 @@ class Engine:
                 client_assertion=assertion,
             )
             request = self.spec.build(self.config, self.identity, parts)
+            remaining = self.options.retry.deadline - (self.clock() - began)
+            request = replace(request, budget=max(remaining, 1.0))
             start = self.clock()
             outcome = yield Send(request)
             if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:

@@ -58,7 +58,14 @@ def _default_transport(*, use_env_settings: bool, **kwargs: Any) -> AsyncHttpTra
     if aiohttp is not None:
         from azure.core.pipeline.transport import AioHttpTransport
 
-        native: AsyncHttpTransport[Any, Any] = AioHttpTransport(use_env_settings=use_env_settings, **kwargs)
+        session = aiohttp.ClientSession(trust_env=use_env_settings)
+        # aiohttp silently resends an idempotent request once after a dropped connection; the engine's retry
+        # schedule decides retries, the same on both faces.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
+        native: AsyncHttpTransport[Any, Any] = AioHttpTransport(
+            session=session, session_owner=True, use_env_settings=use_env_settings, **kwargs
+        )
         return native
     from azure.core.pipeline.transport import AsyncioRequestsTransport
 
@@ -176,6 +183,15 @@ class AsyncDriver:
             await pipelines.close()
 
     async def send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
+        """One attempt, bounded in all by the request's budget (a slow body cannot hold the caller)."""
+        try:
+            return await asyncio.wait_for(self._send(request, pipelines), request.budget)
+        except asyncio.TimeoutError:
+            return TransportFailure(
+                "read_timeout", "no complete answer before the deadline", request_sent=True
+            )
+
+    async def _send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
         pipeline, extra = pipelines.for_request(request)
         try:
             pipeline_response = await pipeline.run(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import requests
@@ -73,6 +75,35 @@ class _RefusingAdapter(HTTPAdapter):
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         raise requests.exceptions.SSLError("fingerprint pinning requires https")
+
+
+class _Watchdog:
+    """Cuts a response's connection when the attempt's budget runs out: a body that trickles in slowly
+    would otherwise hold the caller, since socket timeouts apply to each read, not to the whole body."""
+
+    def __init__(self, http_response: Any, seconds: float) -> None:
+        self.fired = False
+        self._response = http_response
+        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        connection = getattr(
+            getattr(getattr(self._response, "internal_response", None), "raw", None), "connection", None
+        )
+        sock = getattr(connection, "sock", None)
+        try:
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+            else:
+                self._response.close()
+        except OSError:
+            pass
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 class _Flight:
@@ -169,6 +200,7 @@ class SyncDriver:
 
     def send(self, request: Request) -> Response | TransportFailure:
         pipeline, extra = self._pipeline_for(request)
+        give_up_at = time.monotonic() + request.budget
         try:
             pipeline_response = pipeline.run(
                 to_http_request(request),
@@ -178,6 +210,7 @@ class SyncDriver:
                 **extra,
             )
             http_response = pipeline_response.http_response
+            watchdog = _Watchdog(http_response, give_up_at - time.monotonic())
             try:
                 chunks: list[bytes] = []
                 size = 0
@@ -186,8 +219,17 @@ class SyncDriver:
                     size += len(chunk)
                     if body_too_large(size):
                         break
+            except (AzureError, requests.RequestException, OSError) as error:
+                if watchdog.fired:
+                    return TransportFailure(
+                        "read_timeout", "the body was still arriving at the deadline", True
+                    )
+                raise error
             finally:
+                watchdog.cancel()
                 http_response.close()
+            if watchdog.fired:
+                return TransportFailure("read_timeout", "the body was still arriving at the deadline", True)
             return Response(
                 status=http_response.status_code,
                 headers={key.lower(): value for key, value in http_response.headers.items()},

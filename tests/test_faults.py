@@ -1,0 +1,361 @@
+"""Faulty endpoints and networks: fail fast off Azure, bounded waits, typed errors, and a usable credential after."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+
+from msi_credential import CredentialUnavailableError, ManagedIdentityError
+from msi_credential.emulator import Fault
+
+SCOPE = "https://storage.azure.com/.default"
+
+
+class RawServer:
+    """A loopback TCP server whose every connection is handled by ``behave(connection)``: for answers no
+    HTTP server would give (truncated bodies, trickling bodies, silence)."""
+
+    def __init__(self, behave: Callable[[socket.socket], None]) -> None:
+        self._behave = behave
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self._listener.settimeout(0.2)
+        self.port: int = self._listener.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            self._accepted.append(connection)
+            worker = threading.Thread(target=self._run, args=(connection,), daemon=True)
+            self._threads.append(worker)
+            worker.start()
+
+    def _run(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self._behave(connection)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for connection in self._accepted:
+            with contextlib.suppress(OSError):
+                connection.close()
+        self._thread.join(2)
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self._stop
+
+
+def _read_request(connection: socket.socket) -> None:
+    connection.settimeout(5)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return
+        data += chunk
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(behave: Callable[[socket.socket], None]) -> RawServer:
+        server = RawServer(behave)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def app_service_environ(port: int) -> dict[str, str]:
+    return {
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{port}/msi/token",
+        "IDENTITY_HEADER": "header-secret-value",
+    }
+
+
+# --------------------------------------------------------------------------------------------- fail fast off Azure
+
+
+def test_nothing_listening_at_imds_is_unavailable_at_once(
+    face: Any, unused_port: int, monkeypatch: Any
+) -> None:
+    """No variables, IMDS address closed: unavailable on the first failure, no retry, no sleep."""
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{unused_port}")
+    credential = face.credential(_environ={})
+
+    started = time.perf_counter()
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(SCOPE)
+    elapsed = time.perf_counter() - started
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert face.sleeps == []
+    assert elapsed < 2
+
+
+@pytest.fixture
+def blackhole_port() -> Iterator[int]:
+    """A loopback port whose SYNs are dropped (listen backlog full), as an absent IMDS address behaves."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):  # fill the accept queue; later connects get no SYN-ACK
+        filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    yield port
+    for filler in fillers:
+        filler.close()
+    listener.close()
+
+
+def test_silent_imds_address_is_unavailable_within_about_a_second(
+    face: Any, blackhole_port: int, monkeypatch: Any
+) -> None:
+    from msi_credential._engine import detection
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    probe.settimeout(0.3)
+    try:
+        probe.connect(("127.0.0.1", blackhole_port))
+        pytest.skip("this kernel completes connects beyond the backlog; no blackhole to test with")
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{blackhole_port}")
+    credential = face.credential(_environ={})
+
+    started = time.perf_counter()
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(SCOPE)
+    elapsed = time.perf_counter() - started
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert elapsed < 2.5
+    assert face.sleeps == []
+
+
+def test_slow_but_present_imds_still_works(face: Any, emulator_factory: Any, monkeypatch: Any) -> None:
+    from msi_credential._engine import detection
+
+    emulator = emulator_factory("imds")
+    emulator.delay = 1.5  # longer than the first-contact connect timeout, within the read timeout
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", emulator.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"])
+    credential = face.credential(_environ={})
+
+    assert credential.get_token(SCOPE).token
+    assert len(emulator.requests) == 1
+
+
+def test_imds_that_answered_once_is_retried_after(face: Any, emulator_factory: Any, monkeypatch: Any) -> None:
+    from msi_credential._engine import detection
+
+    emulator = emulator_factory("imds")
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", emulator.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"])
+    credential = face.credential(_environ={})
+    credential.get_token(SCOPE)
+    emulator.script(Fault(reset=True), Fault(503))
+
+    assert credential.get_token("https://vault.azure.net/.default").token
+    assert face.sleeps == [1.0, 2.0]
+
+
+# ------------------------------------------------------------------------------------------------------- timeouts
+
+
+def test_endpoint_that_accepts_and_never_answers_times_out(face: Any, raw_server: Any) -> None:
+    server = raw_server(lambda connection: (_read_request(connection), server.stopping.wait(30)))
+    credential = face.credential(_environ=app_service_environ(server.port), read_timeout=0.3, retry_total=1)
+
+    started = time.perf_counter()
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert time.perf_counter() - started < 5
+    assert face.sleeps == [1.0]  # the timeout was retried once, by the injected sleeper
+
+
+def test_trickling_body_cannot_hold_the_caller_past_the_deadline(face: Any, raw_server: Any) -> None:
+    def trickle(connection: socket.socket) -> None:
+        _read_request(connection)
+        connection.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        )
+        while not server.stopping.is_set():
+            connection.sendall(b" ")
+            time.sleep(0.05)
+
+    server = raw_server(trickle)
+
+    credential = face.credential(_environ=app_service_environ(server.port), _deadline=1.5, read_timeout=5)
+
+    started = time.perf_counter()
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+    elapsed = time.perf_counter() - started
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert elapsed < 5
+
+
+# ------------------------------------------------------------------------------------------------- bad responses
+
+
+def test_truncated_body_is_a_typed_error_and_the_credential_recovers(
+    face: Any, raw_server: Any, emulator_factory: Any
+) -> None:
+    def truncated(connection: socket.socket) -> None:
+        _read_request(connection)
+        connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"access_token": "abc"')
+        connection.close()
+
+    server = raw_server(truncated)
+    credential = face.credential(_environ=app_service_environ(server.port), retry_total=0)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+
+
+@pytest.mark.parametrize("source", ["app_service", "cloud_shell", "machine_learning", "azure_arc"])
+def test_connection_reset_is_retried_then_a_typed_error(
+    face: Any, emulator_factory: Any, source: str
+) -> None:
+    emulator = emulator_factory(source)
+    emulator.script(*[Fault(reset=True)] * 4)
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert face.sleeps == [1.0, 2.0, 4.0]
+    assert credential.get_token(SCOPE).token  # still usable
+
+
+@pytest.mark.parametrize(
+    ("fault", "error_code"),
+    [
+        (Fault(200, b"<html>proxy login</html>", {"Content-Type": "text/html"}), "invalid_response"),
+        (Fault(200, {"error": "invalid_request", "error_description": "oops"}), "invalid_response"),
+        (Fault(200, {"access_token": "", "expires_in": 3600}), "invalid_response"),
+        (Fault(200, {"access_token": ["t"], "expires_in": 3600}), "invalid_response"),
+        (Fault(200, {"access_token": "t", "expires_in": -1}), "invalid_response"),
+        (Fault(200, {"access_token": "t", "expires_on": "99999999999"}), "invalid_response"),
+        (Fault(200, b"x" * (1024 * 1024 + 1)), "response_too_large"),
+        (Fault(301, b"", {"Location": "http://127.0.0.1:1/"}), "unexpected_redirect"),
+        (Fault(307, b"", {"Location": "http://127.0.0.1:1/"}), "unexpected_redirect"),
+        (Fault(418, b"teapot"), "http_418"),
+        (Fault(401, {"statusCode": 401, "message": "bad header"}), "http_401"),
+    ],
+)
+def test_bad_answers_are_typed_errors_and_the_credential_stays_usable(
+    face: Any, emulator_factory: Any, fault: Fault, error_code: str
+) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(fault)
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == error_code
+    assert len(emulator.requests) == 1  # none of these is retried, redirects are not followed
+    assert credential.get_token(SCOPE).token
+
+
+def test_retry_after_over_a_minute_stops_retrying(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(429, headers={"Retry-After": "120"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.status_code == 429
+    assert face.sleeps == []
+
+
+def test_retry_keywords_adjust_the_schedule(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(*[Fault(503)] * 5)
+    credential = face.credential(emulator, retry_total=5, retry_backoff_factor=0.5, retry_backoff_max=3)
+
+    credential.get_token(SCOPE)
+
+    assert face.sleeps == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+# ---------------------------------------------------------------------------------------------- endpoint safety
+
+
+@pytest.mark.parametrize(
+    ("environ", "variable"),
+    [
+        (
+            {"IDENTITY_ENDPOINT": "http://10.1.2.3/msi/token", "IDENTITY_HEADER": "h-secret"},
+            "IDENTITY_ENDPOINT",
+        ),
+        (
+            {"IDENTITY_ENDPOINT": "http://127.0.0.1@evil.example/", "IDENTITY_HEADER": "h-secret"},
+            "IDENTITY_ENDPOINT",
+        ),
+        ({"MSI_ENDPOINT": "http://169.254.169.254.evil.example/", "MSI_SECRET": "m-secret"}, "MSI_ENDPOINT"),
+        ({"MSI_ENDPOINT": "http://2130706433/"}, "MSI_ENDPOINT"),
+        (
+            {"IDENTITY_ENDPOINT": "http://0.0.0.0:40342/", "IMDS_ENDPOINT": "http://0.0.0.0"},
+            "IDENTITY_ENDPOINT",
+        ),
+        (
+            {"AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://192.168.0.10:8080"},
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        ),
+        ({"IDENTITY_ENDPOINT": "https://[fe80::1]/", "IDENTITY_HEADER": "h-secret"}, "IDENTITY_ENDPOINT"),
+    ],
+)
+def test_unsafe_endpoints_are_refused_before_any_socket(
+    face: Any, environ: dict[str, str], variable: str, socket_guard: list[str]
+) -> None:
+    credential = face.credential(_environ=environ)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "invalid_endpoint"
+    assert variable in str(caught.value)
+    for secret in ("h-secret", "m-secret"):
+        assert secret not in str(caught.value)
+    assert socket_guard == []
