@@ -155,6 +155,7 @@ class AsyncDriver:
         self._user_pipeline: Optional[AsyncPipeline[Any, Any]] = None
         if transport is not None:
             self._user_pipeline = AsyncPipeline(transport=transport, policies=self._policies)
+        self._user_tuple_timeouts = transport is not None and _takes_tuple_timeouts(transport)
 
     async def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
@@ -197,8 +198,6 @@ class AsyncDriver:
             pipeline_response = await pipeline.run(
                 to_http_request(request),
                 stream=True,
-                connection_timeout=request.connect_timeout,
-                read_timeout=request.read_timeout,
                 **extra,
             )
             http_response = pipeline_response.http_response
@@ -254,6 +253,7 @@ class _FlowPipelines:
             key = "pinned"
         elif driver._user_pipeline is not None:
             extra: dict[str, Any] = {} if request.use_proxies else {"proxies": dict(NO_PROXIES)}
+            extra.update(_timeouts(request, driver._user_tuple_timeouts))
             return driver._user_pipeline, extra
         else:
             key = "proxied" if request.use_proxies else "direct"
@@ -287,6 +287,7 @@ class _FlowPipelines:
             transport = _default_transport(
                 use_env_settings=key == "proxied", **_transport_kwargs(driver._kwargs)
             )
+        extra.update(_timeouts(request, _takes_tuple_timeouts(transport)))
         return AsyncPipeline(transport=transport, policies=driver._policies), extra
 
     async def close(self) -> None:
@@ -297,6 +298,19 @@ class _FlowPipelines:
                 await pipeline.__aexit__()
             except Exception:
                 _LOGGER.debug("closing a token request's pipeline failed", exc_info=True)
+
+
+def _takes_tuple_timeouts(transport: Any) -> bool:
+    """azure-core's requests-in-a-thread transport takes (connect, read) as ``connection_timeout`` only."""
+    from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+    return isinstance(transport, AsyncioRequestsTransport)
+
+
+def _timeouts(request: Request, as_tuple: bool) -> dict[str, Any]:
+    if as_tuple:
+        return {"connection_timeout": (request.connect_timeout, request.read_timeout)}
+    return {"connection_timeout": request.connect_timeout, "read_timeout": request.read_timeout}
 
 
 def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
