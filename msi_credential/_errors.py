@@ -36,10 +36,12 @@ class ManagedIdentityError(ClientAuthenticationError):
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # The azure-identity interop class is made at run time: pickle by kind, rebuild through the factory.
+        kind = "unavailable" if isinstance(self, CredentialUnavailableError) else "failed"
         return (
             _rebuild,
             (
-                type(self),
+                kind,
                 self.message,
                 self.error_code,
                 self.status_code,
@@ -54,14 +56,15 @@ class CredentialUnavailableError(ManagedIdentityError):
 
 
 def _rebuild(
-    cls: type[ManagedIdentityError],
+    kind: str,
     message: str,
     error_code: str,
     status_code: Optional[int],
     correlation_id: Optional[str],
     source: Optional[ManagedIdentitySource],
 ) -> ManagedIdentityError:
-    return cls(
+    factory = unavailable if kind == "unavailable" else failed
+    return factory(
         message,
         error_code=error_code,
         status_code=status_code,

@@ -558,3 +558,16 @@ def test_error_from_response_of_any_bytes_is_a_managed_identity_error(
     assert error.error_code
     assert error.status_code == status
     assert error.source is source
+
+
+def test_errors_survive_pickling_with_their_evidence() -> None:
+    import pickle
+
+    from msi_credential._errors import CredentialUnavailableError, failed, unavailable
+
+    gone = pickle.loads(pickle.dumps(unavailable("m", error_code="imds_unreachable", status_code=None)))
+    refused = pickle.loads(pickle.dumps(failed("m", error_code="http_500", status_code=500, correlation_id="c")))
+
+    assert isinstance(gone, CredentialUnavailableError) and gone.error_code == "imds_unreachable"
+    assert not isinstance(refused, CredentialUnavailableError)
+    assert (refused.status_code, refused.correlation_id) == (500, "c")
