@@ -268,6 +268,11 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
     if not args.probe:
         print("probe:     not run (use --probe to check that the endpoint answers)", file=out)
         return EXIT_OK
+    if config.problem is not None:
+        # The credential refuses this configuration before opening any socket (PROTOCOLS.md section 9): so
+        # does the probe, which must never connect to an endpoint that was rejected (e.g. a non-local host).
+        print("probe:     not run (the configuration is invalid, see problem above)", file=out)
+        return EXIT_FAILED
     answered, detail = _probe(config.endpoint)
     print(f"probe:     {'answers' if answered else 'no answer'} ({detail})", file=out)
     return EXIT_OK if answered else EXIT_UNAVAILABLE
@@ -293,9 +298,12 @@ def _reason(config: SourceConfig) -> str:
 
 
 def _probe(endpoint: str) -> tuple[bool, str]:
-    parts = urlsplit(endpoint)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False, f"not a URL: {endpoint!r}"
     try:
         with socket.create_connection((host, port), timeout=1.0):
             return True, f"TCP connection to {host}:{port} accepted"
@@ -309,11 +317,6 @@ def _emulate(args: argparse.Namespace, out: TextIO) -> int:
     from .emulator import Emulator, UserAssignedIdentity
 
     identities = [UserAssignedIdentity(*parts) for parts in args.identity]
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    emulator_logger = logging.getLogger("msi_credential.emulator")
-    emulator_logger.addHandler(handler)
-    emulator_logger.setLevel(logging.DEBUG)
     emulator = Emulator(
         args.source, host=args.host, port=args.port, identities=identities, token_lifetime=args.lifetime
     )
@@ -325,6 +328,13 @@ def _emulate(args: argparse.Namespace, out: TextIO) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    # Installed only once serving, and always removed again (level included): main() may run again in-process.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    emulator_logger = logging.getLogger("msi_credential.emulator")
+    previous_level = emulator_logger.level
+    emulator_logger.addHandler(handler)
+    emulator_logger.setLevel(logging.DEBUG)
     try:
         print(f"# {args.source} emulator listening at {emulator.url}", file=out)
         print("# point the credential at it in another shell:", file=out)
@@ -345,6 +355,7 @@ def _emulate(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         emulator.stop()
         emulator_logger.removeHandler(handler)
+        emulator_logger.setLevel(previous_level)
 
 
 def _shell_quote(value: str) -> str:

@@ -566,7 +566,9 @@ def test_errors_survive_pickling_with_their_evidence() -> None:
     from msi_credential._errors import CredentialUnavailableError, failed, unavailable
 
     gone = pickle.loads(pickle.dumps(unavailable("m", error_code="imds_unreachable", status_code=None)))
-    refused = pickle.loads(pickle.dumps(failed("m", error_code="http_500", status_code=500, correlation_id="c")))
+    refused = pickle.loads(
+        pickle.dumps(failed("m", error_code="http_500", status_code=500, correlation_id="c"))
+    )
 
     assert isinstance(gone, CredentialUnavailableError) and gone.error_code == "imds_unreachable"
     assert not isinstance(refused, CredentialUnavailableError)

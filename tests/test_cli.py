@@ -1,0 +1,683 @@
+"""The msi-credential command through its real entry points: ``main(argv)``, ``python -m`` and the console script.
+
+Every ``token`` and ``detect --probe`` test points the environment at a loopback emulator or a closed loopback port;
+nothing here ever reaches 169.254.169.254.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Optional
+
+import pytest
+
+from msi_credential import ManagedIdentityCredential
+from msi_credential.cli import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
+from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decode_jwt
+
+from .conftest import MANAGED_IDENTITY_VARIABLES
+
+STORAGE = "https://storage.azure.com/.default"
+SOURCES = ("imds", "app_service", "azure_arc", "cloud_shell", "service_fabric", "machine_learning")
+IDENTITY = UserAssignedIdentity(
+    client_id="aaaaaaaa-1111-1111-1111-111111111111",
+    object_id="bbbbbbbb-2222-2222-2222-222222222222",
+    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a",
+)
+SUBPROCESS_TIMEOUT = 60.0
+LINE_TIMEOUT = 30.0
+
+
+def run(argv: list[str]) -> tuple[int, str]:
+    """``main(argv)`` with its output in a buffer: (exit code, stdout)."""
+    buffer = io.StringIO()
+    code = main(argv, stdout=buffer)
+    return code, buffer.getvalue()
+
+
+def run_exit(argv: list[str]) -> int:
+    """``main(argv)`` for arguments argparse handles itself (help, errors): the SystemExit code."""
+    with pytest.raises(SystemExit) as raised:
+        main(argv, stdout=io.StringIO())
+    code = raised.value.code
+    assert isinstance(code, int)
+    return code
+
+
+def flat(text: str) -> str:
+    """Whitespace collapsed, so argparse's line wrapping does not matter."""
+    return " ".join(text.split())
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
+    for name, value in emulator.environ.items():
+        monkeypatch.setenv(name, value)
+
+
+def clean_environment() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name not in MANAGED_IDENTITY_VARIABLES}
+    env.pop("PYTHONUNBUFFERED", None)  # the command must flush its export lines itself
+    return env
+
+
+@pytest.fixture
+def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Fail the test for any outgoing connection at all, loopback included."""
+    attempts: list[Any] = []
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(args)
+        raise AssertionError(f"unexpected connection: {args!r}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+# ------------------------------------------------------------------------------------------------ help, version
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["token", "detect", "emulate", "demo", "Exit codes", "3 managed identity unavailable"]),
+        (["token"], ["RESOURCE_OR_SCOPE", "--client-id", "--object-id", "--resource-id", "--json", "--raw"]),
+        (["token"], ["--decode", "the signature is NOT checked"]),
+        (["detect"], ["--probe", "Nothing is sent unless --probe is given"]),
+        (["emulate"], ["--source", "app_service", "machine_learning", "--port", "--identity", "Ctrl-C"]),
+        (["demo"], ["emulator", "cache"]),
+    ],
+)
+def test_help_on_every_command(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: list[str]
+) -> None:
+    assert run_exit([*argv, "--help"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: msi-credential")
+    for fragment in expected:
+        assert fragment in flat(captured.out)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_exit(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("msi-credential ")
+
+
+# ------------------------------------------------------------------------------------------------ bad arguments
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "the following arguments are required: COMMAND"),
+        (["launch"], "invalid choice: 'launch'"),
+        (["token"], "the following arguments are required: RESOURCE_OR_SCOPE"),
+        (["token", STORAGE, "--client-id", "a", "--object-id", "b"], "not allowed with argument --client-id"),
+        (
+            ["token", STORAGE, "--object-id", "a", "--resource-id", "b"],
+            "not allowed with argument --object-id",
+        ),
+        (["token", STORAGE, "--json", "--raw"], "not allowed with argument --json"),
+        (["token", STORAGE, "--client-id"], "expected one argument"),
+        (["token", "a", "b"], "unrecognized arguments: b"),
+        (["detect", "--fast"], "unrecognized arguments: --fast"),
+        (["demo", "now"], "unrecognized arguments: now"),
+        (["emulate", "--port", "abc"], "argument --port: not a port number: 'abc'"),
+        (["emulate", "--port", "70000"], "argument --port: port must be 0 to 65535, not 70000"),
+        (["emulate", "--port", "-1"], "port must be 0 to 65535"),
+        (
+            ["emulate", "--source", "workload_identity"],
+            "argument --source: invalid choice: 'workload_identity'",
+        ),
+        (["emulate", "--source", "kubernetes"], "argument --source: invalid choice: 'kubernetes'"),
+        (["emulate", "--host", "0.0.0.0"], "argument --host: invalid choice: '0.0.0.0'"),
+        (["emulate", "--identity", "only-a-client-id"], "expected CLIENT_ID,OBJECT_ID[,RESOURCE_ID]"),
+        (["emulate", "--identity", "a,,c"], "expected CLIENT_ID,OBJECT_ID[,RESOURCE_ID]"),
+        (["emulate", "--lifetime", "0"], "lifetime must be 1 second to 7 days"),
+        (["emulate", "--lifetime", "soon"], "not a number of seconds: 'soon'"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    capsys: pytest.CaptureFixture[str], no_connections: list[Any], argv: list[str], message: str
+) -> None:
+    assert run_exit(argv) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "usage: msi-credential" in captured.err
+    assert message in flat(captured.err)
+    assert no_connections == []
+
+
+@pytest.mark.parametrize("scope", ["", "   ", "https://vault.azure.net/ x", "https://x/.default/.default"])
+def test_token_bad_scope_exits_2_before_any_connection(
+    capsys: pytest.CaptureFixture[str], no_connections: list[Any], scope: str
+) -> None:
+    code, out = run(["token", scope])
+
+    assert code == EXIT_USAGE
+    assert out == ""
+    err = capsys.readouterr().err
+    assert err.startswith("msi-credential token: error: ")
+    assert "scope" in err
+    assert no_connections == []
+
+
+def test_token_empty_client_id_exits_2(capsys: pytest.CaptureFixture[str], no_connections: list[Any]) -> None:
+    code, _ = run(["token", STORAGE, "--client-id", ""])
+
+    assert code == EXIT_USAGE
+    assert "msi-credential token: error: client_id must be a non-empty string" in capsys.readouterr().err
+    assert no_connections == []
+
+
+def test_bad_arguments_through_the_module_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "msi_credential", "emulate", "--port", "abc"],
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == EXIT_USAGE
+    assert result.stdout == ""
+    assert "msi-credential emulate: error: argument --port: not a port number: 'abc'" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------------ token
+
+
+@pytest.fixture
+def app_service(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    emulator: Emulator = emulator_factory("app_service", identities=[IDENTITY])
+    point_at(monkeypatch, emulator)
+    return emulator
+
+
+def test_token_shows_source_expiry_and_refresh_but_not_the_token(
+    app_service: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(["token", STORAGE])
+
+    assert code == EXIT_OK
+    [token] = app_service.issued_tokens()
+    assert token not in out
+    assert token not in capsys.readouterr().err
+    lines = out.splitlines()
+    assert "source:      app_service" in lines
+    assert "token type:  Bearer" in lines
+    [expires] = [line for line in lines if line.startswith("expires:")]
+    [refresh] = [line for line in lines if line.startswith("refresh at:")]
+    for line in (expires, refresh):
+        assert " UTC (in " in line  # absolute, then relative
+        assert line.endswith("s)")
+    assert "(hidden; use --json or --raw to print it)" in out
+    assert "claims" not in out
+    [request] = app_service.requests
+    assert request.query["resource"] == "https://storage.azure.com"
+
+
+def test_token_json_contains_the_token_and_parses(app_service: Emulator) -> None:
+    code, out = run(["token", "https://vault.azure.net", "--json"])
+
+    assert code == EXIT_OK
+    document = json.loads(out)
+    [token] = app_service.issued_tokens()
+    assert document["access_token"] == token
+    assert document["source"] == "app_service"
+    assert document["token_type"] == "Bearer"
+    assert isinstance(document["expires_on"], int)
+    assert isinstance(document["refresh_on"], int)
+    assert document["refresh_on"] < document["expires_on"]
+    assert document["expires_on"] == decode_jwt(token)["exp"]
+    assert "claims" not in document
+
+
+def test_token_raw_prints_only_the_token(app_service: Emulator) -> None:
+    code, out = run(["token", STORAGE, "--raw"])
+
+    assert code == EXIT_OK
+    [token] = app_service.issued_tokens()
+    assert out == token + "\n"
+
+
+def test_token_decode_shows_claims_and_says_the_signature_is_not_checked(app_service: Emulator) -> None:
+    code, out = run(["token", "https://vault.azure.net/.default", "--decode"])
+
+    assert code == EXIT_OK
+    [token] = app_service.issued_tokens()
+    assert token not in out
+    assert "claims (decoded only, the signature is NOT checked):" in out
+    claims = json.loads(out.split("signature is NOT checked):", 1)[1])
+    assert claims == decode_jwt(token)
+    assert claims["aud"] == "https://vault.azure.net"
+
+
+def test_token_json_decode_includes_claims_and_the_note(app_service: Emulator) -> None:
+    code, out = run(["token", STORAGE, "--json", "--decode"])
+
+    assert code == EXIT_OK
+    document = json.loads(out)
+    assert document["claims"] == decode_jwt(document["access_token"])
+    assert document["claims_note"] == "decoded only; the signature is not checked"
+
+
+@pytest.mark.parametrize(
+    ("option", "wire_name", "value"),
+    [
+        ("--client-id", "client_id", IDENTITY.client_id),
+        ("--object-id", "object_id", IDENTITY.object_id),
+        ("--resource-id", "mi_res_id", IDENTITY.resource_id),
+    ],
+)
+def test_token_for_a_user_assigned_identity(
+    app_service: Emulator, option: str, wire_name: str, value: str
+) -> None:
+    code, out = run(["token", STORAGE, option, value, "--json", "--decode"])
+
+    assert code == EXIT_OK
+    [request] = app_service.requests
+    assert request.query[wire_name] == value
+    claims = json.loads(out)["claims"]
+    assert claims["appid"] == IDENTITY.client_id
+    assert claims["oid"] == IDENTITY.object_id
+
+
+def test_token_for_an_identity_the_endpoint_does_not_know_is_unavailable(
+    app_service: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = run(["token", STORAGE, "--client-id", "cccccccc-3333-3333-3333-333333333333"])
+
+    assert code == EXIT_UNAVAILABLE
+    assert out == ""
+    err = capsys.readouterr().err
+    assert err.startswith("unavailable (identity_not_found): ")
+    assert app_service.secret not in err
+
+
+def test_token_imds_identity_not_found_is_unavailable(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator: Emulator = emulator_factory("imds")
+    point_at(monkeypatch, emulator)
+    emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
+
+    code, out = run(["token", STORAGE])
+
+    assert code == EXIT_UNAVAILABLE
+    assert out == ""
+    assert "unavailable (identity_not_found)" in capsys.readouterr().err
+    assert len(emulator.requests) == 1  # a 400 is final: no retry
+
+
+def test_token_refused_by_the_endpoint_fails_with_exit_1(
+    app_service: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app_service.script(Fault(403))
+
+    code, out = run(["token", STORAGE])
+
+    assert code == EXIT_FAILED
+    assert out == ""
+    err = capsys.readouterr().err
+    assert err.startswith("failed (http_403): ")
+    assert "HTTP 403" in err
+    assert len(app_service.requests) == 1
+
+
+def test_token_invalid_endpoint_fails_before_any_connection(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_connections: list[Any]
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://10.20.30.40/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "do-not-print-me")
+
+    code, _ = run(["token", STORAGE])
+
+    assert code == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "invalid_endpoint" in err
+    assert "do-not-print-me" not in err
+    assert no_connections == []
+
+
+# ------------------------------------------------------------------------------------------------ detect
+
+
+@pytest.mark.parametrize(
+    ("source", "reason", "secret_variable"),
+    [
+        ("app_service", "IDENTITY_ENDPOINT and IDENTITY_HEADER are set", "IDENTITY_HEADER"),
+        ("machine_learning", "MSI_ENDPOINT and MSI_SECRET are set", "MSI_SECRET"),
+    ],
+)
+def test_detect_shows_source_and_reasons_masks_secrets_and_sends_nothing(
+    emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    source: str,
+    reason: str,
+    secret_variable: str,
+) -> None:
+    emulator: Emulator = emulator_factory(source)
+    point_at(monkeypatch, emulator)
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("detect connected"))
+
+    code, out = run(["detect"])
+
+    assert code == EXIT_OK
+    lines = out.splitlines()
+    assert f"source:    {source}" in lines
+    assert f"endpoint:  {emulator.url}" in lines
+    assert f"because:   {reason}" in lines
+    [secret_line] = [line for line in lines if line.strip().startswith(secret_variable)]
+    assert secret_line.split()[1:] == ["(set,", "hidden)"]
+    assert emulator.secret not in out
+    assert emulator.secret not in capsys.readouterr().err
+    assert "probe:     not run (use --probe to check that the endpoint answers)" in lines
+    assert emulator.requests == []
+
+
+def test_detect_without_variables_selects_imds_and_never_probes(no_connections: list[Any]) -> None:
+    code, out = run(["detect"])
+
+    assert code == EXIT_OK
+    assert "source:    imds" in out
+    assert "because:   no other source's variables are set" in out
+    assert "AZURE_POD_IDENTITY_AUTHORITY_HOST  (not set)" in out
+    assert "probe:     not run" in out
+    assert no_connections == []
+
+
+def test_detect_probe_against_an_emulator_answers(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator: Emulator = emulator_factory("imds")
+    point_at(monkeypatch, emulator)
+
+    code, out = run(["detect", "--probe"])
+
+    assert code == EXIT_OK
+    assert "AZURE_POD_IDENTITY_AUTHORITY_HOST replaces the IMDS address" in out
+    port = emulator.url.split(":")[2].split("/")[0]
+    assert f"probe:     answers (TCP connection to 127.0.0.1:{port} accepted)" in out
+
+
+def test_detect_probe_against_a_closed_port_exits_3(
+    monkeypatch: pytest.MonkeyPatch, unused_port: int
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://127.0.0.1:{unused_port}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "secret-value")
+
+    code, out = run(["detect", "--probe"])
+
+    assert code == EXIT_UNAVAILABLE
+    assert f"probe:     no answer (127.0.0.1:{unused_port}: " in out
+    assert "secret-value" not in out
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["http://10.20.30.40/msi/token", "http://127.0.0.1@evil.example/msi/token"]
+)
+def test_detect_probe_never_connects_to_a_rejected_endpoint(
+    monkeypatch: pytest.MonkeyPatch, no_connections: list[Any], endpoint: str
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", endpoint)
+    monkeypatch.setenv("IDENTITY_HEADER", "secret-value")
+
+    code, out = run(["detect", "--probe"])
+
+    assert code == EXIT_FAILED
+    assert "problem:   invalid_endpoint: IDENTITY_ENDPOINT must be" in out
+    assert "probe:     not run (the configuration is invalid" in out
+    assert no_connections == []
+
+
+# ------------------------------------------------------------------------------------------------ emulate
+
+
+class LineReader:
+    """Reads a pipe's lines on a thread, so the test can wait for one with a timeout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def until(self, predicate: Any, timeout: float = LINE_TIMEOUT) -> str:
+        """The first line (from now on) for which ``predicate`` holds; fails on EOF or timeout."""
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"no matching line within {timeout} s; seen: {self.seen!r}")
+            if line is None:
+                pytest.fail(f"stream ended without a matching line; seen: {self.seen!r}")
+            self.seen.append(line)
+            if predicate(line):
+                return line
+
+    def rest(self) -> list[str]:
+        self._thread.join(LINE_TIMEOUT)
+        lines = []
+        while not self.lines.empty():
+            line = self.lines.get_nowait()
+            if line is not None:
+                lines.append(line)
+        return lines
+
+
+@pytest.fixture
+def start_process() -> Iterator[Any]:
+    """Start subprocesses and make sure none outlives its test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(argv: list[str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_environment(),
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(SUBPROCESS_TIMEOUT)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [
+        ("app_service", "/msi/token"),
+        ("azure_arc", "/metadata/identity/oauth2/token"),
+        ("imds", "/metadata/identity/oauth2/token"),
+    ],
+)
+def test_emulate_in_the_foreground_serves_logs_and_stops_on_ctrl_c(
+    start_process: Any, source: str, path: str
+) -> None:
+    process = start_process([sys.executable, "-m", "msi_credential", "emulate", "--source", source])
+    out, err = LineReader(process.stdout), LineReader(process.stderr)
+
+    out.until(lambda line: line.startswith(f"# {source} emulator listening at http"))
+    environ: dict[str, str] = {}
+    kwargs: dict[str, Any] = {}
+    while True:
+        line = out.until(lambda line: True)
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            [environ[name]] = shlex.split(value)
+        elif line.startswith("# and pass these keyword arguments to the credential: "):
+            kwargs = ast.literal_eval(line.partition("credential: ")[2])
+        elif line == "# Ctrl-C stops it":
+            break
+    assert environ
+    assert set(environ) <= set(MANAGED_IDENTITY_VARIABLES)
+    assert (source == "azure_arc") == bool(kwargs)
+
+    credential = ManagedIdentityCredential(_environ=environ, share_cache=False, **kwargs)
+    with credential:
+        assert credential.source.value == source
+        token = credential.get_token(STORAGE)
+    assert decode_jwt(token.token)["aud"] == "https://storage.azure.com"
+    err.until(lambda line: line.endswith(f"GET {path} -> 200"))
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(SUBPROCESS_TIMEOUT) == EXIT_OK
+    assert "# stopped" in out.rest()
+    assert not any("Traceback" in line for line in err.rest())
+
+
+def test_emulate_in_process_with_a_user_assigned_identity(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    buffer = io.StringIO()
+    results: list[str] = []
+
+    def serve_once(seconds: float) -> None:
+        """Stands in for the foreground wait: get a token through the printed exports, then press Ctrl-C."""
+        lines = buffer.getvalue().splitlines()
+        environ = {}
+        for line in lines:
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].partition("=")
+                [environ[name]] = shlex.split(value)
+        with ManagedIdentityCredential(
+            _environ=environ, share_cache=False, client_id=IDENTITY.client_id, _sleep=lambda seconds: None
+        ) as credential:
+            results.append(credential.get_token(STORAGE).token)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", serve_once)
+    emulator_logger = logging.getLogger("msi_credential.emulator")
+    level = emulator_logger.level
+    argv = ["emulate", "--source", "app_service", "--identity", f"{IDENTITY.client_id},{IDENTITY.object_id}"]
+
+    assert main(argv, stdout=buffer) == EXIT_OK
+
+    [token] = results
+    assert decode_jwt(token)["oid"] == IDENTITY.object_id
+    assert buffer.getvalue().splitlines()[-1] == "# stopped"
+    assert "GET /msi/token -> 200" in capsys.readouterr().err
+    assert emulator_logger.handlers == []  # main() can run again in this process
+    assert emulator_logger.level == level
+
+
+def test_emulate_on_a_port_in_use_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupt(seconds: float) -> None:  # should the port bind after all: stop instead of serving forever
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(time, "sleep", interrupt)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        code, out = run(["emulate", "--port", str(port)])
+
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert f"msi-credential emulate: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert logging.getLogger("msi_credential.emulator").handlers == []
+
+
+# ------------------------------------------------------------------------------------------------ demo
+
+
+def demo_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] in SOURCES:
+            rows[parts[0]] = parts
+    return rows
+
+
+def check_demo_output(text: str) -> None:
+    assert "source" in text and "detected as" in text and "2nd call" in text
+    rows = demo_rows(text)
+    assert sorted(rows) == sorted(SOURCES)
+    for source, (
+        _,
+        detected,
+        first_time,
+        first_requests,
+        second_time,
+        second_requests,
+        audience,
+    ) in rows.items():
+        assert detected == source
+        assert first_time.endswith("ms")
+        assert int(first_requests) == (2 if source == "azure_arc" else 1)
+        assert second_time.endswith("us")
+        assert second_requests == "0"  # the second call came from the cache
+        assert audience == "https://storage.azure.com"
+    assert "2nd call: served from the in-memory cache, no request." in text
+
+
+def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = run(["demo"])
+
+    assert code == EXIT_OK
+    check_demo_output(out)
+    assert "failed" not in out
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_demo_through_python_m() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "msi_credential", "demo"],
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    check_demo_output(result.stdout)
+
+
+def test_demo_through_the_console_script() -> None:
+    script = Path(sys.executable).parent / (
+        "msi-credential.exe" if sys.platform == "win32" else "msi-credential"
+    )
+    if not script.exists():
+        pytest.skip(f"console script not installed next to {sys.executable}")
+    result = subprocess.run(
+        [str(script), "demo"],
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    check_demo_output(result.stdout)

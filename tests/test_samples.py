@@ -1,0 +1,126 @@
+"""Every sample runs standalone, as a user would run it: ``python samples/<name>.py``, with a timeout."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import MANAGED_IDENTITY_VARIABLES
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+TIMEOUT = 90.0
+
+# sample -> lines (or line fragments) its output must show
+TELLTALES = {
+    "get_token.py": [
+        "no managed identity variables set: using the local IMDS emulator at http://127.0.0.1:",
+        "source:     imds",
+        "got a Bearer token for https://storage.azure.com/.default (",
+        "expires:    ",
+        "refresh at: ",
+    ],
+    "user_assigned.py": [
+        "client_id=...          appid=0d3a6f0e-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        "unknown client_id      unavailable (identity_not_found), as expected",
+        "user-assigned identity selected by client id, object id and resource id",
+    ],
+    "async_get_token.py": [
+        "no managed identity variables set: using the local IMDS emulator",
+        "10 concurrent get_token calls -> one token",
+        "token requests the emulator received: 1",
+    ],
+    "key_vault.py": [
+        "secret db-password = 'correct-horse-battery-staple (a sample value)'",
+        "with a Storage token instead: 401 Unauthorized, as expected",
+    ],
+}
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if name not in MANAGED_IDENTITY_VARIABLES}
+    env.update(extra)
+    return env
+
+
+def run_sample(name: str, *args: str, env: dict[str, str] | None = None, prelude: str = "") -> Any:
+    path = SAMPLES / name
+    if prelude:  # run the file as __main__ after some setup, e.g. hiding an optional dependency
+        command = [
+            sys.executable,
+            "-c",
+            f"{prelude}\nimport runpy, sys\nsys.argv = [{str(path)!r}]\n"
+            f"runpy.run_path({str(path)!r}, run_name='__main__')",
+        ]
+    else:
+        command = [sys.executable, str(path), *args]
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env=clean_environment() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TELLTALES))
+def test_sample_runs_and_says_what_it_did(name: str) -> None:
+    result = run_sample(name)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    for telltale in TELLTALES[name]:
+        assert telltale in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr
+    assert "eyJ" not in result.stdout  # no JWT (the base64 of '{"') is ever printed
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in SAMPLES.glob("*.py")))
+def test_sample_has_a_docstring_saying_how_to_run_it_and_a_main(name: str) -> None:
+    module = ast.parse((SAMPLES / name).read_text(encoding="utf-8"))
+    docstring = ast.get_docstring(module)
+    assert docstring, f"{name} has no module docstring"
+    assert f"python samples/{name}" in docstring
+    mains = [node for node in module.body if isinstance(node, ast.FunctionDef) and node.name == "main"]
+    assert mains, f"{name} has no main()"
+    returns = mains[0].returns
+    assert returns is not None and ast.unparse(returns) == "int", f"{name}: main() must return an int"
+    assert 'if __name__ == "__main__":' in (SAMPLES / name).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("get_token.py", "source:     app_service"), ("async_get_token.py", "source:   app_service")],
+)
+def test_sample_uses_the_real_environment_when_it_is_set(
+    emulator_factory: Any, name: str, expected: str
+) -> None:
+    emulator = emulator_factory("app_service")
+
+    result = run_sample(name, env=clean_environment(**emulator.environ))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "emulator" not in result.stdout
+    assert expected in result.stdout
+    assert len(emulator.requests) == 1
+
+
+def test_async_sample_without_aiohttp() -> None:
+    result = run_sample("async_get_token.py", prelude="import sys\nsys.modules['aiohttp'] = None")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "10 concurrent get_token calls -> one token" in result.stdout
+
+
+def test_samples_need_neither_trustme_nor_azure_identity() -> None:
+    prelude = "import sys\nfor name in ('trustme', 'azure.identity', 'pytest'):\n    sys.modules[name] = None"
+    for name in sorted(TELLTALES):
+        result = run_sample(name, prelude=prelude)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
