@@ -31,8 +31,9 @@ class CredentialBase:
         resource_id: Optional[str] = None,
         client_capabilities: Optional[Iterable[str]] = None,
         share_cache: bool = True,
-        kwargs: dict[str, Any],
+        **kwargs: Any,
     ) -> None:
+        sleep = kwargs.pop("_sleep", None)
         self._engine = build_engine(
             client_id=client_id,
             object_id=object_id,
@@ -45,6 +46,11 @@ class CredentialBase:
         # The hot path reads these two directly: a dict lookup and a clock read.
         self._bucket = self._engine.bucket
         self._clock = self._engine.clock
+        self._start_driver(sleep, kwargs)
+
+    def _start_driver(self, sleep: Any, kwargs: dict[str, Any]) -> None:
+        """Each face builds its driver (sync or async) from the remaining pipeline keywords."""
+        raise NotImplementedError
 
     @property
     def source(self) -> ManagedIdentitySource:

@@ -14,14 +14,7 @@ import logging
 from collections.abc import Awaitable, Coroutine
 from typing import Any, Callable, Optional
 
-import requests
 from azure.core.credentials import AccessTokenInfo
-from azure.core.exceptions import (
-    AzureError,
-    ServiceRequestError,
-    ServiceRequestTimeoutError,
-    ServiceResponseTimeoutError,
-)
 from azure.core.pipeline import AsyncPipeline
 from azure.core.pipeline.transport import AsyncHttpTransport
 
@@ -37,7 +30,7 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
-from .common import NO_PROXIES, body_too_large, failure_detail, is_pin_failure, to_http_request
+from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure
 from .files import read_assertion, read_key_file
 from .policies import build_policies
 from .sync import pinned_session
@@ -216,24 +209,12 @@ class AsyncDriver:
                 headers={key.lower(): value for key, value in http_response.headers.items()},
                 body=b"".join(chunks),
             )
-        except ServiceRequestTimeoutError as error:
-            return TransportFailure("connect_timeout", failure_detail(error))
-        except ServiceRequestError as error:
-            if is_pin_failure(error):
-                return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
-            return TransportFailure("connect", failure_detail(error))
-        except ServiceResponseTimeoutError as error:
-            return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
-        except asyncio.TimeoutError as error:
-            return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
-        except (AzureError, requests.RequestException, OSError) as error:
-            if is_pin_failure(error):
-                return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
-            return TransportFailure("read", failure_detail(error), request_sent=True)
-        except Exception as error:  # aiohttp's payload errors are not all AzureErrors
-            if aiohttp is not None and isinstance(error, aiohttp.ClientError):
-                return TransportFailure("read", failure_detail(error), request_sent=True)
-            raise
+        except Exception as error:
+            # aiohttp's payload errors are not all AzureErrors
+            failure = transport_failure(error, *((aiohttp.ClientError,) if aiohttp is not None else ()))
+            if failure is None:
+                raise
+            return failure
 
     async def close(self) -> None:
         if self._user_pipeline is not None:

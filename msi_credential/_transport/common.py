@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Optional
+
+import requests
+from azure.core.exceptions import (
+    AzureError,
+    ServiceRequestError,
+    ServiceRequestTimeoutError,
+    ServiceResponseTimeoutError,
+)
 from azure.core.rest import HttpRequest
 
-from .._engine.effects import MAX_BODY_BYTES, Request
+from .._engine.effects import MAX_BODY_BYTES, Request, TransportFailure
 
 # requests merges environment proxies unless each scheme is set to None explicitly.
 NO_PROXIES: dict[str, None] = {"http": None, "https": None, "all": None}
@@ -48,3 +58,26 @@ def is_pin_failure(error: BaseException) -> bool:
         current = getattr(current, "inner_exception", None) or current.__cause__ or current.__context__
         seen += 1
     return False
+
+
+def transport_failure(
+    error: BaseException, *extra_read_errors: type[BaseException]
+) -> Optional[TransportFailure]:
+    """The engine's view of an exception raised while sending or reading, or None if it is not a network failure.
+
+    Connect-phase failures (nothing sent) are told apart from failures after the request went out; a certificate
+    pin mismatch is its own kind, so it is never retried.
+    """
+    if isinstance(error, ServiceRequestTimeoutError):
+        return TransportFailure("connect_timeout", failure_detail(error))
+    if isinstance(error, ServiceRequestError):
+        if is_pin_failure(error):
+            return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
+        return TransportFailure("connect", failure_detail(error))
+    if isinstance(error, (ServiceResponseTimeoutError, asyncio.TimeoutError)):
+        return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
+    if isinstance(error, (AzureError, requests.RequestException, OSError, *extra_read_errors)):
+        if is_pin_failure(error):
+            return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
+        return TransportFailure("read", failure_detail(error), request_sent=True)
+    return None

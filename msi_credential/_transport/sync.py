@@ -12,9 +12,6 @@ import requests
 from azure.core.credentials import AccessTokenInfo
 from azure.core.exceptions import (
     AzureError,
-    ServiceRequestError,
-    ServiceRequestTimeoutError,
-    ServiceResponseTimeoutError,
 )
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
@@ -34,7 +31,7 @@ from .._engine.effects import (
 )
 from .._engine.flow import Flow
 from .._errors import failed
-from .common import NO_PROXIES, body_too_large, failure_detail, is_pin_failure, to_http_request
+from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure
 from .files import read_assertion, read_key_file
 from .policies import build_policies
 
@@ -235,16 +232,11 @@ class SyncDriver:
                 headers={key.lower(): value for key, value in http_response.headers.items()},
                 body=b"".join(chunks),
             )
-        except ServiceRequestTimeoutError as error:
-            return TransportFailure("connect_timeout", failure_detail(error))
-        except ServiceRequestError as error:
-            if is_pin_failure(error):
-                return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
-            return TransportFailure("connect", failure_detail(error))
-        except ServiceResponseTimeoutError as error:
-            return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
-        except (AzureError, requests.RequestException, OSError) as error:
-            return TransportFailure("read", failure_detail(error), request_sent=True)
+        except Exception as error:
+            failure = transport_failure(error)
+            if failure is None:
+                raise
+            return failure
 
     def _pipeline_for(self, request: Request) -> tuple[Pipeline[Any, Any], dict[str, Any]]:
         if request.pin_sha1 is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -17,30 +16,10 @@ if TYPE_CHECKING:
 class ManagedIdentityCredential(CredentialBase):
     """Async Azure managed identity tokens: the same engine, keywords and behaviour as the sync credential."""
 
-    def __init__(
-        self,
-        *,
-        client_id: Optional[str] = None,
-        identity_config: Optional[Mapping[str, Any]] = None,
-        object_id: Optional[str] = None,
-        resource_id: Optional[str] = None,
-        client_capabilities: Optional[Iterable[str]] = None,
-        share_cache: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        sleep = kwargs.pop("_sleep", None) or asyncio.sleep
-        super().__init__(
-            client_id=client_id,
-            identity_config=identity_config,
-            object_id=object_id,
-            resource_id=resource_id,
-            client_capabilities=client_capabilities,
-            share_cache=share_cache,
-            kwargs=kwargs,
-        )
+    def _start_driver(self, sleep: Any, kwargs: dict[str, Any]) -> None:
         from .._transport.aio import AsyncDriver, single_flight
 
-        self._driver = AsyncDriver(sleep=sleep, **kwargs)
+        self._driver = AsyncDriver(sleep=sleep or asyncio.sleep, **kwargs)
         self._single_flight = single_flight
 
     async def get_token(
