@@ -1,0 +1,150 @@
+"""Rejections reach the user clearly: Azurite's reason in the SDK's error, and nothing retries or hangs.
+
+Both the storage client and the credential have ``retry_total=0``: the storage SDK otherwise retries
+authentication failures for over a minute.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ClientAuthenticationError
+
+from msi_credential import ManagedIdentityError
+from msi_credential.emulator import Emulator, Fault, mint_jwt
+
+from .conftest import Azurite, async_credential, container_name, sync_credential
+
+pytestmark = pytest.mark.e2e
+
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+NO_RETRIES: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 30}
+WITHIN_SECONDS = 10.0
+
+
+def crafted_token(**overrides: Any) -> str:
+    """An Entra v1-shaped token for storage, with some claims replaced."""
+    now = int(time.time())
+    claims = {
+        "aud": "https://storage.azure.com",
+        "iss": f"https://sts.windows.net/{TENANT}/",
+        "iat": now - 60,
+        "nbf": now - 60,
+        "exp": now + 3600,
+        "oid": "00000000-0000-0000-0000-000000000001",
+        "tid": TENANT,
+    }
+    claims.update(overrides)
+    return mint_jwt(claims, b"not-checked-by-azurite")
+
+
+def _wrong_audience() -> str:
+    return crafted_token(aud="https://vault.azure.net")
+
+
+def _expired() -> str:
+    # The endpoint says it lives an hour (so our credential caches and uses it), the JWT says it expired.
+    now = int(time.time())
+    return crafted_token(iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+
+
+def _v2_issuer() -> str:
+    return crafted_token(iss=f"https://login.microsoftonline.com/{TENANT}/v2.0")
+
+
+REJECTIONS = {
+    "wrong_audience": (_wrong_audience, "Invalid token audience."),
+    "expired": (_expired, "The token is expired."),
+    "wrong_issuer": (_v2_issuer, "Invalid token issuer."),
+}
+
+
+def assert_rejected(
+    error: ClientAuthenticationError, reason: str, emulator: Emulator, elapsed: float
+) -> None:
+    assert not isinstance(error, ManagedIdentityError)  # Azurite refused, not the credential
+    assert error.status_code == 403
+    assert error.error_code == "AuthenticationFailed"  # type: ignore[attr-defined]
+    assert reason in str(error)
+    assert len(emulator.requests) == 1  # one token request, no retry loop anywhere
+    assert elapsed < WITHIN_SECONDS
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_sync_rejection_surfaces_azurite_reason(azurite: Azurite, case: str) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    make_token, reason = REJECTIONS[case]
+    with Emulator("imds") as emulator, sync_credential(emulator, retry_total=0) as credential:
+        emulator.script(Fault(200, {"access_token": make_token(), "expires_in": 3600}))
+        with BlobServiceClient(
+            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+        ) as service:
+            started = time.monotonic()
+            with pytest.raises(ClientAuthenticationError) as caught:
+                service.create_container(container_name())
+            elapsed = time.monotonic() - started
+        assert_rejected(caught.value, reason, emulator, elapsed)
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+async def test_async_rejection_surfaces_azurite_reason(azurite: Azurite, case: str) -> None:
+    from azure.storage.blob.aio import BlobServiceClient
+
+    make_token, reason = REJECTIONS[case]
+    with Emulator("imds") as emulator:
+        emulator.script(Fault(200, {"access_token": make_token(), "expires_in": 3600}))
+        credential = async_credential(emulator, retry_total=0)
+        service = BlobServiceClient(
+            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+        )
+        async with credential, service:
+            started = time.monotonic()
+            with pytest.raises(ClientAuthenticationError) as caught:
+                await service.create_container(container_name())
+            elapsed = time.monotonic() - started
+        assert_rejected(caught.value, reason, emulator, elapsed)
+
+
+def test_sync_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite) -> None:
+    """The managed identity endpoint refuses: the blob call raises our error, once, without a retry loop."""
+    from azure.storage.blob import BlobServiceClient
+
+    with Emulator("app_service") as emulator, sync_credential(emulator, retry_total=0) as credential:
+        emulator.script(Fault(403, {"statusCode": 403, "message": "Access denied by policy"}))
+        with BlobServiceClient(
+            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+        ) as service:
+            started = time.monotonic()
+            with pytest.raises(ManagedIdentityError) as caught:
+                service.create_container(container_name())
+            elapsed = time.monotonic() - started
+    error = caught.value
+    assert error.status_code == 403
+    assert error.source is not None and error.source.value == "app_service"
+    assert "Access denied by policy" in str(error)
+    assert len(emulator.requests) == 1
+    assert elapsed < WITHIN_SECONDS
+
+
+async def test_async_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite) -> None:
+    from azure.storage.blob.aio import BlobServiceClient
+
+    with Emulator("app_service") as emulator:
+        emulator.script(Fault(403, {"statusCode": 403, "message": "Access denied by policy"}))
+        credential = async_credential(emulator, retry_total=0)
+        service = BlobServiceClient(
+            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+        )
+        async with credential, service:
+            started = time.monotonic()
+            with pytest.raises(ManagedIdentityError) as caught:
+                await service.create_container(container_name())
+            elapsed = time.monotonic() - started
+    error = caught.value
+    assert error.status_code == 403
+    assert "Access denied by policy" in str(error)
+    assert len(emulator.requests) == 1
+    assert elapsed < WITHIN_SECONDS
