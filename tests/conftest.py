@@ -205,3 +205,14 @@ def unused_port() -> int:
     port: int = sock.getsockname()[1]
     sock.close()
     return port
+
+
+# Figures that tests measure (soak, memory), printed at the end of the run whether or not -s is given.
+FIGURES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -16,6 +16,8 @@ import pytest
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 
+from .conftest import FIGURES
+
 SCOPE = "https://storage.azure.com/.default"
 LIFETIME = 3
 
@@ -80,8 +82,8 @@ def test_soak_threads_and_tasks_under_random_failures(emulator_factory: Any) -> 
 
     requests = len(emulator.requests)
     periods = elapsed / (LIFETIME / 2)
-    print(
-        f"\nsoak: {elapsed:.1f} s, {calls} calls, {requests} requests ({emulator.random_failures} failed on purpose), "
+    FIGURES.append(
+        f"soak: {elapsed:.1f} s, {calls} calls, {requests} requests ({emulator.random_failures} failed on purpose), "
         f"{emulator.tokens_issued} tokens, {periods:.0f} refresh periods, "
         f"errors while a valid token existed: {len(errors_while_valid)}, after expiry: {len(errors_after_expiry)}, "
         f"expired tokens returned: {expired_tokens_returned}"
