@@ -377,7 +377,7 @@ def _demo(out: TextIO) -> int:
     print(header, file=out)
     print("-" * len(header), file=out)
     failures = 0
-    for source in _EMULATED_SOURCES:
+    for source in [*_EMULATED_SOURCES, ManagedIdentitySource.WORKLOAD_IDENTITY]:
         try:
             emulator = Emulator(source).start()
         except RuntimeError as error:

@@ -793,9 +793,7 @@ def test_context_manager_and_ipv6(emulators: Any) -> None:
     assert token_request(v6).status == 200
 
 
-def test_workload_identity_is_not_yet_emulated() -> None:
-    with pytest.raises(NotImplementedError):
-        Emulator("workload_identity")
+def test_unknown_source_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         Emulator("nowhere")
 
@@ -824,3 +822,398 @@ def test_mint_and_decode_jwt() -> None:
 def test_decode_jwt_rejects_non_tokens(token: str) -> None:
     with pytest.raises(ValueError):
         decode_jwt(token)
+
+
+# ---------------------------------------------------------------------------------------------- workload identity
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def wi_form(emulator: Emulator, **changes: Optional[str]) -> dict[str, str]:
+    """A client credentials form the workload identity emulator accepts, with ``changes`` (None drops a field)."""
+    form = {
+        "client_assertion": emulator.assertion,
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_id": emulator.system_identity.client_id,
+        "grant_type": "client_credentials",
+        "scope": RESOURCE + "/.default",
+    }
+    for name, value in changes.items():
+        if value is None:
+            form.pop(name, None)
+        else:
+            form[name] = value
+    return form
+
+
+def wi_request(
+    emulator: Emulator,
+    form: Optional[Mapping[str, str]] = None,
+    *,
+    method: str = "POST",
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Answer:
+    body = urlencode(dict(form if form is not None else wi_form(emulator))).encode()
+    return call(emulator, method, path=path, headers=headers or FORM_HEADERS, body=body)
+
+
+def assert_entra_error(answer: Answer, status: int, error: str, number: Optional[int]) -> None:
+    assert answer.status == status, answer.body
+    body = answer.json()
+    assert body["error"] == error
+    assert body["error_codes"] == ([number] if number is not None else [])
+    if number is not None:
+        assert body["error_description"].startswith(f"AADSTS{number}: ")
+    for name in ("trace_id", "correlation_id"):
+        assert len(body[name]) == 36 and body[name].count("-") == 4
+    assert f"Correlation ID: {body['correlation_id']}" in body["error_description"]
+    assert body["timestamp"].endswith("Z")
+
+
+def test_workload_identity_environ_and_federated_token_file(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+    environ = emulator.environ
+    path = emulator.federated_token_file
+
+    assert set(environ) == {
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_AUTHORITY_HOST",
+    }
+    assert environ["AZURE_FEDERATED_TOKEN_FILE"] == path
+    assert environ["AZURE_TENANT_ID"] == TENANT
+    assert environ["AZURE_CLIENT_ID"] == emulator.system_identity.client_id
+    assert environ["AZURE_AUTHORITY_HOST"].startswith("http://127.0.0.1:")
+    assert emulator.url == f"{environ['AZURE_AUTHORITY_HOST']}/{TENANT}/oauth2/v2.0/token"
+    assert emulator.credential_kwargs == {}
+    assert os.path.isabs(path) and os.path.basename(path) == "azure-identity-token"
+    assert Path(path).read_text() == emulator.assertion
+    claims = decode_jwt(emulator.assertion)  # it looks like a projected service account token
+    assert claims["aud"] == ["api://AzureADTokenExchange"]
+    assert claims["sub"].startswith("system:serviceaccount:")
+    assert claims["exp"] > claims["iat"]
+
+
+def test_workload_identity_issues_an_entra_token_for_the_scope(emulators: Any) -> None:
+    emulator = emulators("workload_identity", token_lifetime=1800)
+
+    answer = wi_request(emulator)
+
+    assert answer.status == 200, answer.body
+    assert answer.headers["content-type"] == "application/json"
+    body = answer.json()
+    assert set(body) == {"token_type", "expires_in", "ext_expires_in", "access_token"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == body["ext_expires_in"] == 1800
+    claims = decode_jwt(body["access_token"])
+    assert claims["aud"] == RESOURCE
+    assert claims["appid"] == emulator.system_identity.client_id
+    assert claims["oid"] == emulator.system_identity.object_id
+    assert claims["iss"] == f"https://sts.windows.net/{TENANT}/"
+    assert claims["ver"] == "1.0"
+    assert emulator.issued_tokens() == [body["access_token"]]
+    [request] = emulator.requests
+    assert request.form == wi_form(emulator)
+
+
+def test_workload_identity_accepts_a_configured_identity_and_any_tenant_spelling(emulators: Any) -> None:
+    emulator = emulators("workload_identity", identities=[IDENTITY])
+
+    answer = wi_request(
+        emulator,
+        wi_form(emulator, client_id=IDENTITY.client_id.upper(), scope="api://my-app/.default"),
+        path=f"/{TENANT.upper()}/oauth2/v2.0/token",
+    )
+
+    assert answer.status == 200, answer.body
+    claims = decode_jwt(answer.json()["access_token"])
+    assert claims["appid"] == IDENTITY.client_id
+    assert claims["oid"] == IDENTITY.object_id
+    assert claims["aud"] == "api://my-app"
+
+
+def test_workload_identity_unknown_client_id_is_unauthorized_client(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+
+    answer = wi_request(emulator, wi_form(emulator, client_id="33333333-3333-3333-3333-333333333333"))
+
+    assert_entra_error(answer, 400, "unauthorized_client", 700016)
+    assert "33333333-3333-3333-3333-333333333333" in answer.json()["error_description"]
+    assert emulator.tokens_issued == 0
+
+
+def test_workload_identity_rotation_refuses_the_old_assertion(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+    old = emulator.assertion
+
+    new = emulator.rotate_assertion()
+
+    assert new != old and new == emulator.assertion
+    assert Path(emulator.federated_token_file).read_text() == new
+    stale = wi_request(emulator, wi_form(emulator, client_assertion=old))
+    assert_entra_error(stale, 400, "invalid_client", 700024)
+    assert old not in stale.body.decode()
+    assert wi_request(emulator, wi_form(emulator, client_assertion=new)).status == 200
+    assert [name for name in os.listdir(os.path.dirname(emulator.federated_token_file))] == [
+        "azure-identity-token"
+    ]
+
+
+def test_workload_identity_compares_with_what_the_file_holds(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+    path = Path(emulator.federated_token_file)
+
+    unknown = wi_request(emulator, wi_form(emulator, client_assertion="eyJ.forged.assertion"))
+    path.write_text("  my-own-assertion\n")
+    own = wi_request(emulator, wi_form(emulator, client_assertion="my-own-assertion"))
+    path.write_text("")
+    emptied = wi_request(emulator, wi_form(emulator, client_assertion="my-own-assertion"))
+
+    assert_entra_error(unknown, 400, "invalid_client", 70021)
+    assert b"forged" not in unknown.body
+    assert own.status == 200
+    assert_entra_error(emptied, 400, "invalid_client", 70021)
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "error", "number"),
+    [
+        ({"grant_type": "authorization_code"}, 400, "unsupported_grant_type", 70003),
+        ({"grant_type": None}, 400, "invalid_request", 900144),
+        ({"client_id": None}, 400, "invalid_request", 900144),
+        ({"scope": None}, 400, "invalid_request", 900144),
+        ({"scope": RESOURCE}, 400, "invalid_scope", 1002012),
+        ({"scope": "/.default"}, 400, "invalid_scope", 1002012),
+        ({"scope": f"{RESOURCE}/.default https://vault.azure.net/.default"}, 400, "invalid_scope", 1002012),
+        ({"client_assertion": None}, 401, "invalid_client", 7000218),
+        ({"client_assertion": ""}, 401, "invalid_client", 7000218),
+        ({"client_assertion_type": None}, 400, "invalid_request", 900144),
+        (
+            {"client_assertion_type": "urn:ietf:params:oauth:grant-type:jwt-bearer"},
+            400,
+            "invalid_request",
+            90100,
+        ),
+    ],
+    ids=[
+        "grant-type-wrong",
+        "grant-type-missing",
+        "client-id-missing",
+        "scope-missing",
+        "scope-without-default",
+        "scope-empty-resource",
+        "two-scopes",
+        "assertion-missing",
+        "assertion-empty",
+        "assertion-type-missing",
+        "assertion-type-wrong",
+    ],
+)
+def test_workload_identity_checks_the_form(
+    emulators: Any, changes: dict[str, Optional[str]], status: int, error: str, number: int
+) -> None:
+    emulator = emulators("workload_identity")
+
+    answer = wi_request(emulator, wi_form(emulator, **changes))
+
+    assert_entra_error(answer, status, error, number)
+    assert emulator.assertion not in answer.body.decode()
+    assert emulator.tokens_issued == 0
+
+
+def test_workload_identity_checks_path_tenant_method_and_content_type(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+    form = wi_form(emulator)
+
+    other_tenant = wi_request(emulator, form, path="/contoso.example/oauth2/v2.0/token")
+    v1_path = wi_request(emulator, form, path=f"/{TENANT}/oauth2/token")
+    get = call(emulator, "GET", query=form)
+    json_body = call(
+        emulator, "POST", headers={"Content-Type": "application/json"}, body=json.dumps(form).encode()
+    )
+
+    assert_entra_error(other_tenant, 400, "invalid_request", 90002)
+    assert "contoso.example" in other_tenant.json()["error_description"]
+    assert v1_path.status == 404
+    assert_entra_error(get, 400, "invalid_request", 900561)
+    assert_entra_error(json_body, 400, "invalid_request", 900144)
+    assert emulator.tokens_issued == 0
+
+
+def test_workload_identity_scripted_fault_has_the_entra_shape(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+    emulator.script(Fault(503), Fault(404))
+
+    transient = wi_request(emulator)
+    plain = wi_request(emulator)
+
+    assert_entra_error(transient, 503, "temporarily_unavailable", 90033)
+    assert_entra_error(plain, 404, "not_found", None)
+    assert wi_request(emulator).status == 200
+
+
+def test_workload_identity_assertion_is_in_no_repr_or_log(
+    emulators: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="msi_credential.emulator")
+    emulator = emulators("workload_identity")
+    assertion = emulator.assertion
+
+    wi_request(emulator)
+    wi_request(emulator, wi_form(emulator, client_id="nobody"))
+
+    texts = [record.getMessage() for record in caplog.records]
+    texts += [repr(emulator), str(emulator)]
+    texts += [repr(request) for request in emulator.requests] + [
+        str(request) for request in emulator.requests
+    ]
+    assert any("/oauth2/v2.0/token" in text and "200" in text for text in texts)
+    assert not any(assertion in text for text in texts)
+
+
+def test_workload_identity_file_lifecycle(tmp_path: Path) -> None:
+    emulator = Emulator("workload_identity")
+    with pytest.raises(RuntimeError):
+        _ = emulator.federated_token_file
+    with pytest.raises(RuntimeError):
+        emulator.rotate_assertion()
+    with pytest.raises(RuntimeError):
+        _ = Emulator("imds").federated_token_file
+
+    with emulator:
+        first = emulator.federated_token_file
+        assert Path(first).is_file()
+    assert not Path(first).exists()
+    assert not Path(first).parent.exists()
+
+    with emulator:  # a restart writes a fresh file
+        second = emulator.federated_token_file
+        assert Path(second).is_file()
+        assert wi_request(emulator).status == 200
+    assert not Path(second).exists()
+
+
+# ---------------------------------------------------------------------------------------------- random failures
+
+
+def test_fail_randomly_at_rate_one_fails_every_token_request_and_zero_turns_it_off(emulators: Any) -> None:
+    emulator = emulators("imds")
+
+    emulator.fail_randomly(1.0, statuses=(503,))
+    failed = [token_request(emulator) for _ in range(3)]
+    emulator.fail_randomly(0)
+    recovered = token_request(emulator)
+
+    assert [answer.status for answer in failed] == [503, 503, 503]
+    assert set(failed[0].json()) == {"error", "error_description"}  # the source's error shape
+    assert recovered.status == 200
+    assert emulator.random_failures == 3
+    assert emulator.tokens_issued == 1
+
+
+def test_fail_randomly_429_carries_retry_after_zero(emulators: Any) -> None:
+    emulator = emulators("app_service")
+    emulator.fail_randomly(1, statuses=[429])
+
+    answer = token_request(emulator)
+
+    assert answer.status == 429
+    assert answer.headers["retry-after"] == "0"
+    assert set(answer.json()) == {"statusCode", "message", "correlationId"}
+
+
+def test_fail_randomly_draws_statuses_and_is_repeatable_with_a_seed(emulators: Any) -> None:
+    first = emulators("imds")
+    second = emulators("imds")
+    first.fail_randomly(0.5, seed=1234)
+    second.fail_randomly(0.5, seed=1234)
+
+    one = [token_request(first).status for _ in range(40)]
+    two = [token_request(second).status for _ in range(40)]
+
+    assert one == two
+    assert set(one) == {200, 500, 429}
+    assert first.random_failures == sum(status != 200 for status in one)
+    assert first.tokens_issued == one.count(200)
+
+
+def test_fail_randomly_leaves_scripted_faults_and_other_paths_alone(emulators: Any) -> None:
+    emulator = emulators("imds")
+    emulator.fail_randomly(1.0, statuses=(500,))
+    emulator.script(Fault(200), Fault(404, "scripted"))
+
+    scripted_ok = token_request(emulator)
+    scripted_404 = token_request(emulator)
+    elsewhere = call(emulator, path="/metadata/instance", headers={"Metadata": "true"})
+
+    assert scripted_ok.status == 200
+    assert (scripted_404.status, scripted_404.body) == (404, b"scripted")
+    assert elsewhere.status == 404 and elsewhere.json()["error"] == "not_found"
+    assert emulator.random_failures == 0
+
+
+def test_fail_randomly_applies_to_workload_identity(emulators: Any) -> None:
+    emulator = emulators("workload_identity")
+    emulator.fail_randomly(1.0, statuses=(500,))
+
+    answer = wi_request(emulator)
+
+    assert_entra_error(answer, 500, "temporarily_unavailable", 90033)
+    assert emulator.random_failures == 1
+
+
+def test_clear_resets_the_random_failure_count_but_not_the_rate(emulators: Any) -> None:
+    emulator = emulators("imds")
+    emulator.fail_randomly(1.0)
+    token_request(emulator)
+
+    emulator.clear()
+    assert emulator.random_failures == 0
+    assert token_request(emulator).status in (500, 429)
+    assert emulator.random_failures == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        ((-0.1,), ValueError),
+        ((1.5,), ValueError),
+        ((float("nan"),), ValueError),
+        (("0.5",), TypeError),
+        ((True,), TypeError),
+        ((0.5, ()), ValueError),
+        ((0.5, (200,)), ValueError),
+        ((0.5, (600,)), ValueError),
+        ((0.5, (True,)), ValueError),
+        ((0.5, ("500",)), ValueError),
+        ((0.5, (500,), "seed"), TypeError),
+    ],
+)
+def test_fail_randomly_checks_its_arguments(emulators: Any, args: tuple[Any, ...], error: type) -> None:
+    emulator = emulators("imds")
+    emulator.fail_randomly(1.0, statuses=(503,))
+
+    with pytest.raises(error):
+        emulator.fail_randomly(*args)
+
+    assert token_request(emulator).status == 503  # the previous setting stands
+
+
+def test_fail_randomly_is_thread_safe(emulators: Any) -> None:
+    import concurrent.futures
+
+    emulator = emulators("imds")
+    emulator.fail_randomly(0.5, statuses=(500, 503, 429), seed=7)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda _: token_request(emulator).status, range(160)))
+
+    failures = sum(status != 200 for status in statuses)
+    assert set(statuses) <= {200, 500, 503, 429}
+    assert 0 < failures < 160
+    assert emulator.random_failures == failures
+    assert emulator.tokens_issued == statuses.count(200)
+    assert len(emulator.requests) == 160

@@ -116,8 +116,12 @@ def detect(
             authority = "https://" + authority
         authority = authority.rstrip("/")
         problem = None
-        if not _TENANT_PATTERN.fullmatch(tenant_id):
-            problem = ("invalid_tenant_id", "AZURE_TENANT_ID is not a valid tenant id")
+        # "." and ".." match the pattern but would be path segments: refused too.
+        if not _TENANT_PATTERN.fullmatch(tenant_id) or not tenant_id.strip("."):
+            problem = (
+                "invalid_tenant_id",
+                "AZURE_TENANT_ID is not a valid tenant id (letters, digits, '.' and '-' only)",
+            )
         else:
             problem = _authority_problem(authority)
         return SourceConfig(
@@ -256,7 +260,7 @@ def _authority_problem(authority: str) -> Optional[tuple[str, str]]:
         parts.port  # noqa: B018
     except ValueError:
         return refusal
-    if not parts.hostname or "@" in parts.netloc:
+    if not parts.hostname or "@" in parts.netloc or any(ch in authority for ch in "?# \t\\"):
         return refusal
     if parts.scheme == "https":
         return None

@@ -30,7 +30,7 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
-from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure
+from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure, user_proxies
 from .files import read_assertion, read_key_file
 from .policies import build_policies
 from .sync import pinned_session
@@ -233,7 +233,9 @@ class _FlowPipelines:
         if request.pin_sha1 is not None:
             key = "pinned"
         elif driver._user_pipeline is not None:
-            extra: dict[str, Any] = {} if request.use_proxies else {"proxies": dict(NO_PROXIES)}
+            extra: dict[str, Any] = (
+                user_proxies(driver._kwargs) if request.use_proxies else {"proxies": dict(NO_PROXIES)}
+            )
             extra.update(_timeouts(request, driver._user_tuple_timeouts))
             return driver._user_pipeline, extra
         else:
@@ -268,6 +270,8 @@ class _FlowPipelines:
             transport = _default_transport(
                 use_env_settings=key == "proxied", **_transport_kwargs(driver._kwargs)
             )
+        if key == "proxied":
+            extra.update(user_proxies(driver._kwargs))
         extra.update(_timeouts(request, _takes_tuple_timeouts(transport)))
         return AsyncPipeline(transport=transport, policies=driver._policies), extra
 

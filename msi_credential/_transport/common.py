@@ -20,6 +20,12 @@ from .._engine.effects import MAX_BODY_BYTES, Request, TransportFailure
 NO_PROXIES: dict[str, None] = {"http": None, "https": None, "all": None}
 
 
+def user_proxies(kwargs: dict[str, object]) -> dict[str, object]:
+    """The ``proxies=`` keyword, as per-request options: it applies to workload identity only (PROTOCOLS.md 9)."""
+    proxies = kwargs.get("proxies")
+    return {"proxies": proxies} if proxies else {}
+
+
 def to_http_request(request: Request) -> HttpRequest:
     return HttpRequest(
         request.method,

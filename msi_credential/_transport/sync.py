@@ -31,7 +31,7 @@ from .._engine.effects import (
 )
 from .._engine.flow import Flow
 from .._errors import failed
-from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure
+from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure, user_proxies
 from .files import read_assertion, read_key_file
 from .policies import build_policies
 
@@ -254,14 +254,15 @@ class SyncDriver:
                 self._pinned[request.pin_sha1] = pinned
             return pinned, {"connection_verify": False}
         if request.use_proxies:
+            proxies = user_proxies(self._kwargs)
             if self._user_transport:
-                return self._pipeline, {}
+                return self._pipeline, proxies
             if self._proxied is None:
                 self._proxied = Pipeline(
                     transport=RequestsTransport(**_transport_kwargs(self._kwargs)),
                     policies=self._policies,
                 )
-            return self._proxied, {}
+            return self._proxied, proxies
         if self._user_transport:
             return self._pipeline, {"proxies": dict(NO_PROXIES)}
         return self._pipeline, {}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http import HTTPStatus
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from msi_credential._source import ManagedIdentitySource
 
@@ -17,11 +19,16 @@ JsonBody = Union[bytes, Mapping[str, Any]]
 # Error body styles. IMDS, Azure Arc, Cloud Shell: {"error": code, "error_description": message}.
 # App Service, Machine Learning: {"statusCode": n, "message": m, "correlationId": id}.
 # Service Fabric: {"error": {"correlationId": id, "code": c, "message": m}}.
+# Microsoft Entra (workload identity): OAuth plus "error_codes", "timestamp", "trace_id", "correlation_id".
 OAUTH = "oauth"
 APP_SERVICE = "app_service"
 SERVICE_FABRIC = "service_fabric"
+ENTRA = "entra"
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+WORKLOAD_IDENTITY_PATH = "/{tenant}/oauth2/v2.0/token"
+_ENTRA_TOKEN_PATH = re.compile(r"/([^/]+)/oauth2/v2\.0/token")
 
 
 @dataclass(frozen=True)
@@ -76,7 +83,8 @@ class SourceSpec:
     selectors: Mapping[str, str]  # wire parameter -> UserAssignedIdentity attribute
     rejected_params: tuple[str, ...]  # identity parameters the endpoint refuses outright
     error_style: str
-    # "oauth": string times with expires_in; "app_service": string expires_on; "number": JSON int expires_on
+    # "oauth": string times with expires_in; "app_service": string expires_on; "number": JSON int expires_on;
+    # "entra": JSON int expires_in and ext_expires_in only (the v2.0 token endpoint)
     token_style: str
     client_id_in_body: bool
     echo_selectors: bool  # Azure Arc: the answer repeats the identity selector that was asked for
@@ -199,6 +207,28 @@ SPECS: dict[ManagedIdentitySource, SourceSpec] = {
             ("DEFAULT_IDENTITY_CLIENT_ID", "default_client_id"),
         ),
     ),
+    ManagedIdentitySource.WORKLOAD_IDENTITY: SourceSpec(
+        source=ManagedIdentitySource.WORKLOAD_IDENTITY,
+        path=WORKLOAD_IDENTITY_PATH,  # "{tenant}" is replaced by the emulator's tenant id
+        method="POST",
+        scheme="http",
+        api_version=None,
+        secret_header=None,
+        metadata_header=False,
+        form_body=True,
+        selectors={"client_id": "client_id"},
+        rejected_params=(),
+        error_style=ENTRA,
+        token_style="entra",
+        client_id_in_body=False,
+        echo_selectors=False,
+        environment=(
+            ("AZURE_FEDERATED_TOKEN_FILE", "token_file"),
+            ("AZURE_TENANT_ID", "tenant"),
+            ("AZURE_CLIENT_ID", "client_id"),
+            ("AZURE_AUTHORITY_HOST", "base"),
+        ),
+    ),
 }
 
 # The error code of each kind of refusal: (OAuth style, Service Fabric style). App Service style has none.
@@ -228,6 +258,9 @@ def error_reply(
     """An error answer in the source's body shape; ``kind`` is a key of ``_CODES``."""
     oauth_code, fabric_code = _CODES[kind]
     body: dict[str, Any]
+    if spec.error_style == ENTRA:
+        number = 90100 if oauth_code == "invalid_request" else None
+        return entra_error(status, oauth_code, number, message, headers=headers)
     if spec.error_style == OAUTH:
         body = {"error": oauth_code, "error_description": message}
     elif spec.error_style == APP_SERVICE:
@@ -240,6 +273,13 @@ def error_reply(
 def default_error(spec: SourceSpec, status: int) -> dict[str, Any]:
     """A plausible error body of the source's shape for a scripted status without a body."""
     phrase = _phrase(status)
+    if spec.error_style == ENTRA:
+        if status == 429 or status >= 500:
+            return entra_body(
+                "temporarily_unavailable", 90033, "A transient error has occurred. Please try again."
+            )
+        code = "invalid_request" if status == 400 else phrase.lower().replace(" ", "_").replace("-", "_")
+        return entra_body(code or f"http_{status}", None, phrase)
     if spec.error_style == OAUTH:
         code = "invalid_request" if status == 400 else phrase.lower().replace(" ", "_").replace("-", "_")
         return {"error": code or f"http_{status}", "error_description": phrase}
@@ -347,6 +387,16 @@ def token_reply(
 ) -> Reply:
     """The 200 answer carrying ``access_token`` in the source's field layout."""
     expires_on = now + lifetime
+    if spec.token_style == "entra":
+        return Reply(
+            200,
+            {
+                "token_type": "Bearer",
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
+                "access_token": access_token,
+            },
+        )
     body: dict[str, Any] = {"access_token": access_token}
     if spec.token_style == "oauth":
         body.update(
@@ -384,3 +434,170 @@ def encode_body(body: JsonBody) -> bytes:
     if isinstance(body, Mapping):
         return json.dumps(dict(body)).encode("utf-8")
     return body
+
+
+# ---------------------------------------------------------------------------------------------- Microsoft Entra
+
+
+def entra_body(
+    error: str, number: Optional[int], text: str, *, now: Optional[float] = None
+) -> dict[str, Any]:
+    """An Entra error body: ``error_description`` starts ``AADSTS<number>:`` and ends with the ids and time."""
+    moment = datetime.fromtimestamp(now, timezone.utc) if now is not None else datetime.now(timezone.utc)
+    timestamp = moment.strftime("%Y-%m-%d %H:%M:%SZ")
+    trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    prefix = f"AADSTS{number}: " if number is not None else ""
+    body: dict[str, Any] = {
+        "error": error,
+        "error_description": (
+            f"{prefix}{text} Trace ID: {trace_id} Correlation ID: {correlation_id} Timestamp: {timestamp}"
+        ),
+        "error_codes": [number] if number is not None else [],
+        "timestamp": timestamp,
+        "trace_id": trace_id,
+        "correlation_id": correlation_id,
+    }
+    if number is not None:
+        body["error_uri"] = f"https://login.microsoftonline.com/error?code={number}"
+    return body
+
+
+def entra_error(
+    status: int,
+    error: str,
+    number: Optional[int],
+    text: str,
+    *,
+    now: Optional[float] = None,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
+    """An Entra error answer."""
+    return Reply(status, entra_body(error, number, text, now=now), dict(headers or {}))
+
+
+@dataclass(frozen=True)
+class WorkloadGrant:
+    """A client credentials request with a client assertion that Entra accepts."""
+
+    identity: UserAssignedIdentity
+    resource: str  # the scope without "/.default": the token's audience
+
+
+def _missing(name: str, now: float) -> Reply:
+    return entra_error(
+        400,
+        "invalid_request",
+        900144,
+        f"The request body must contain the following parameter: '{name}'.",
+        now=now,
+    )
+
+
+def check_workload_request(
+    request: RecordedRequest,
+    *,
+    tenant_id: str,
+    identities: Sequence[UserAssignedIdentity],
+    assertion: Optional[str],
+    retired: Container[str],
+    now: float,
+) -> Union[Reply, WorkloadGrant]:
+    """Entra's v2.0 token endpoint, client credentials with a federated client assertion (PROTOCOLS.md section 10).
+
+    ``identities``: the apps whose client id may ask; ``assertion``: what the federated token file holds now (None when
+    it is missing or empty); ``retired``: the assertions the file held before (refused as expired).
+    """
+    match = _ENTRA_TOKEN_PATH.fullmatch(request.path)
+    if match is None:
+        return entra_error(404, "not_found", None, f"No endpoint at {request.path}.", now=now)
+    if match.group(1).lower() != tenant_id.lower():
+        return entra_error(
+            400,
+            "invalid_request",
+            90002,
+            f"Tenant '{match.group(1)}' not found. Check to make sure you have the correct tenant ID and are "
+            "signing into the correct cloud.",
+            now=now,
+        )
+    if request.method != "POST":
+        return entra_error(
+            400,
+            "invalid_request",
+            900561,
+            f"The endpoint only accepts POST, OPTIONS requests. Received a {request.method} request.",
+            now=now,
+        )
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_CONTENT_TYPE:
+        return _missing("grant_type", now)  # Entra reads nothing from a body of another type
+    form = request.form
+    for name in ("grant_type", "client_id", "scope"):
+        if not form.get(name, "").strip():
+            return _missing(name, now)
+    grant_type = form["grant_type"]
+    if grant_type != "client_credentials":
+        return entra_error(
+            400,
+            "unsupported_grant_type",
+            70003,
+            f"The app requested an unsupported grant type '{grant_type}'.",
+            now=now,
+        )
+    client_id = form["client_id"].strip().lower()
+    identity = next((i for i in identities if i.client_id.lower() == client_id), None)
+    if identity is None:
+        return entra_error(
+            400,
+            "unauthorized_client",
+            700016,
+            f"Application with identifier '{form['client_id']}' was not found in the directory '{tenant_id}'. "
+            "This can happen if the application has not been installed by the administrator of the tenant or "
+            "consented to by any user in the tenant. You may have sent your authentication request to the wrong "
+            "tenant.",
+            now=now,
+        )
+    scope = form["scope"].strip()
+    resource = scope[: -len("/.default")] if scope.endswith("/.default") else ""
+    if not resource or " " in scope:
+        return entra_error(
+            400,
+            "invalid_scope",
+            1002012,
+            f"The provided value for scope {scope} is not valid. Client credential flows must have a scope value "
+            "with /.default suffixed to the resource identifier (application ID URI).",
+            now=now,
+        )
+    given = form.get("client_assertion", "")
+    if not given:
+        return entra_error(
+            401,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            now=now,
+        )
+    assertion_type = form.get("client_assertion_type", "")
+    if not assertion_type:
+        return _missing("client_assertion_type", now)
+    if assertion_type != ASSERTION_TYPE:
+        return entra_error(
+            400, "invalid_request", 90100, "client_assertion_type parameter is empty or not valid.", now=now
+        )
+    if assertion is None or not _secret_matches(given, assertion):
+        if given in retired:
+            return entra_error(
+                400,
+                "invalid_client",
+                700024,
+                "Client assertion is not within its valid time range. The federated token file has been "
+                "rotated since this assertion was read.",
+                now=now,
+            )
+        return entra_error(
+            400,
+            "invalid_client",
+            70021,
+            "No matching federated identity record found for presented assertion.",
+            now=now,
+        )
+    return WorkloadGrant(identity=identity, resource=resource)

@@ -6,7 +6,9 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import random
 import re
 import secrets
 import shutil
@@ -41,6 +43,9 @@ ARC_KEY_VALIDITY = 300.0  # seconds a challenge key stays usable (each is also s
 _HANDSHAKE_TIMEOUT = 10.0
 _STOP_JOIN_TIMEOUT = 2.0
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+# The file name the workload identity webhook projects the service account token under.
+FEDERATED_TOKEN_FILE_NAME = "azure-identity-token"
+ASSERTION_LIFETIME = 3600  # seconds, the projected service account token's default
 
 FaultBody = Union[bytes, str, Mapping[str, Any], None]
 
@@ -268,6 +273,30 @@ def _content_type(body: wire.JsonBody) -> str:
     return "application/json"
 
 
+def _write_atomically(path: str, text: str) -> None:
+    """Replace the file at ``path`` with ``text`` in one rename (owner-readable only)."""
+    directory = os.path.dirname(path)
+    descriptor, staging = tempfile.mkstemp(dir=directory, prefix=".staging-")
+    try:
+        with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            stream.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(staging)
+        raise
+
+
+def _read_assertion(path: str) -> str | None:
+    """The federated token file's contents, stripped; None when it is missing, unreadable or empty."""
+    try:
+        with open(path, "rb") as stream:
+            text = stream.read(1024 * 1024).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    return text or None
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -300,9 +329,8 @@ class Emulator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = ManagedIdentitySource(source)
-        if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
-            raise NotImplementedError("workload identity emulation is coming; it is not available yet")
         self._spec = wire.SPECS[self.source]
+        self._path = self._spec.path.replace("{tenant}", tenant_id)
         self.host = host
         self.port = port
         self.identities: list[UserAssignedIdentity] = list(identities)
@@ -319,6 +347,7 @@ class Emulator:
         self._arc_key_directory = os.path.abspath(arc_key_directory) if arc_key_directory else None
         self._clock = clock
         self._signing_key = secrets.token_bytes(32)
+        self._assertion_key = secrets.token_bytes(32)
 
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
@@ -326,6 +355,13 @@ class Emulator:
         self._tokens: list[str] = []
         self._arc_keys: dict[str, float] = {}  # key content -> expiry (clock time)
         self._arc_files: list[str] = []
+        self._token_file: str | None = None  # workload identity: the federated token file the emulator writes
+        self._assertion: str | None = None  # what it holds
+        self._retired_assertions: set[str] = set()  # what it held before: refused as expired
+        self._failure_rate = 0.0
+        self._failure_statuses: tuple[int, ...] = (500, 429)
+        self._random = random.Random()  # noqa: S311 - fault injection, not security
+        self._random_failures = 0
         self._connections: set[socket.socket] = set()
         self._threads: set[threading.Thread] = set()
         self._stopping = threading.Event()
@@ -348,6 +384,8 @@ class Emulator:
             context = self._prepare_tls() if self._spec.scheme == "https" else None
             if self.source is ManagedIdentitySource.AZURE_ARC:
                 self._key_directory = self._prepare_key_directory()
+            if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+                self._prepare_token_file()
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
             server = _Server((self.host, self.port), family, self, context)
         except BaseException:
@@ -405,7 +443,7 @@ class Emulator:
     @property
     def url(self) -> str:
         """The full token endpoint URL."""
-        return self._base() + self._spec.path
+        return self._base() + self._path
 
     @property
     def environ(self) -> dict[str, str]:
@@ -416,6 +454,9 @@ class Emulator:
             "secret": self.secret,
             "thumbprint": self.thumbprint,
             "default_client_id": self.default_client_id,
+            "token_file": self._token_file,
+            "tenant": self.tenant_id,
+            "client_id": self.system_identity.client_id,
         }
         return wire.environment(self._spec, values)
 
@@ -427,6 +468,41 @@ class Emulator:
                 raise RuntimeError("start the emulator first")
             return {"_arc_key_directory": self._key_directory}
         return {}
+
+    # ------------------------------------------------------------------ workload identity
+
+    @property
+    def federated_token_file(self) -> str:
+        """Workload identity: the path of the federated token file (AZURE_FEDERATED_TOKEN_FILE) the emulator wrote."""
+        if self.source is not ManagedIdentitySource.WORKLOAD_IDENTITY:
+            raise RuntimeError("only the workload identity emulator has a federated token file")
+        with self._lock:
+            path = self._token_file
+        if path is None:
+            raise RuntimeError("start the emulator first")
+        return path
+
+    @property
+    def assertion(self) -> str:
+        """Workload identity: the client assertion the federated token file holds now (the only one accepted)."""
+        self.federated_token_file  # noqa: B018 - the same checks
+        with self._lock:
+            assert self._assertion is not None
+            return self._assertion
+
+    def rotate_assertion(self) -> str:
+        """Write a new client assertion to the federated token file and return it; the old one is refused from now on.
+
+        The file is replaced atomically, as the kubelet does: a reader sees the old or the new assertion, never a mix.
+        """
+        path = self.federated_token_file
+        assertion = self._mint_assertion()
+        with self._lock:
+            _write_atomically(path, assertion)
+            if self._assertion is not None:
+                self._retired_assertions.add(self._assertion)
+            self._assertion = assertion
+        return assertion
 
     # ------------------------------------------------------------------ scripting and inspection
 
@@ -456,11 +532,47 @@ class Emulator:
             self._faults.extend(faults)
 
     def clear(self) -> None:
-        """Forget recorded requests, scripted faults and issued tokens."""
+        """Forget recorded requests, scripted faults, issued tokens and the count of random failures.
+
+        A failure rate set with ``fail_randomly`` stays in force.
+        """
         with self._lock:
             self._requests.clear()
             self._faults.clear()
             self._tokens.clear()
+            self._random_failures = 0
+
+    def fail_randomly(
+        self, rate: float, statuses: Sequence[int] = (500, 429), seed: int | None = None
+    ) -> None:
+        """From now on fail each token request with probability ``rate`` (0 to 1), answering a status drawn from
+        ``statuses`` in the source's error shape; a 429 carries ``Retry-After: 0``. ``fail_randomly(0)`` turns it off.
+
+        Scripted faults go first and are never replaced; requests to other paths are not failed. ``seed`` makes the
+        sequence of draws repeatable (a concurrent client still decides which request meets which draw).
+        """
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)):
+            raise TypeError("rate must be a number from 0 to 1")
+        if not 0.0 <= rate <= 1.0 or math.isnan(rate):
+            raise ValueError("rate must be from 0 to 1")
+        chosen = tuple(statuses)
+        if not chosen:
+            raise ValueError("statuses must not be empty")
+        for status in chosen:
+            if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+                raise ValueError(f"statuses must be ints from 400 to 599, not {status!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError("seed must be an int or None")
+        with self._lock:
+            self._failure_rate = float(rate)
+            self._failure_statuses = chosen
+            self._random = random.Random(seed)  # noqa: S311 - fault injection, not security
+
+    @property
+    def random_failures(self) -> int:
+        """How many requests ``fail_randomly`` has failed (since construction or the last ``clear()``)."""
+        with self._lock:
+            return self._random_failures
 
     # ------------------------------------------------------------------ internals used by the handler
 
@@ -473,7 +585,17 @@ class Emulator:
     def _record(self, request: RecordedRequest) -> Fault | None:
         with self._lock:
             self._requests.append(request)
-            return self._faults.popleft() if self._faults else None
+            if self._faults:
+                return self._faults.popleft()
+            if (
+                self._failure_rate > 0.0
+                and request.path == self._path
+                and self._random.random() < self._failure_rate
+            ):
+                status = self._random.choice(self._failure_statuses)
+                self._random_failures += 1
+                return Fault(status, headers={"Retry-After": "0"} if status == 429 else None)
+            return None
 
     def _wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -491,6 +613,8 @@ class Emulator:
 
     def _answer(self, request: RecordedRequest) -> Reply:
         spec = self._spec
+        if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+            return self._answer_workload(request)
         refusal = wire.check_request(spec, request, self.secret)
         if refusal is not None:
             return refusal
@@ -503,9 +627,32 @@ class Emulator:
         )
         if identity is None:
             return wire.not_found_reply(spec)
-        now = int(self._clock())
+        return self._issue(params["resource"], identity, selectors, int(self._clock()))
+
+    def _answer_workload(self, request: RecordedRequest) -> Reply:
+        with self._lock:
+            path, retired = self._token_file, set(self._retired_assertions)
+        now = self._clock()
+        grant = wire.check_workload_request(
+            request,
+            tenant_id=self.tenant_id,
+            identities=[self.system_identity, *self.identities],
+            assertion=_read_assertion(path) if path is not None else None,
+            retired=retired,
+            now=now,
+        )
+        if isinstance(grant, Reply):
+            return grant
+        return self._issue(grant.resource, grant.identity, {}, int(now))
+
+    def _issue(
+        self,
+        resource: str,
+        identity: UserAssignedIdentity,
+        selectors: Mapping[str, str],
+        now: int,
+    ) -> Reply:
         lifetime = int(self.token_lifetime)
-        resource = params["resource"]
         claims = entra_v1_claims(
             resource=resource,
             tenant_id=self.tenant_id,
@@ -519,7 +666,7 @@ class Emulator:
         with self._lock:
             self._tokens.append(token)
         return wire.token_reply(
-            spec,
+            self._spec,
             access_token=token,
             resource=resource,
             now=now,
@@ -621,11 +768,37 @@ class Emulator:
         self._temp_dirs.append(directory)
         return directory
 
+    def _prepare_token_file(self) -> None:
+        directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-wi-"))
+        path = os.path.join(directory, FEDERATED_TOKEN_FILE_NAME)
+        assertion = self._mint_assertion()
+        with self._lock:
+            self._temp_dirs.append(directory)
+            _write_atomically(path, assertion)
+            self._token_file, self._assertion = path, assertion
+            self._retired_assertions.clear()
+
+    def _mint_assertion(self) -> str:
+        """A JWT shaped like a projected Kubernetes service account token for workload identity."""
+        now = int(self._clock())
+        claims = {
+            "aud": ["api://AzureADTokenExchange"],
+            "iss": f"https://oidc.msi-emulator.invalid/{self.tenant_id}/",
+            "sub": "system:serviceaccount:default:workload-identity-sa",
+            "iat": now,
+            "nbf": now,
+            "exp": now + ASSERTION_LIFETIME,
+            "jti": str(uuid.uuid4()),
+        }
+        return mint_jwt(claims, self._assertion_key)
+
     def _cleanup_files(self) -> None:
         with self._lock:
             files, self._arc_files = self._arc_files, []
             directories, self._temp_dirs = self._temp_dirs, []
             self._arc_keys.clear()
+            self._token_file = self._assertion = None
+            self._retired_assertions.clear()
         for path in files:
             with contextlib.suppress(OSError):
                 os.remove(path)

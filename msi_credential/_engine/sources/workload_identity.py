@@ -1,4 +1,17 @@
-"""Kubernetes workload identity: a client assertion exchanged at Microsoft Entra (PROTOCOLS.md section 10)."""
+"""Kubernetes workload identity: a client assertion exchanged at Microsoft Entra (PROTOCOLS.md section 10).
+
+POST ``{AZURE_AUTHORITY_HOST}/{AZURE_TENANT_ID}/oauth2/v2.0/token`` with a client credentials form whose
+``client_assertion`` is the federated token file's contents (stripped). The engine asks its driver to read that file
+(a ``ReadAssertion`` effect) for every token request, retries included, and keeps nothing: the file rotates, and
+reading it each time satisfies "re-read when its mtime/size changes and at least every 600 s" without any stat
+bookkeeping. A missing, unreadable, empty or oversized file is failed ``federated_token_file_unreadable``.
+
+The assertion is a secret: it travels only in the form body (never in a URL, header or log record) and the engine
+scrubs it from any error text the server echoes. Only ``client_id`` selects an identity (``object_id`` and
+``resource_id`` are failed ``user_assigned_not_supported``); without it ``AZURE_CLIENT_ID`` is used, and neither is
+failed ``missing_client_id``, both before any request. Entra's errors are all failed, never unavailable, and
+408, 429, 500, 502, 503, 504 and connection errors are retried on the standard schedule (section 7).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +42,11 @@ def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Requ
     claims = _merged_claims(parts.claims, parts.capabilities)
     if claims:
         form["claims"] = claims
+    # Extra identity_config keys join the form; they never override what the engine sets (section 2), and
+    # "claims" is the engine's alone: sent only with a challenge or client capabilities.
+    for key, value in identity.extra:
+        if key not in form and key != "claims":
+            form[key] = value
     return Request(
         "POST",
         config.endpoint,
