@@ -178,6 +178,27 @@ def test_slow_but_present_imds_still_works(face: Any, emulator_factory: Any, mon
     assert len(emulator.requests) == 1
 
 
+def test_imds_address_that_accepts_and_never_answers_is_unavailable_after_the_read_timeout(
+    face: Any, raw_server: Any, monkeypatch: Any
+) -> None:
+    """Accepting and staying silent looks like a slow IMDS until the read timeout (10 s by default, here 0.5 s):
+    then it is unavailable at once, with no retry, as on any first contact."""
+    from msi_credential._engine import detection
+
+    server = raw_server(lambda connection: (_read_request(connection), server.stopping.wait(30)))
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{server.port}")
+    credential = face.credential(_environ={}, read_timeout=0.5)
+
+    started = time.perf_counter()
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert time.perf_counter() - started < 3
+    assert face.sleeps == []
+    assert server.connections == 1
+
+
 def test_imds_that_answered_once_is_retried_after(face: Any, emulator_factory: Any, monkeypatch: Any) -> None:
     from msi_credential._engine import detection
 
