@@ -11,7 +11,7 @@ from azure.core.credentials import AccessToken, AccessTokenInfo
 ADVISORY_RETRY_DELAY = 30.0
 MANDATORY_WINDOW_MAX = 60.0
 
-BucketKey = tuple[str, str, str, str]
+BucketKey = tuple[object, ...]
 
 
 @dataclass

@@ -6,7 +6,7 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
@@ -55,6 +55,26 @@ def _get(environ: Mapping[str, str], name: str) -> Optional[str]:
 
 
 def detect(
+    environ: Mapping[str, str],
+    *,
+    platform: str,
+    path_exists: Callable[[str], bool],
+    arc_key_directory: Optional[str] = None,
+) -> SourceConfig:
+    """Apply PROTOCOLS.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats.
+
+    A secret that could not go into a header (control characters) makes the configuration unusable.
+    """
+    config = _detect(environ, platform=platform, path_exists=path_exists, arc_key_directory=arc_key_directory)
+    if config.secret is not None and config.problem is None and not config.secret.isprintable():
+        variable = (
+            "MSI_SECRET" if config.source is ManagedIdentitySource.MACHINE_LEARNING else "IDENTITY_HEADER"
+        )
+        return replace(config, problem=("invalid_secret", f"{variable} contains control characters"))
+    return config
+
+
+def _detect(
     environ: Mapping[str, str],
     *,
     platform: str,

@@ -74,7 +74,22 @@ class Engine:
         self.options = options
         self.spec = SPECS[config.source]
         self.clock = clock
-        key = (config.source.value, config.endpoint, identity.kind, identity.cache_value)
+        # Everything that changes which token comes back: the selector, the client id a source takes from the
+        # environment (workload identity, Machine Learning), extra identity_config parameters, capabilities.
+        effective_client_id = (
+            _workload.client_id(config, identity)
+            if config.source is ManagedIdentitySource.WORKLOAD_IDENTITY
+            else None
+        ) or (config.default_client_id if not identity.user_assigned else None)
+        key = (
+            config.source.value,
+            config.endpoint,
+            identity.kind,
+            identity.cache_value,
+            (effective_client_id or "").lower(),
+            identity.extra,
+            options.capabilities,
+        )
         self.bucket = cache.bucket_for(key, shared=options.share_cache)
 
     @property
@@ -202,13 +217,17 @@ class Engine:
                     status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
                 )
                 if delay is None:
-                    raise self._unreachable(outcome, schedule.retries)
-                _LOGGER.info("%s: %s; retrying in %.1f s", label(source), outcome.detail, delay)
+                    raise self._unreachable(outcome, schedule.retries, secrets)
+                _LOGGER.info(
+                    "%s: %s; retrying in %.1f s", label(source), scrub(outcome.detail, secrets), delay
+                )
                 yield Sleep(delay)
                 continue
             assert isinstance(outcome, Response)
             if imds:
                 _answered_imds.add(self.config.endpoint)
+                if first_contact and self.options.connect_timeout is None:
+                    connect_timeout = 2.0  # IMDS is here: its retries get the normal connect timeout
                 first_contact = False
             if 200 <= outcome.status < 300:
                 token = parse_token(outcome, source=source, start=start)
@@ -245,7 +264,9 @@ class Engine:
                 source=source,
             )
 
-    def _unreachable(self, outcome: TransportFailure, retries: int) -> ManagedIdentityError:
+    def _unreachable(
+        self, outcome: TransportFailure, retries: int, secrets: list[str]
+    ) -> ManagedIdentityError:
         source = self.source
         where = f"{self.config.endpoint_variable or 'the endpoint'} ({self.config.endpoint})"
         message = (

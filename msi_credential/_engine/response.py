@@ -16,6 +16,7 @@ from .expiry import ExpiryError, token_times
 _DESCRIPTION_LIMIT = 500
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
+_RESOURCE_NOT_FOUND = re.compile(r"\bAADSTS(500011|50001)\b")
 _SERVICE_FABRIC_CODES = {
     "SecretHeaderNotFound": "secret_header_not_found",
     "ArgumentNullOrEmpty": "invalid_resource",
@@ -198,7 +199,7 @@ def error_from_response(
             return make_unavailable("imds_unreachable", "is unreachable from this host")
         if status == 400:
             text = f"{server_code or ''} {description}"
-            if server_code == "invalid_resource" or "AADSTS500011" in text or "AADSTS50001" in text:
+            if server_code == "invalid_resource" or _RESOURCE_NOT_FOUND.search(text):
                 return make_failed("invalid_resource", "refused the resource")
             return make_unavailable(
                 "identity_not_found", "has no such identity assigned (identity not found)"

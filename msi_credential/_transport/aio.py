@@ -131,8 +131,10 @@ class AsyncDriver:
 
     The transports it owns are made for one flow and closed at its end: token requests are rare (the cache serves
     the rest), and a connection pool bound to one event loop would break the next ``asyncio.run``. A supplied
-    transport is the caller's: used for every flow and never closed here, except that Service Fabric always goes
-    over a connection of our own, pinned to its thumbprint.
+    transport is used for every flow and closed by ``close()`` (as azure-identity does), except where it could
+    not keep a secret safe: Service Fabric always goes over a connection of our own, pinned to its thumbprint, and
+    an aiohttp transport that trusts the environment's proxies is not used toward managed identity endpoints
+    (aiohttp has no per-request way to skip them).
     """
 
     def __init__(
@@ -149,6 +151,7 @@ class AsyncDriver:
         if transport is not None:
             self._user_pipeline = AsyncPipeline(transport=transport, policies=self._policies)
         self._user_tuple_timeouts = transport is not None and _takes_tuple_timeouts(transport)
+        self._user_skips_proxies = transport is not None and _can_skip_env_proxies(transport)
 
     async def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
@@ -232,7 +235,7 @@ class _FlowPipelines:
         driver = self._driver
         if request.pin_sha1 is not None:
             key = "pinned"
-        elif driver._user_pipeline is not None:
+        elif driver._user_pipeline is not None and (request.use_proxies or driver._user_skips_proxies):
             extra: dict[str, Any] = (
                 user_proxies(driver._kwargs) if request.use_proxies else {"proxies": dict(NO_PROXIES)}
             )
@@ -283,6 +286,20 @@ class _FlowPipelines:
                 await pipeline.__aexit__()
             except Exception:
                 _LOGGER.debug("closing a token request's pipeline failed", exc_info=True)
+
+
+def _can_skip_env_proxies(transport: Any) -> bool:
+    """False for an aiohttp transport whose session reads proxies from the environment: it cannot skip them."""
+    if aiohttp is None:
+        return True
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    if not isinstance(transport, AioHttpTransport):
+        return True
+    session = getattr(transport, "session", None)
+    if session is not None:
+        return not bool(getattr(session, "trust_env", True))
+    return not bool(getattr(transport, "_use_env_settings", True))
 
 
 def _takes_tuple_timeouts(transport: Any) -> bool:

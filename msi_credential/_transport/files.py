@@ -49,6 +49,8 @@ def read_key_file(path: str) -> KeyFileResult:
         return KeyFileResult(error=("arc_invalid_key_file", "the key file is not text"))
     if not content:
         return KeyFileResult(error=("arc_invalid_key_file", "the key file is empty"))
+    if not content.isprintable():
+        return KeyFileResult(error=("arc_invalid_key_file", "the key file holds control characters"))
     return KeyFileResult(content=content)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import socket
 import threading
@@ -168,11 +169,12 @@ class SyncDriver:
         self._sleep = sleep
         self._kwargs = kwargs
         self._policies = build_policies(**kwargs)
-        self._user_transport = transport is not None
-        self._transport = transport or RequestsTransport(use_env_settings=False, **_transport_kwargs(kwargs))
-        self._pipeline: Pipeline[Any, Any] = Pipeline(transport=self._transport, policies=self._policies)
-        self._pinned: dict[str, Pipeline[Any, Any]] = {}
-        self._proxied: Optional[Pipeline[Any, Any]] = None
+        self._user_pipeline: Optional[Pipeline[Any, Any]] = None
+        if transport is not None:
+            self._user_pipeline = Pipeline(transport=transport, policies=self._policies)
+        # Our own pipelines, made on first need (again after close()): "direct", "proxied", "pin:<sha1>".
+        self._owned: dict[str, Pipeline[Any, Any]] = {}
+        self._lock = threading.Lock()
 
     def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end, performing each effect it yields."""
@@ -196,6 +198,37 @@ class SyncDriver:
                 raise TypeError(f"unknown effect {effect!r}")
 
     def send(self, request: Request) -> Response | TransportFailure:
+        """One attempt, bounded in all by the request's budget.
+
+        Socket timeouts bound each read, not the whole answer: an endpoint that trickles its headers or body could
+        hold the caller (and every single-flight waiter) indefinitely. The attempt runs in a worker thread; the
+        caller waits at most the budget, and the watchdog then cuts the worker's connection.
+        """
+        outcome: list[Any] = []
+        done = threading.Event()
+        context = contextvars.copy_context()
+
+        def attempt() -> None:
+            try:
+                outcome.append(context.run(self._attempt, request))
+            except BaseException as error:
+                outcome.append(error)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=attempt, name="msi-credential-request", daemon=True)
+        worker.start()
+        if not done.wait(request.budget):
+            return TransportFailure(
+                "read_timeout", "no complete answer before the deadline", request_sent=True
+            )
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        answer: Response | TransportFailure = result
+        return answer
+
+    def _attempt(self, request: Request) -> Response | TransportFailure:
         pipeline, extra = self._pipeline_for(request)
         give_up_at = time.monotonic() + request.budget
         try:
@@ -240,39 +273,51 @@ class SyncDriver:
 
     def _pipeline_for(self, request: Request) -> tuple[Pipeline[Any, Any], dict[str, Any]]:
         if request.pin_sha1 is not None:
-            pinned = self._pinned.get(request.pin_sha1)
-            if pinned is None:
-                if self._user_transport:
-                    _LOGGER.warning(
-                        "Service Fabric: ignoring the supplied transport; the token request goes over "
-                        "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
-                    )
-                session = requests.Session()
-                session.mount("https://", _PinnedAdapter(request.pin_sha1))
-                transport = RequestsTransport(session=session, session_owner=True, use_env_settings=False)
-                pinned = Pipeline(transport=transport, policies=self._policies)
-                self._pinned[request.pin_sha1] = pinned
-            return pinned, {"connection_verify": False}
+            if self._user_pipeline is not None:
+                _LOGGER.debug(
+                    "Service Fabric: the supplied transport is not used; the token request goes over "
+                    "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
+                )
+            return self._owned_pipeline("pin:" + request.pin_sha1, request.pin_sha1), {
+                "connection_verify": False
+            }
         if request.use_proxies:
             proxies = user_proxies(self._kwargs)
-            if self._user_transport:
-                return self._pipeline, proxies
-            if self._proxied is None:
-                self._proxied = Pipeline(
-                    transport=RequestsTransport(**_transport_kwargs(self._kwargs)),
-                    policies=self._policies,
-                )
-            return self._proxied, proxies
-        if self._user_transport:
-            return self._pipeline, {"proxies": dict(NO_PROXIES)}
-        return self._pipeline, {}
+            if self._user_pipeline is not None:
+                return self._user_pipeline, proxies
+            return self._owned_pipeline("proxied"), proxies
+        if self._user_pipeline is not None:
+            return self._user_pipeline, {"proxies": dict(NO_PROXIES)}
+        return self._owned_pipeline("direct"), {}
+
+    def _owned_pipeline(self, key: str, pin_sha1: Optional[str] = None) -> Pipeline[Any, Any]:
+        pipeline = self._owned.get(key)
+        if pipeline is not None:
+            return pipeline
+        with self._lock:
+            pipeline = self._owned.get(key)
+            if pipeline is None:
+                if pin_sha1 is not None:
+                    # trust_env off: a proxy would bypass the pin (its connection is not the pinned adapter's)
+                    transport = RequestsTransport(
+                        session=pinned_session(pin_sha1), session_owner=True, use_env_settings=False
+                    )
+                else:
+                    transport = RequestsTransport(
+                        use_env_settings=key == "proxied", **_transport_kwargs(self._kwargs)
+                    )
+                pipeline = self._owned[key] = Pipeline(transport=transport, policies=self._policies)
+        return pipeline
 
     def close(self) -> None:
-        for pipeline in (self._pipeline, self._proxied, *self._pinned.values()):
-            if pipeline is not None:
-                pipeline.__exit__()
-        self._pinned.clear()
-        self._proxied = None
+        """Close our pipelines (made again if the credential is used after) and a supplied transport."""
+        with self._lock:
+            owned = list(self._owned.values())
+            self._owned.clear()
+        for pipeline in owned:
+            pipeline.__exit__()
+        if self._user_pipeline is not None:
+            self._user_pipeline.__exit__()
 
 
 def _transport_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:

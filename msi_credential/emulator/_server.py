@@ -108,7 +108,9 @@ class _Server(ThreadingHTTPServer):
         emulator = self.emulator
         if not emulator._track(connection):
             return
-        with contextlib.suppress(OSError):  # answers are several writes: no Nagle/delayed-ACK stalls on keep-alive
+        with contextlib.suppress(
+            OSError
+        ):  # answers are several writes: no Nagle/delayed-ACK stalls on keep-alive
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if self.ssl_context is not None:
