@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional, TextIO
 from urllib.parse import urlsplit
 
-from ._engine.detection import SourceConfig, detect
+from ._engine.detection import VARIABLES, SourceConfig, detect
 from ._errors import CredentialUnavailableError, ManagedIdentityError
 from ._source import ManagedIdentitySource
 from ._version import VERSION
@@ -29,20 +29,6 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
 
-_VARIABLES = (
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "DEFAULT_IDENTITY_CLIENT_ID",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_AUTHORITY_HOST",
-)
 _SECRET_VARIABLES = frozenset({"IDENTITY_HEADER", "MSI_SECRET"})
 _EMULATED_SOURCES = [
     ManagedIdentitySource.IMDS,
@@ -254,7 +240,7 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
     print(f"endpoint:  {config.endpoint}", file=out)
     print(f"because:   {_reason(config)}", file=out)
     print("variables:", file=out)
-    for name in _VARIABLES:
+    for name in VARIABLES:
         value = environ.get(name)
         if value is None or not value.strip():
             shown = "(not set)"

@@ -11,20 +11,10 @@ from typing import Any
 import pytest
 
 from msi_credential._engine import cache, flow
+from msi_credential._engine.detection import VARIABLES
 
 MANAGED_IDENTITY_VARIABLES = (
-    "IDENTITY_ENDPOINT",
-    "IDENTITY_HEADER",
-    "IDENTITY_SERVER_THUMBPRINT",
-    "IMDS_ENDPOINT",
-    "MSI_ENDPOINT",
-    "MSI_SECRET",
-    "DEFAULT_IDENTITY_CLIENT_ID",
-    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_ID",
-    "AZURE_AUTHORITY_HOST",
+    *VARIABLES,
     "AZURE_CLIENT_SECRET",
     "AZURE_CLIENT_CERTIFICATE_PATH",
     "AZURE_USERNAME",

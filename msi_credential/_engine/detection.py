@@ -20,6 +20,21 @@ ARC_DEFAULT_ENDPOINT = "http://127.0.0.1:40342/metadata/identity/oauth2/token"
 ARC_LINUX_HIMDS = "/opt/azcmagent/bin/himds"
 ARC_LINUX_KEY_DIRECTORY = "/var/opt/azcmagent/tokens"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+# Every environment variable detection reads (API.md), in the order a person reads them.
+VARIABLES = (
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IDENTITY_SERVER_THUMBPRINT",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
+    "DEFAULT_IDENTITY_CLIENT_ID",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_AUTHORITY_HOST",
+)
 _TENANT_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
 
 

@@ -47,11 +47,10 @@ FailureKind = Literal["connect", "connect_timeout", "read", "read_timeout", "pin
 
 @dataclass(frozen=True)
 class TransportFailure:
-    """No usable HTTP answer. ``request_sent`` is False when no byte of the request left this machine."""
+    """No usable HTTP answer. ``kind`` tells a connect-phase failure (nothing sent) from one after sending."""
 
     kind: FailureKind
     detail: str
-    request_sent: bool = False
 
 
 @dataclass(frozen=True)

@@ -353,7 +353,3 @@ def valid_key_path(path: str, directory: str, windows: bool) -> bool:
         return False
     parent, name = posixpath.split(path)
     return parent == directory.rstrip("/") and name.endswith(".key") and len(name) > 4
-
-
-def scrubbed(text: str, secrets: list[str]) -> str:
-    return scrub(text, secrets)

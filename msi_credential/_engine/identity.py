@@ -55,7 +55,7 @@ def identity_from_arguments(
         ("resource_id", resource_id),
     ):
         if value is not None:
-            chosen.append((_checked_kind(name), _checked_value(name, value), name))
+            chosen.append((_CONFIG_SELECTORS[name], _checked_value(name, value), name))
     extra: list[tuple[str, str]] = []
     if identity_config is not None:
         if not isinstance(identity_config, Mapping):
@@ -81,11 +81,6 @@ def identity_from_arguments(
         return Identity(extra=tuple(extra))
     kind, value, _ = chosen[0]
     return Identity(kind=kind, value=value, extra=tuple(extra))
-
-
-def _checked_kind(name: str) -> SelectorKind:
-    kind = _CONFIG_SELECTORS[name]
-    return kind
 
 
 def _checked_value(name: str, value: object) -> str:

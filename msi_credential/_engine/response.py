@@ -98,7 +98,7 @@ def parse_token(
     """A token from a 2xx answer, or ManagedIdentityError ``invalid_response`` / ``response_too_large``."""
     if response.too_large:
         raise failed(
-            f"{_label(source)} answered with a body over {MAX_BODY_BYTES} bytes",
+            f"{label(source)} answered with a body over {MAX_BODY_BYTES} bytes",
             error_code="response_too_large",
             status_code=response.status,
             source=source,
@@ -138,7 +138,7 @@ def parse_token(
 
 def _invalid(source: ManagedIdentitySource, status: int, why: str) -> ManagedIdentityError:
     return failed(
-        f"{_label(source)} answered {status} without a usable token: {why}",
+        f"{label(source)} answered {status} without a usable token: {why}",
         error_code="invalid_response",
         status_code=status,
         source=source,
@@ -159,7 +159,7 @@ def error_from_response(
     server_code = parsed.code
 
     def message(summary: str) -> str:
-        parts = [f"{_label(source)} {summary} (HTTP {status}"]
+        parts = [f"{label(source)} {summary} (HTTP {status}"]
         if server_code:
             parts.append(f", {scrub(server_code, secrets)[:100]}")
         parts.append(")")
@@ -218,10 +218,6 @@ def error_from_response(
     if 200 <= status < 300:
         return _invalid(source, status, "unexpected answer")
     return make_failed(snake_case(scrub(server_code, secrets)) if server_code else f"http_{status}")
-
-
-def _label(source: ManagedIdentitySource) -> str:
-    return _LABELS[source]
 
 
 _LABELS = {

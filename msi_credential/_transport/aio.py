@@ -31,7 +31,7 @@ from .._engine.effects import (
 )
 from .._engine.flow import Flow
 from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure, user_proxies
-from .files import read_assertion, read_key_file
+from .files import read_file
 from .policies import build_policies
 from .sync import pinned_session
 
@@ -169,10 +169,8 @@ class AsyncDriver:
                 elif isinstance(effect, Sleep):
                     await self._sleep(effect.seconds)
                     result = None
-                elif isinstance(effect, ReadKeyFile):
-                    result = read_key_file(effect.path)
-                elif isinstance(effect, ReadAssertion):
-                    result = read_assertion(effect.path)
+                elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
+                    result = read_file(effect)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
         finally:
@@ -184,9 +182,7 @@ class AsyncDriver:
         try:
             return await asyncio.wait_for(self._send(request, pipelines), request.budget)
         except asyncio.TimeoutError:
-            return TransportFailure(
-                "read_timeout", "no complete answer before the deadline", request_sent=True
-            )
+            return TransportFailure("read_timeout", "no complete answer before the deadline")
 
     async def _send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
         pipeline, extra = pipelines.for_request(request)
@@ -298,8 +294,8 @@ def _can_skip_env_proxies(transport: Any) -> bool:
         return True
     session = getattr(transport, "session", None)
     if session is not None:
-        return not bool(getattr(session, "trust_env", True))
-    return not bool(getattr(transport, "_use_env_settings", True))
+        return not bool(session.trust_env)
+    return not bool(transport._use_env_settings)
 
 
 def _takes_tuple_timeouts(transport: Any) -> bool:

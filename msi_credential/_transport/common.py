@@ -81,9 +81,9 @@ def transport_failure(
             return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
         return TransportFailure("connect", failure_detail(error))
     if isinstance(error, (ServiceResponseTimeoutError, asyncio.TimeoutError)):
-        return TransportFailure("read_timeout", failure_detail(error), request_sent=True)
+        return TransportFailure("read_timeout", failure_detail(error))
     if isinstance(error, (AzureError, requests.RequestException, OSError, *extra_read_errors)):
         if is_pin_failure(error):
             return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
-        return TransportFailure("read", failure_detail(error), request_sent=True)
+        return TransportFailure("read", failure_detail(error))
     return None

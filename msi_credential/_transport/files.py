@@ -6,7 +6,7 @@ import os
 import stat
 import sys
 
-from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult
+from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult, ReadAssertion, ReadKeyFile
 
 _HINT = (
     " (on Windows the process must be in the 'Hybrid agent extension applications' group)"
@@ -14,6 +14,13 @@ _HINT = (
     else " (on Linux the process must be in the 'himds' group)"
 )
 _MAX_ASSERTION_BYTES = 64 * 1024
+
+
+def read_file(effect: ReadKeyFile | ReadAssertion) -> KeyFileResult:
+    """Perform a file effect of the engine: the same for both drivers (small local reads, done inline)."""
+    if isinstance(effect, ReadKeyFile):
+        return read_key_file(effect.path)
+    return read_assertion(effect.path)
 
 
 def read_key_file(path: str) -> KeyFileResult:

@@ -33,7 +33,7 @@ from .._engine.effects import (
 from .._engine.flow import Flow
 from .._errors import failed
 from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure, user_proxies
-from .files import read_assertion, read_key_file
+from .files import read_file
 from .policies import build_policies
 
 _LOGGER = logging.getLogger("msi_credential")
@@ -190,10 +190,8 @@ class SyncDriver:
             elif isinstance(effect, Sleep):
                 self._sleep(effect.seconds)
                 result = None
-            elif isinstance(effect, ReadKeyFile):
-                result = read_key_file(effect.path)
-            elif isinstance(effect, ReadAssertion):
-                result = read_assertion(effect.path)
+            elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
+                result = read_file(effect)
             else:  # pragma: no cover - the engine yields nothing else
                 raise TypeError(f"unknown effect {effect!r}")
 
@@ -219,9 +217,7 @@ class SyncDriver:
         worker = threading.Thread(target=attempt, name="msi-credential-request", daemon=True)
         worker.start()
         if not done.wait(request.budget):
-            return TransportFailure(
-                "read_timeout", "no complete answer before the deadline", request_sent=True
-            )
+            return TransportFailure("read_timeout", "no complete answer before the deadline")
         result = outcome[0]
         if isinstance(result, BaseException):
             raise result
@@ -251,15 +247,13 @@ class SyncDriver:
                         break
             except (AzureError, requests.RequestException, OSError) as error:
                 if watchdog.fired:
-                    return TransportFailure(
-                        "read_timeout", "the body was still arriving at the deadline", True
-                    )
+                    return TransportFailure("read_timeout", "the body was still arriving at the deadline")
                 raise error
             finally:
                 watchdog.cancel()
                 http_response.close()
             if watchdog.fired:
-                return TransportFailure("read_timeout", "the body was still arriving at the deadline", True)
+                return TransportFailure("read_timeout", "the body was still arriving at the deadline")
             return Response(
                 status=http_response.status_code,
                 headers={key.lower(): value for key, value in http_response.headers.items()},
