@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Optional
+from urllib.parse import quote
 
 import requests
 from azure.core.exceptions import (
@@ -26,11 +27,31 @@ def user_proxies(kwargs: dict[str, object]) -> dict[str, object]:
     return {"proxies": proxies} if proxies else {}
 
 
+# Characters left as they are in a query key or value: those RFC 3986 allows in a query that neither requests nor
+# aiohttp (yarl) rewrites, so both faces put the same bytes on the wire. Everything else is percent-encoded,
+# '&', '=', '+', '#', ';', '%' and spaces included: a value can never end the query or add a parameter.
+_QUERY_SAFE = "/:@?!$'()*,"
+
+
+def encode_query(params: tuple[tuple[str, str], ...]) -> str:
+    """``key=value&...`` with every key and value percent-encoded (UTF-8)."""
+    return "&".join(
+        f"{quote(key, safe=_QUERY_SAFE)}={quote(value, safe=_QUERY_SAFE)}" for key, value in params
+    )
+
+
+def request_url(request: Request) -> str:
+    """The endpoint with the request's query appended, encoded here: azure-core's ``params=`` does not quote."""
+    if not request.params:
+        return request.url
+    separator = "&" if "?" in request.url else "?"
+    return request.url + separator + encode_query(request.params)
+
+
 def to_http_request(request: Request) -> HttpRequest:
     return HttpRequest(
         request.method,
-        request.url,
-        params=dict(request.params),
+        request_url(request),
         headers=dict(request.headers),
         data=dict(request.form) if request.form is not None else None,
     )

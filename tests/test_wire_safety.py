@@ -1,0 +1,171 @@
+"""Correct and safe on the wire whatever the caller or the server does: exact request bytes, hostile answers,
+secrets that servers echo back, tokens that would break every downstream call."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import json
+import logging
+import socket
+import threading
+import zlib
+from collections.abc import Iterator
+from typing import Any, Callable, Optional
+
+import pytest
+
+from msi_credential import CredentialUnavailableError, ManagedIdentityError
+from msi_credential.emulator import UserAssignedIdentity
+
+SCOPE = "https://storage.azure.com/.default"
+CLIENT_A = "11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+
+
+class CapturingServer:
+    """A loopback HTTP/1.1 server that records each request's raw bytes and answers with ``reply(raw)``."""
+
+    def __init__(self, reply: Callable[[bytes], bytes]) -> None:
+        self._reply = reply
+        self.raw: list[bytes] = []
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(16)
+        self.port: int = self._listener.getsockname()[1]
+        self._stopped = threading.Event()
+        self._connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self._connections.append(connection)
+            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+
+    def _handle(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            connection.settimeout(10)
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(rest) < length:
+                    rest += connection.recv(65536)
+                self.raw.append(head + b"\r\n\r\n" + rest)
+                connection.sendall(self._reply(head))
+
+    @property
+    def request_lines(self) -> list[bytes]:
+        return [raw.split(b"\r\n", 1)[0] for raw in self.raw]
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._listener.close()
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.close()
+
+
+def http_answer(
+    body: bytes | dict[str, Any], status: int = 200, headers: Optional[dict[str, str]] = None
+) -> bytes:
+    payload = json.dumps(body).encode() if isinstance(body, dict) else body
+    lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(payload)}", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
+
+
+def token_body(token: str = "tok-" + "x" * 40, expires_in: Any = 3600, **extra: Any) -> dict[str, Any]:
+    return {"access_token": token, "expires_in": expires_in, "token_type": "Bearer", **extra}
+
+
+@pytest.fixture
+def capturing_server() -> Iterator[Callable[[Callable[[bytes], bytes]], CapturingServer]]:
+    servers: list[CapturingServer] = []
+
+    def start(reply: Callable[[bytes], bytes]) -> CapturingServer:
+        server = CapturingServer(reply)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def environ_for(source: str, port: int) -> dict[str, str]:
+    base = f"http://127.0.0.1:{port}"
+    if source == "imds":
+        return {"AZURE_POD_IDENTITY_AUTHORITY_HOST": base}
+    if source == "app_service":
+        return {"IDENTITY_ENDPOINT": base + "/msi/token", "IDENTITY_HEADER": "app-service-secret"}
+    if source == "machine_learning":
+        return {"MSI_ENDPOINT": base + "/msi/token", "MSI_SECRET": "machine-learning-secret"}
+    raise AssertionError(source)
+
+
+# ----------------------------------------------------------------------------------------- 1: query encoding
+
+
+EXPECTED_QUERY = {
+    "imds": b"/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}&client_id="
+    + CLIENT_A.encode(),
+    "app_service": b"/msi/token?api-version=2019-08-01&resource={resource}&client_id=" + CLIENT_A.encode(),
+    "machine_learning": b"/msi/token?api-version=2017-09-01&resource={resource}&clientid="
+    + CLIENT_A.encode(),
+}
+
+
+@pytest.mark.parametrize("source", ["imds", "app_service", "machine_learning"])
+@pytest.mark.parametrize(
+    ("scope", "encoded"),
+    [
+        ("https://vault.azure.net#/.default", b"https://vault.azure.net%23"),
+        (
+            "https://storage.azure.com&client_id=other/.default",
+            b"https://storage.azure.com%26client_id%3Dother",
+        ),
+        ("https://a.example/x+y/.default", b"https://a.example/x%2By"),
+        ("https://a.example/%23/.default", b"https://a.example/%2523"),
+        ("https://a.example/caf\u00e9;v=1/.default", b"https://a.example/caf%C3%A9%3Bv%3D1"),
+    ],
+)
+def test_every_query_value_is_percent_encoded_on_the_wire(
+    face: Any, capturing_server: Any, source: str, scope: str, encoded: bytes
+) -> None:
+    """A scope cannot cut off or inject parameters: the exact request line, on both faces."""
+    server = capturing_server(lambda head: http_answer(token_body()))
+    credential = face.credential(_environ=environ_for(source, server.port), client_id=CLIENT_A)
+
+    credential.get_token(scope)
+
+    expected = EXPECTED_QUERY[source].replace(b"{resource}", encoded)
+    assert server.request_lines == [b"GET " + expected + b" HTTP/1.1"]
+
+
+def test_a_fragment_in_a_scope_reaches_the_emulator_as_the_resource_with_the_identity(
+    face: Any, emulator_factory: Any
+) -> None:
+    """The emulator sees the whole resource and the client id: no fallback to the system-assigned identity."""
+    emulator = emulator_factory("imds", identities=[UserAssignedIdentity(CLIENT_A, "object-a", "/sub/a")])
+    credential = face.credential(emulator, client_id=CLIENT_A)
+
+    credential.get_token("https://vault.azure.net#/.default")
+
+    (request,) = emulator.requests
+    assert request.query["resource"] == "https://vault.azure.net#"
+    assert request.query["client_id"] == CLIENT_A
