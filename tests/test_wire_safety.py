@@ -169,3 +169,82 @@ def test_a_fragment_in_a_scope_reaches_the_emulator_as_the_resource_with_the_ide
     (request,) = emulator.requests
     assert request.query["resource"] == "https://vault.azure.net#"
     assert request.query["client_id"] == CLIENT_A
+
+
+# ------------------------------------------------------------------------ 7: tokens no header can carry
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        token_body(token="abc\r\nX-Injected: 1"),
+        token_body(token="abc\ndef"),
+        token_body(token="abc\x00def"),
+        token_body(token="abc def"),
+        token_body(token="abc\u00e9"),
+        {**token_body(), "token_type": "Bearer\r\nX-Injected: 1"},
+        {**token_body(), "token_type": "Bear\x00er"},
+    ],
+    ids=["crlf", "lf", "nul", "space", "non-ascii", "type-crlf", "type-nul"],
+)
+def test_a_token_with_control_characters_is_refused_and_never_cached(
+    face: Any, capturing_server: Any, body: dict[str, Any]
+) -> None:
+    server = capturing_server(lambda head: http_answer(body))
+    credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
+
+    for _ in range(2):
+        with pytest.raises(ManagedIdentityError) as caught:
+            credential.get_token(SCOPE)
+        assert caught.value.error_code == "invalid_response"
+        assert body["access_token"] not in str(caught.value)
+
+    assert len(server.raw) == 2  # refused each time, so nothing was cached
+
+
+# ------------------------------------------------------------------------ 10: the 2-hour rule, as stated
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.4, 0.999])
+def test_a_token_of_exactly_two_hours_refreshes_at_half_its_lifetime(
+    face: Any, capturing_server: Any, fraction: float
+) -> None:
+    """expires_in 7200 is >= 7200 s whatever fraction of a second the request started at."""
+    start = 1_800_000_000 + fraction
+    server = capturing_server(lambda head: http_answer(token_body(expires_in=7200)))
+    credential = face.credential(_environ=environ_for("app_service", server.port), _clock=lambda: start)
+
+    info = credential.get_token_info(SCOPE)
+
+    assert info.expires_on == 1_800_000_000 + 7200
+    assert info.refresh_on == 1_800_000_000 + 3600
+
+
+# ------------------------------------------------------------------------ 5: numbers that overflow
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"expires_in": int("9" * 4000)},
+        {"expires_in": -int("9" * 4000)},
+        {"expires_on": int("9" * 4000)},
+        {"expires_in": 3600, "refresh_in": int("9" * 4000)},
+        {"expires_in": 1e300},
+    ],
+    ids=["expires_in", "negative", "expires_on", "refresh_in", "float"],
+)
+def test_a_huge_expiry_number_is_invalid_response_not_an_overflow(
+    face: Any, capturing_server: Any, field: dict[str, Any]
+) -> None:
+    body = {"access_token": "tok-" + "y" * 20, **field}
+    server = capturing_server(lambda head: http_answer(body))
+    credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
+
+    try:
+        info = credential.get_token_info(SCOPE)
+    except ManagedIdentityError as error:
+        assert error.error_code == "invalid_response"
+    else:  # a refresh_in out of range is ignored, as any unusable refresh_in is
+        assert "refresh_in" in field
+        assert info.refresh_on < info.expires_on

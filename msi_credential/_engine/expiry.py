@@ -8,6 +8,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 MAX_LIFETIME = 7 * 24 * 3600
+# Larger numbers are no time at all (and thousands of digits would overflow float arithmetic): refused.
+_MAX_SECONDS = 10**15
 
 _FRACTION = re.compile(r"\.(\d+)")
 _LEGACY_FORMATS = ("%m/%d/%Y %H:%M:%S %z", "%m/%d/%Y %I:%M:%S %p %z")
@@ -22,9 +24,9 @@ def parse_seconds(value: object) -> Optional[int]:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if abs(value) <= _MAX_SECONDS else None
     if isinstance(value, float):
-        return int(value) if math.isfinite(value) else None
+        return int(value) if math.isfinite(value) and abs(value) <= _MAX_SECONDS else None
     if isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"[+-]?\d+(\.\d*)?", text):
@@ -78,11 +80,14 @@ def token_times(
     refresh_in: object,
 ) -> tuple[int, int]:
     """(expires_on, refresh_on) in epoch seconds. ``start`` is when the request began. Raises ExpiryError."""
+    # Whole seconds throughout: the lifetime is judged as the endpoint states it (an expires_in of 7200 is a
+    # 2-hour token, not 7199.6 s because the request started at a fractional second).
+    base = math.floor(start)
     if expires_in is not None:
         seconds = parse_seconds(expires_in)
         if seconds is None:
             raise ExpiryError("expires_in is not a number of seconds")
-        expiry = int(start) + seconds
+        expiry = base + seconds
     elif expires_on is not None:
         parsed = parse_expires_on(expires_on)
         if parsed is None:
@@ -90,18 +95,18 @@ def token_times(
         expiry = parsed
     else:
         raise ExpiryError("the response has neither expires_in nor expires_on")
-    lifetime = expiry - start
+    lifetime = expiry - base
     if lifetime <= 0:
         raise ExpiryError("the token has already expired")
     if lifetime > MAX_LIFETIME:
         raise ExpiryError("the token's lifetime is over 7 days")
     refresh_seconds = parse_seconds(refresh_in) if refresh_in is not None else None
     if refresh_seconds is not None and 0 < refresh_seconds < lifetime:
-        refresh_on = int(start + refresh_seconds)
+        refresh_on = base + refresh_seconds
     elif lifetime >= 7200:
-        refresh_on = int(start + lifetime / 2)
+        refresh_on = base + lifetime // 2
     elif lifetime >= 600:
         refresh_on = expiry - 300
     else:
-        refresh_on = int(start + lifetime / 2)
+        refresh_on = base + lifetime // 2
     return expiry, refresh_on

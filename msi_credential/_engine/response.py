@@ -16,6 +16,7 @@ from .expiry import ExpiryError, token_times
 _DESCRIPTION_LIMIT = 500
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
+_HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces or control characters
 _RESOURCE_NOT_FOUND = re.compile(r"\bAADSTS(500011|50001)\b")
 _SERVICE_FABRIC_CODES = {
     "SecretHeaderNotFound": "secret_header_not_found",
@@ -117,7 +118,13 @@ def parse_token(
     access_token = data.get("access_token")
     if not isinstance(access_token, str) or not access_token.strip():
         raise _invalid(source, response.status, "the body has no access_token string")
+    if not _HEADER_SAFE.fullmatch(access_token):
+        # CR, LF, NUL, spaces or non-ASCII would break every request that carries the token: refuse it now
+        # rather than cache it for its lifetime.
+        raise _invalid(source, response.status, "the access_token holds characters an HTTP header cannot carry")
     token_type = data.get("token_type")
+    if isinstance(token_type, str) and token_type and not _HEADER_SAFE.fullmatch(token_type):
+        raise _invalid(source, response.status, "the token_type is not a printable ASCII word")
     try:
         expires_on, refresh_on = token_times(
             start=start,
