@@ -248,3 +248,93 @@ def test_a_huge_expiry_number_is_invalid_response_not_an_overflow(
     else:  # a refresh_in out of range is ignored, as any unusable refresh_in is
         assert "refresh_in" in field
         assert info.refresh_on < info.expires_on
+
+
+def assert_secret_absent(error: BaseException, *secrets: str) -> None:
+    """Not in the message, the repr, the args, any attribute, or any exception chained to it."""
+    import traceback
+
+    seen: list[str] = []
+    current: Optional[BaseException] = error
+    while current is not None and len(seen) < 20:
+        seen += [str(current), repr(current), repr(current.args), repr(vars(current))]
+        current = current.__cause__ or current.__context__
+    seen.append("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+    text = "\n".join(seen)
+    for secret in secrets:
+        assert secret not in text
+
+
+# ------------------------------------------------------------ 5: inputs that used to raise raw exceptions
+
+
+@pytest.mark.parametrize(
+    ("variables", "secret"),
+    [
+        ({"IDENTITY_HEADER": "s\u0113cret-\u2603-value"}, "s\u0113cret-\u2603-value"),
+        ({"IDENTITY_HEADER": "s\u00e9cret-latin-1"}, "s\u00e9cret-latin-1"),
+        ({"MSI_SECRET": "ml-s\u0113cret-\u2603"}, "ml-s\u0113cret-\u2603"),
+    ],
+    ids=["identity-header", "identity-header-latin-1", "msi-secret"],
+)
+def test_a_non_ascii_secret_is_a_typed_error_before_any_socket(
+    face: Any, capturing_server: Any, variables: dict[str, str], secret: str
+) -> None:
+    server = capturing_server(lambda head: http_answer(token_body()))
+    base = f"http://127.0.0.1:{server.port}/msi/token"
+    environ = {"IDENTITY_ENDPOINT": base, **variables} if "IDENTITY_HEADER" in variables else {"MSI_ENDPOINT": base, **variables}
+    credential = face.credential(_environ=environ)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "invalid_secret"
+    assert server.raw == []
+    assert_secret_absent(caught.value, secret)
+
+
+def test_a_non_ascii_arc_key_is_arc_invalid_key_file_without_the_key(
+    face: Any, capturing_server: Any, tmp_path: Any
+) -> None:
+    key = "cl\u00e9-secr\u00e8te-\u2603"
+    key_file = tmp_path / "agent.key"
+    key_file.write_bytes(key.encode("utf-8"))
+    challenge = {"WWW-Authenticate": f"Basic realm={key_file}"}
+    server = capturing_server(lambda head: http_answer({"error": "unauthorized"}, 401, challenge))
+    environ = {
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{server.port}/metadata/identity/oauth2/token",
+        "IMDS_ENDPOINT": f"http://127.0.0.1:{server.port}",
+    }
+    credential = face.credential(_environ=environ, _arc_key_directory=str(tmp_path))
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "arc_invalid_key_file"
+    assert len(server.raw) == 1  # the challenge only: the key was never sent
+    assert_secret_absent(caught.value, key)
+
+
+@pytest.mark.parametrize("bad", ["\t", " ", "\x00", "\u00e9", "#frag", "\x7f"])
+@pytest.mark.parametrize(
+    "variable", ["IDENTITY_ENDPOINT", "MSI_ENDPOINT", "AZURE_POD_IDENTITY_AUTHORITY_HOST", "IMDS_ENDPOINT"]
+)
+def test_whitespace_or_control_characters_in_an_endpoint_are_invalid_endpoint_before_any_socket(
+    face: Any, capturing_server: Any, variable: str, bad: str
+) -> None:
+    server = capturing_server(lambda head: http_answer(token_body()))
+    good = f"http://127.0.0.1:{server.port}"
+    environ = {
+        "IDENTITY_ENDPOINT": {"IDENTITY_ENDPOINT": good + f"/m{bad}si", "IDENTITY_HEADER": "header-secret"},
+        "MSI_ENDPOINT": {"MSI_ENDPOINT": good + f"/m{bad}si"},
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST": {"AZURE_POD_IDENTITY_AUTHORITY_HOST": good + f"/{bad}x"},
+        "IMDS_ENDPOINT": {"IDENTITY_ENDPOINT": good + "/metadata", "IMDS_ENDPOINT": good + f"/{bad}x"},
+    }[variable]
+    credential = face.credential(_environ=environ)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "invalid_endpoint"
+    assert variable in str(caught.value)
+    assert server.raw == []

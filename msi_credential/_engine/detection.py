@@ -36,6 +36,8 @@ VARIABLES = (
     "AZURE_AUTHORITY_HOST",
 )
 _TENANT_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
+_URL_SAFE = re.compile(r"[!-\"$-~]*")  # printable ASCII without spaces and '#'
+_HEADER_VALUE = re.compile(r"[ -~]+")  # printable ASCII: what every HTTP stack sends as it is
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,37 @@ def detect(
     A secret that could not go into a header (control characters) makes the configuration unusable.
     """
     config = _detect(environ, platform=platform, path_exists=path_exists, arc_key_directory=arc_key_directory)
-    if config.secret is not None and config.problem is None and not config.secret.isprintable():
+    if config.problem is not None:
+        return config
+    for variable in _endpoint_variables(config):
+        value = _get(environ, variable) or ""
+        if not _URL_SAFE.fullmatch(value):
+            # Each HTTP stack treats these differently (one refuses a tab, another sends it): refuse them all,
+            # before any socket. A '#' would also cut the query off the request.
+            return replace(
+                config,
+                problem=(
+                    "invalid_endpoint",
+                    f"{variable} contains whitespace, control or non-ASCII characters, or a '#' fragment",
+                ),
+            )
+    if config.secret is not None and not _HEADER_VALUE.fullmatch(config.secret):
         variable = (
             "MSI_SECRET" if config.source is ManagedIdentitySource.MACHINE_LEARNING else "IDENTITY_HEADER"
         )
-        return replace(config, problem=("invalid_secret", f"{variable} contains control characters"))
+        return replace(
+            config,
+            problem=("invalid_secret", f"{variable} contains control or non-ASCII characters"),
+        )
     return config
+
+
+def _endpoint_variables(config: SourceConfig) -> tuple[str, ...]:
+    """The variables that name URLs for the detected source."""
+    variables = (config.endpoint_variable,) if config.endpoint_variable else ()
+    if config.source is ManagedIdentitySource.AZURE_ARC and config.endpoint_variable:
+        variables += ("IMDS_ENDPOINT",)
+    return variables
 
 
 def _detect(

@@ -56,8 +56,11 @@ def read_key_file(path: str) -> KeyFileResult:
         return KeyFileResult(error=("arc_invalid_key_file", "the key file is not text"))
     if not content:
         return KeyFileResult(error=("arc_invalid_key_file", "the key file is empty"))
-    if not content.isprintable():
-        return KeyFileResult(error=("arc_invalid_key_file", "the key file holds control characters"))
+    if not all(" " <= ch <= "~" for ch in content):
+        # the agent's keys are ASCII; anything else would be encoded differently by each HTTP stack
+        return KeyFileResult(
+            error=("arc_invalid_key_file", "the key file holds control or non-ASCII characters")
+        )
     return KeyFileResult(content=content)
 
 
