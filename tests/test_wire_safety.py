@@ -338,3 +338,92 @@ def test_whitespace_or_control_characters_in_an_endpoint_are_invalid_endpoint_be
     assert caught.value.error_code == "invalid_endpoint"
     assert variable in str(caught.value)
     assert server.raw == []
+
+
+# ------------------------------------------------------------------------ 6: secrets past the scrubber
+
+APP_SECRET = "app-service-secret"
+
+
+def _log_text(caplog: Any) -> str:
+    return "\n".join(f"{record.getMessage()} {record.args!r}" for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        APP_SECRET,
+        APP_SECRET.upper(),
+        base64.b64encode(APP_SECRET.encode()).decode(),
+        base64.urlsafe_b64encode(APP_SECRET.encode()).decode().rstrip("="),
+        APP_SECRET.encode().hex(),
+        "app%2Dservice-secret".replace("%2D", "-").replace("-", "%2D", 1),
+    ],
+    ids=["plain", "upper", "base64", "base64url", "hex", "percent"],
+)
+def test_a_secret_echoed_by_the_server_is_in_no_message_attribute_or_log_record(
+    face: Any, capturing_server: Any, caplog: Any, echo: str
+) -> None:
+    body = {"error": {"code": f"Bad{echo}", "message": f"got {echo}", "correlationId": f"cid-{echo}"}}
+    server = capturing_server(lambda head: http_answer(body, 500))
+    credential = face.credential(
+        _environ=environ_for("app_service", server.port), retry_total=0, logging_enable=True
+    )
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.correlation_id is not None
+    assert caught.value.correlation_id.startswith("cid-")
+    assert_secret_absent(caught.value, echo, APP_SECRET)
+    assert echo.lower() not in _log_text(caplog).lower()
+
+
+def test_the_arc_challenge_header_is_redacted_in_debug_logs(
+    face: Any, emulator_factory: Any, caplog: Any, tmp_path: Any
+) -> None:
+    emulator = emulator_factory("azure_arc", arc_key_directory=str(tmp_path))
+    credential = face.credential(emulator, logging_enable=True)
+    caplog.set_level(logging.DEBUG)
+
+    credential.get_token(SCOPE)
+
+    text = _log_text(caplog)
+    assert str(tmp_path) not in text
+    assert "WWW-Authenticate" in text or "www-authenticate" in text.lower()  # logged, with its value redacted
+
+
+def test_an_http_0_9_style_answer_does_not_put_the_token_in_the_error(face: Any, capturing_server: Any, caplog: Any) -> None:
+    token = "eyJ0eXAi-http09-token-value-" + "z" * 30
+    server = capturing_server(lambda head: json.dumps(token_body(token=token)).encode() + b"\r\n")
+    credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert_secret_absent(caught.value, token)
+    assert token not in _log_text(caplog)
+
+
+def test_an_endpoint_that_does_not_answer_is_named_without_the_secret_it_carries(
+    face: Any, unused_port: int, caplog: Any
+) -> None:
+    secret = "endpoint-carried-secret"
+    environ = {
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{unused_port}/msi/{secret}?key={secret}",
+        "IDENTITY_HEADER": secret,
+    }
+    credential = face.credential(_environ=environ, retry_total=1)
+    caplog.set_level(logging.DEBUG)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert f"127.0.0.1:{unused_port}" in str(caught.value)
+    assert_secret_absent(caught.value, secret)
+    ours = [record for record in caplog.records if record.name.startswith("msi_credential")]
+    assert ours  # the retry was logged
+    assert all(secret not in f"{record.getMessage()} {record.args!r}" for record in ours)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
+from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessTokenInfo
 
@@ -212,7 +213,7 @@ class Engine:
             if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:
                 outcome = yield from self._arc_challenge(request, outcome, secrets)
             if isinstance(outcome, TransportFailure):
-                self._check_transport_failure(outcome, first_contact)
+                self._check_transport_failure(outcome, first_contact, secrets)
                 delay = schedule.next_delay(
                     status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
                 )
@@ -247,7 +248,20 @@ class Engine:
                     continue
             raise error_from_response(outcome, source=source, secrets=secrets)
 
-    def _check_transport_failure(self, outcome: TransportFailure, first_contact: bool) -> None:
+    def _shown_endpoint(self, secrets: list[str]) -> str:
+        """The endpoint for a message: no user info, query or fragment, and no secret (a variable may carry one)."""
+        try:
+            parts = urlsplit(self.config.endpoint)
+            host = parts.hostname or ""
+            port = f":{parts.port}" if parts.port else ""
+            shown = f"{parts.scheme}://{host}{port}{parts.path}"
+        except ValueError:
+            shown = "the configured endpoint"
+        return scrub(shown, secrets)
+
+    def _check_transport_failure(
+        self, outcome: TransportFailure, first_contact: bool, secrets: list[str]
+    ) -> None:
         source = self.source
         if outcome.kind == "pin_mismatch":
             raise failed(
@@ -258,7 +272,7 @@ class Engine:
             )
         if first_contact:
             raise unavailable(
-                f"IMDS did not answer at {self.config.endpoint} ({outcome.detail}); "
+                f"IMDS did not answer at {self._shown_endpoint(secrets)} ({scrub(outcome.detail, secrets)}); "
                 "managed identity is not available here",
                 error_code="imds_unreachable",
                 source=source,
@@ -268,9 +282,10 @@ class Engine:
         self, outcome: TransportFailure, retries: int, secrets: list[str]
     ) -> ManagedIdentityError:
         source = self.source
-        where = f"{self.config.endpoint_variable or 'the endpoint'} ({self.config.endpoint})"
+        where = f"{self.config.endpoint_variable or 'the endpoint'} ({self._shown_endpoint(secrets)})"
         message = (
-            f"{label(source)} at {where} did not answer after {retries + 1} attempt(s): {outcome.detail}"
+            f"{label(source)} at {where} did not answer after {retries + 1} attempt(s): "
+            f"{scrub(outcome.detail, secrets)}"
         )
         if source is ManagedIdentitySource.IMDS:
             return unavailable(message, error_code="imds_unreachable", source=source)

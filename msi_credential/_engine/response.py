@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
+from urllib.parse import quote, quote_plus, unquote
 
 from .._errors import ManagedIdentityError, failed, unavailable
 from .._source import ManagedIdentitySource
@@ -82,11 +84,34 @@ def snake_case(code: str) -> str:
     return _NON_WORD.sub("_", spaced.lower()).strip("_")[:64] or "unknown_error"
 
 
+def secret_forms(secret: str) -> set[str]:
+    """The ways a server may echo a secret: as given, base64 (standard and URL-safe, padded or not),
+    percent-encoded and hex. Matched ignoring case, so upper- and lower-cased echoes are caught too."""
+    raw = secret.encode("utf-8")
+    forms = {secret, quote(secret, safe=""), quote_plus(secret), raw.hex()}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        text = encoded.decode("ascii")
+        forms.update((text, text.rstrip("=")))
+    return {form for form in forms if len(form) >= 4}
+
+
 def scrub(text: str, secrets: Iterable[str]) -> str:
     """Remove secret values from a message the server sent back (it may echo what it was given)."""
+    forms: set[str] = set()
     for secret in secrets:
         if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
+            forms |= secret_forms(secret)
+    if not forms or not text:
+        return text
+    pattern = re.compile(
+        "|".join(re.escape(form) for form in sorted(forms, key=len, reverse=True)), re.IGNORECASE
+    )
+    text = pattern.sub("***", text)
+    if "%" in text:  # an echo percent-encoded in some other way than ours
+        decoded = unquote(text)
+        scrubbed = pattern.sub("***", decoded)
+        if scrubbed != decoded:
+            return scrubbed
     return text
 
 
@@ -163,17 +188,18 @@ def error_from_response(
     body = b"" if response.too_large else response.body
     parsed = parse_error_body(body)
     description = scrub(parsed.description or "", secrets)[:_DESCRIPTION_LIMIT]
-    server_code = parsed.code
+    server_code = scrub(parsed.code, secrets)[:100] if parsed.code else None
+    correlation_id = scrub(parsed.correlation_id, secrets)[:100] if parsed.correlation_id else None
 
     def message(summary: str) -> str:
         parts = [f"{label(source)} {summary} (HTTP {status}"]
         if server_code:
-            parts.append(f", {scrub(server_code, secrets)[:100]}")
+            parts.append(f", {server_code}")
         parts.append(")")
         if description:
             parts.append(f": {description}")
-        if parsed.correlation_id:
-            parts.append(f" [correlation id {scrub(parsed.correlation_id, secrets)[:100]}]")
+        if correlation_id:
+            parts.append(f" [correlation id {correlation_id}]")
         return "".join(parts)
 
     def make_failed(code: str, summary: str = "refused the token request") -> ManagedIdentityError:
@@ -181,7 +207,7 @@ def error_from_response(
             message(summary),
             error_code=code,
             status_code=status,
-            correlation_id=parsed.correlation_id,
+            correlation_id=correlation_id,
             source=source,
         )
 
@@ -190,7 +216,7 @@ def error_from_response(
             message(summary),
             error_code=code,
             status_code=status,
-            correlation_id=parsed.correlation_id,
+            correlation_id=correlation_id,
             source=source,
         )
 
@@ -224,7 +250,7 @@ def error_from_response(
             return make_failed(_SERVICE_FABRIC_CODES[server_code])
     if 200 <= status < 300:
         return _invalid(source, status, "unexpected answer")
-    return make_failed(snake_case(scrub(server_code, secrets)) if server_code else f"http_{status}")
+    return make_failed(snake_case(server_code) if server_code else f"http_{status}")
 
 
 _LABELS = {

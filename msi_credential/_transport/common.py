@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import ssl
 from typing import Optional
 from urllib.parse import quote
 
@@ -62,7 +65,9 @@ def body_too_large(size: int) -> bool:
 
 
 def failure_detail(error: BaseException) -> str:
-    """A short description of a transport failure: the innermost cause's type and message, no headers."""
+    """A short description of a transport failure: the innermost cause's type, and the operating system's words
+    for it when it is an OS error. Never the exception's own text: parsers quote what the server sent (an
+    HTTP/0.9-style answer puts the token into ``BadStatusLine``), and URLs may carry a secret."""
     inner: BaseException = error
     seen = 0
     while seen < 8:
@@ -71,8 +76,14 @@ def failure_detail(error: BaseException) -> str:
             break
         inner = nested
         seen += 1
-    text = str(inner) or str(error)
-    return f"{type(inner).__name__}: {text[:300]}"
+    name = type(inner).__name__
+    if isinstance(inner, (TimeoutError, socket.timeout, asyncio.TimeoutError)):
+        return f"{name}: timed out"
+    if isinstance(inner, OSError) and inner.errno is not None:
+        return f"{name}: [Errno {inner.errno}] {inner.strerror or os.strerror(inner.errno)}"
+    if isinstance(inner, ssl.SSLError):
+        return f"{name}: {inner.reason or 'TLS failure'}"
+    return name
 
 
 def is_pin_failure(error: BaseException) -> bool:

@@ -14,10 +14,10 @@ from azure.core.pipeline.policies import (
 
 from .._version import VERSION
 
-# Header values outside this list are logged as "REDACTED" (X-IDENTITY-HEADER, secret, Secret, Authorization...).
-SAFE_HEADERS = frozenset(
-    {"metadata", "www-authenticate", "x-ms-request-id", "x-ms-client-request-id", "retry-after"}
-)
+# Header values outside this list are logged as "REDACTED" (X-IDENTITY-HEADER, secret, Secret, Authorization...,
+# and WWW-Authenticate, whose Azure Arc realm names the key file).
+SAFE_HEADERS = frozenset({"metadata", "x-ms-request-id", "x-ms-client-request-id", "retry-after"})
+REDACTED_HEADERS = ("WWW-Authenticate",)
 SAFE_QUERY_PARAMS = frozenset(
     {"api-version", "resource", "client_id", "object_id", "msi_res_id", "mi_res_id", "clientid", "xms_cc"}
 )
@@ -31,6 +31,8 @@ def build_policies(**kwargs: Any) -> list[Any]:
     """
     logging_policy = HttpLoggingPolicy(**kwargs)
     logging_policy.allowed_header_names.update(SAFE_HEADERS)
+    for name in REDACTED_HEADERS:  # azure-core allows these by default
+        logging_policy.allowed_header_names.discard(name)
     logging_policy.allowed_query_params.update(SAFE_QUERY_PARAMS)
     return [
         HeadersPolicy(**kwargs),
