@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ._engine.flow import Engine
     from ._engine.retry import RetrySettings
 
+DEFAULT_TIMEOUT = 120.0  # seconds a get_token call may take in all, unless timeout= says otherwise
+
 # The engine, azure-core and the transports load at construction, not at ``import msi_credential``:
 # an application that imports the package without using it (or before it needs it) pays nothing.
 
@@ -146,9 +148,15 @@ def _retry_settings(kwargs: dict[str, Any]) -> RetrySettings:
         raise ValueError("retry_total must be a non-negative integer")
     factor = kwargs.pop("retry_backoff_factor", None)
     maximum = kwargs.pop("retry_backoff_max", None)
-    deadline = kwargs.pop("_deadline", None)  # tests: a shorter per-call deadline than 120 s
+    # timeout=: the whole get_token call, retries and every attempt included (azure-core's RetryPolicy name for
+    # an operation's total time). _deadline is the older private spelling, kept for tests.
+    deadline = kwargs.pop("timeout", None)
+    private = kwargs.pop("_deadline", None)
+    name = "timeout"
+    if deadline is None and private is not None:
+        deadline, name = private, "_deadline"
     return RetrySettings(
-        deadline=120.0 if deadline is None else _number(deadline, "_deadline", minimum=0, strict=True),
+        deadline=DEFAULT_TIMEOUT if deadline is None else _number(deadline, name, minimum=0, strict=True),
         total=total,
         backoff_factor=1.0
         if factor is None

@@ -16,8 +16,10 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from msi_credential import CredentialUnavailableError, ManagedIdentityError
+from msi_credential import ManagedIdentityError
 from msi_credential.emulator import UserAssignedIdentity
+
+from .test_faults import raw_server  # noqa: F401 - fixture, used as a parameter below
 
 SCOPE = "https://storage.azure.com/.default"
 CLIENT_A = "11111111-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
@@ -282,7 +284,11 @@ def test_a_non_ascii_secret_is_a_typed_error_before_any_socket(
 ) -> None:
     server = capturing_server(lambda head: http_answer(token_body()))
     base = f"http://127.0.0.1:{server.port}/msi/token"
-    environ = {"IDENTITY_ENDPOINT": base, **variables} if "IDENTITY_HEADER" in variables else {"MSI_ENDPOINT": base, **variables}
+    environ = (
+        {"IDENTITY_ENDPOINT": base, **variables}
+        if "IDENTITY_HEADER" in variables
+        else {"MSI_ENDPOINT": base, **variables}
+    )
     credential = face.credential(_environ=environ)
 
     with pytest.raises(ManagedIdentityError) as caught:
@@ -394,7 +400,9 @@ def test_the_arc_challenge_header_is_redacted_in_debug_logs(
     assert "WWW-Authenticate" in text or "www-authenticate" in text.lower()  # logged, with its value redacted
 
 
-def test_an_http_0_9_style_answer_does_not_put_the_token_in_the_error(face: Any, capturing_server: Any, caplog: Any) -> None:
+def test_an_http_0_9_style_answer_does_not_put_the_token_in_the_error(
+    face: Any, capturing_server: Any, caplog: Any
+) -> None:
     token = "eyJ0eXAi-http09-token-value-" + "z" * 30
     server = capturing_server(lambda head: json.dumps(token_body(token=token)).encode() + b"\r\n")
     credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
@@ -427,3 +435,371 @@ def test_an_endpoint_that_does_not_answer_is_named_without_the_secret_it_carries
     ours = [record for record in caplog.records if record.name.startswith("msi_credential")]
     assert ours  # the retry was logged
     assert all(secret not in f"{record.getMessage()} {record.args!r}" for record in ours)
+
+
+# ------------------------------------------------------------------------ 2: compressed answers
+
+
+def _compressed(payload: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(payload)
+    return zlib.compress(payload)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_compressed_answer_gives_the_same_token_as_the_plain_one(
+    face: Any, capturing_server: Any, encoding: str
+) -> None:
+    body = json.dumps(token_body(token="compressed-token-value")).encode()
+    answer = _compressed(body, encoding)
+    server = capturing_server(lambda head: http_answer(answer, headers={"Content-Encoding": encoding}))
+    credential = face.credential(_environ=environ_for("app_service", server.port))
+
+    token = credential.get_token(SCOPE)
+
+    assert token.token == "compressed-token-value"
+
+
+def _gzip_bomb(decoded_mib: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = b"0" * (1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(decoded_mib)]
+    parts.append(compressor.flush())
+    return b"".join(parts)
+
+
+def test_a_gzip_bomb_is_response_too_large_with_bounded_memory(face: Any, capturing_server: Any) -> None:
+    import tracemalloc
+
+    from .conftest import FIGURES
+
+    bomb = _gzip_bomb(256)  # 256 MiB once decoded, about 250 KiB on the wire
+    server = capturing_server(lambda head: http_answer(bomb, headers={"Content-Encoding": "gzip"}))
+    credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
+    credential.get_token_info  # noqa: B018 - build everything before measuring
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(ManagedIdentityError) as caught:
+            credential.get_token(SCOPE)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert caught.value.error_code == "response_too_large"
+    assert peak < 24 * 1024 * 1024
+    FIGURES.append(f"gzip bomb of 256 MiB ({face.name}): peak traced memory {peak / 2**20:.1f} MiB")
+
+
+def test_a_corrupt_gzip_body_is_a_transport_failure_not_a_zlib_error(
+    face: Any, capturing_server: Any
+) -> None:
+    answer = gzip.compress(json.dumps(token_body()).encode())[:-12] + b"garbage!garbage!"
+    server = capturing_server(lambda head: http_answer(answer, headers={"Content-Encoding": "gzip"}))
+    credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+
+
+# ------------------------------------------------------------------------ 3 and 12: stalled attempts
+
+
+def _client_sockets_to(port: int) -> int:
+    """Sockets of this process whose peer is ``port`` on loopback (our side of connections to a server)."""
+    import os
+
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:
+            for line in list(handle)[1:]:
+                fields = line.split()
+                remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+                if remote_port == port and fields[9] in inodes:
+                    count += 1
+    return count
+
+
+def _endless_continue(connection: socket.socket, stopping: threading.Event) -> None:
+    while not stopping.wait(0.02):
+        connection.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+
+def _trickled_headers(connection: socket.socket, stopping: threading.Event) -> None:
+    connection.sendall(b"HTTP/1.1 200 OK\r\n")
+    while not stopping.wait(0.02):
+        connection.sendall(b"X-Slow: 1\r\n")
+
+
+@pytest.mark.skipif(
+    not __import__("os").path.exists("/proc/self/fd"), reason="counts file descriptors in /proc"
+)
+@pytest.mark.parametrize("behaviour", [_endless_continue, _trickled_headers], ids=["100-continue", "trickle"])
+def test_stalled_attempts_leave_no_thread_or_socket_behind(
+    face: Any,
+    raw_server: Any,  # noqa: F811
+    behaviour: Callable[[socket.socket, threading.Event], None],
+) -> None:
+    from .conftest import FIGURES
+    from .test_faults import _read_request
+
+    def stall(connection: socket.socket) -> None:
+        _read_request(connection)
+        behaviour(connection, server.stopping)
+
+    server = raw_server(stall)
+    environ = environ_for("app_service", server.port)
+    credential = face.credential(_environ=environ, timeout=0.1, retry_total=0)
+    calls = 20
+
+    for _ in range(calls):
+        with pytest.raises(ManagedIdentityError) as caught:
+            credential.get_token(SCOPE)
+        assert caught.value.error_code == "endpoint_unreachable"
+
+    ours = [thread for thread in threading.enumerate() if thread.name.startswith("msi-credential")]
+    sockets = _client_sockets_to(server.port)
+    FIGURES.append(
+        f"{calls} stalled calls ({behaviour.__name__.strip('_')}, {face.name}): "
+        f"{len(ours)} msi-credential thread(s), {sockets} open client socket(s) afterwards"
+    )
+    assert server.connections == calls
+    assert [thread.name for thread in ours] in ([], ["msi-credential-deadlines"])
+    assert sockets == 0
+
+
+def test_timeout_bounds_the_whole_call_including_retries(face: Any, raw_server: Any) -> None:  # noqa: F811
+    from .test_faults import _read_request
+
+    def stall(connection: socket.socket) -> None:
+        _read_request(connection)
+        _trickled_headers(connection, server.stopping)
+
+    server = raw_server(stall)
+    credential = face.credential(_environ=environ_for("app_service", server.port), timeout=0.3)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert server.connections == 1  # the first retry (1 s away) would cross the 0.3 s deadline
+    assert face.sleeps == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "5", True, float("nan")])
+def test_timeout_must_be_a_positive_number(face: Any, value: Any) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        face.credential(timeout=value)
+
+
+# ------------------------------------------------------------------------ 8: an Arc key file that blocks
+
+
+def _arc_challenge_server(capturing_server: Any, realm: str) -> Any:
+    challenge = {"WWW-Authenticate": f"Basic realm={realm}"}
+    return capturing_server(lambda head: http_answer({"error": "unauthorized"}, 401, challenge))
+
+
+def _arc_environ(port: int) -> dict[str, str]:
+    return {
+        "IDENTITY_ENDPOINT": f"http://127.0.0.1:{port}/metadata/identity/oauth2/token",
+        "IMDS_ENDPOINT": f"http://127.0.0.1:{port}",
+    }
+
+
+def _call_with_hang_guard(call: Callable[[], Any], unblock: Callable[[], None]) -> Any:
+    """Run ``call`` in a thread; if it is still blocked after 10 s, unblock it and fail (never hang the suite)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        unblock()
+        worker.join(5)
+        pytest.fail("the call blocked on the key file")
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="FIFOs are a POSIX thing")
+@pytest.mark.parametrize("swapped", [False, True], ids=["fifo", "swapped-after-the-check"])
+def test_an_arc_key_file_that_is_a_fifo_is_refused_without_blocking(
+    face: Any, capturing_server: Any, tmp_path: Any, monkeypatch: Any, swapped: bool
+) -> None:
+    import os
+
+    from msi_credential._transport import files
+
+    fifo = tmp_path / "agent.key"
+    os.mkfifo(fifo)
+    if swapped:  # the check sees a regular file; by the open, the path is a FIFO
+        regular = tmp_path / "regular"
+        regular.write_text("x" * 32)
+        real_lstat = os.lstat
+        monkeypatch.setattr(
+            files.os,
+            "lstat",
+            lambda path: real_lstat(regular) if str(path) == str(fifo) else real_lstat(path),
+        )
+    server = _arc_challenge_server(capturing_server, str(fifo))
+    credential = face.credential(_environ=_arc_environ(server.port), _arc_key_directory=str(tmp_path))
+
+    def unblock() -> None:
+        with open(fifo, "wb") as writer:
+            writer.write(b"unblocked")
+
+    outcome = _call_with_hang_guard(lambda: credential.get_token(SCOPE), unblock)
+
+    assert isinstance(outcome, ManagedIdentityError)
+    assert outcome.error_code == "arc_invalid_key_file"
+    assert len(server.raw) == 1
+
+
+async def test_the_async_face_reads_the_key_file_outside_the_event_loop_thread(
+    capturing_server: Any, tmp_path: Any, monkeypatch: Any
+) -> None:
+    from msi_credential._transport import aio
+    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+
+    key_file = tmp_path / "agent.key"
+    key_file.write_text("k" * 32)
+    readers: list[int] = []
+    real_read = aio.read_file
+
+    def recording_read(effect: Any) -> Any:
+        readers.append(threading.get_ident())
+        return real_read(effect)
+
+    monkeypatch.setattr(aio, "read_file", recording_read)
+    server = _arc_challenge_server(capturing_server, str(key_file))
+    async with AsyncCredential(
+        _environ=_arc_environ(server.port), _arc_key_directory=str(tmp_path), share_cache=False
+    ) as credential:
+        with pytest.raises(ManagedIdentityError):
+            await credential.get_token(SCOPE)  # the server refuses the key: arc_challenge_rejected
+
+    assert readers
+    assert threading.get_ident() not in readers
+
+
+# ------------------------------------------------------------------------ 9 and 5: the caller's transport
+
+
+def _counting_transport(face: Any) -> Any:
+    if face.is_async:
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        class CountingAsync(AioHttpTransport):  # type: ignore[misc]
+            sent = 0
+
+            async def send(self, request: Any, **kwargs: Any) -> Any:
+                type(self).sent += 1
+                return await super().send(request, **kwargs)
+
+        return CountingAsync()
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class Counting(RequestsTransport):  # type: ignore[misc]
+        sent = 0
+
+        def send(self, request: Any, **kwargs: Any) -> Any:
+            type(self).sent += 1
+            return super().send(request, **kwargs)
+
+    return Counting()
+
+
+def _clear_proxies(monkeypatch: Any) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_callers_default_transport_is_used_on_both_faces(
+    face: Any, emulator_factory: Any, monkeypatch: Any, caplog: Any
+) -> None:
+    _clear_proxies(monkeypatch)
+    emulator = emulator_factory("app_service")
+    transport = _counting_transport(face)
+    credential = face.credential(emulator, transport=transport)
+    caplog.set_level(logging.WARNING)
+
+    assert credential.get_token(SCOPE).token
+
+    assert type(transport).sent == 1
+    assert len(emulator.requests) == 1
+    assert not [record for record in caplog.records if record.name == "msi_credential"]
+
+
+@pytest.mark.parametrize("no_proxy", [None, "127.0.0.1"])
+def test_the_callers_transport_is_bypassed_only_where_an_environment_proxy_would_carry_the_secret(
+    face: Any, emulator_factory: Any, monkeypatch: Any, caplog: Any, unused_port: int, no_proxy: Optional[str]
+) -> None:
+    from msi_credential._transport.common import _BYPASS_REASONS
+
+    _clear_proxies(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{unused_port}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    if no_proxy is None:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+    else:
+        monkeypatch.setenv("NO_PROXY", no_proxy)
+    emulator = emulator_factory("app_service")
+    transport = _counting_transport(face)
+    credential = face.credential(emulator, transport=transport)
+    caplog.set_level(logging.WARNING)
+
+    assert credential.get_token(SCOPE).token
+
+    warnings = [record.getMessage() for record in caplog.records if record.name == "msi_credential"]
+    # requests takes a per-request "no proxy", so the sync face never needs to go around; aiohttp cannot
+    bypassed = face.is_async and no_proxy is None
+    assert type(transport).sent == (0 if bypassed else 1)
+    assert warnings == ([_BYPASS_REASONS["proxy"]] if bypassed else [])
+    assert len(emulator.requests) == 1
+
+
+def test_service_fabric_goes_around_the_callers_transport_with_the_same_warning_on_both_faces(
+    face: Any, emulator_factory: Any, caplog: Any
+) -> None:
+    from msi_credential._transport.common import _BYPASS_REASONS
+
+    emulator = emulator_factory("service_fabric")
+    transport = _counting_transport(face)
+    credential = face.credential(emulator, transport=transport)
+    caplog.set_level(logging.WARNING)
+
+    credential.get_token(SCOPE)
+    credential.get_token("https://vault.azure.net/.default")
+
+    warnings = [record.getMessage() for record in caplog.records if record.name == "msi_credential"]
+    assert warnings == [_BYPASS_REASONS["pin"]]  # once, not per request
+    assert type(transport).sent == 0
+
+
+def test_using_the_credential_after_close_with_a_callers_transport_is_a_typed_error(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("app_service")
+    credential = face.credential(emulator, transport=_counting_transport(face))
+    credential.get_token(SCOPE)
+    credential.close()
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token("https://vault.azure.net/.default")
+
+    assert caught.value.error_code == "credential_closed"
+    assert len(emulator.requests) == 1

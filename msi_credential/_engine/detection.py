@@ -110,7 +110,7 @@ def detect(
 
 def _endpoint_variables(config: SourceConfig) -> tuple[str, ...]:
     """The variables that name URLs for the detected source."""
-    variables = (config.endpoint_variable,) if config.endpoint_variable else ()
+    variables: tuple[str, ...] = (config.endpoint_variable,) if config.endpoint_variable else ()
     if config.source is ManagedIdentitySource.AZURE_ARC and config.endpoint_variable:
         variables += ("IMDS_ENDPOINT",)
     return variables

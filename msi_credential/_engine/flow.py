@@ -40,6 +40,7 @@ from .sources.azure_arc import ECHO_NAMES
 _LOGGER = logging.getLogger("msi_credential")
 
 Flow = Generator[Effect, EffectResult, AccessTokenInfo]
+_MIN_BUDGET = 0.05  # seconds: an attempt that starts at all gets at least this long
 Clock = Callable[[], float]
 
 # IMDS endpoints that have answered in this process: before the first answer, fail fast (PROTOCOLS.md section 7).
@@ -206,8 +207,14 @@ class Engine:
                 client_assertion=assertion,
             )
             request = self.spec.build(self.config, self.identity, parts)
-            remaining = self.options.retry.deadline - (self.clock() - began)
-            request = replace(request, budget=max(remaining, 1.0))
+            # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
+            budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
+            request = replace(
+                request,
+                budget=budget,
+                connect_timeout=min(request.connect_timeout, budget),
+                read_timeout=min(request.read_timeout, budget),
+            )
             start = self.clock()
             outcome = yield Send(request)
             if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:

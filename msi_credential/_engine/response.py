@@ -146,7 +146,9 @@ def parse_token(
     if not _HEADER_SAFE.fullmatch(access_token):
         # CR, LF, NUL, spaces or non-ASCII would break every request that carries the token: refuse it now
         # rather than cache it for its lifetime.
-        raise _invalid(source, response.status, "the access_token holds characters an HTTP header cannot carry")
+        raise _invalid(
+            source, response.status, "the access_token holds characters an HTTP header cannot carry"
+        )
     token_type = data.get("token_type")
     if isinstance(token_type, str) and token_type and not _HEADER_SAFE.fullmatch(token_type):
         raise _invalid(source, response.status, "the token_type is not a printable ASCII word")

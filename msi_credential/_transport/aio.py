@@ -30,7 +30,16 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
-from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure, user_proxies
+from .common import (
+    NO_PROXIES,
+    BodyReader,
+    UndecodableBody,
+    UserTransport,
+    environment_proxy_applies,
+    to_http_request,
+    transport_failure,
+    user_proxies,
+)
 from .files import read_file
 from .policies import build_policies
 from .sync import pinned_session
@@ -51,7 +60,8 @@ def _default_transport(*, use_env_settings: bool, **kwargs: Any) -> AsyncHttpTra
     if aiohttp is not None:
         from azure.core.pipeline.transport import AioHttpTransport
 
-        session = aiohttp.ClientSession(trust_env=use_env_settings)
+        # auto_decompress off: the body is decoded once, by us, bounded (common.BodyReader)
+        session = aiohttp.ClientSession(trust_env=use_env_settings, auto_decompress=False)
         # aiohttp silently resends an idempotent request once after a dropped connection; the engine's retry
         # schedule decides retries, the same on both faces.
         if hasattr(session, "_retry_connection"):
@@ -150,8 +160,8 @@ class AsyncDriver:
         self._user_pipeline: Optional[AsyncPipeline[Any, Any]] = None
         if transport is not None:
             self._user_pipeline = AsyncPipeline(transport=transport, policies=self._policies)
+        self._user = UserTransport(transport)
         self._user_tuple_timeouts = transport is not None and _takes_tuple_timeouts(transport)
-        self._user_skips_proxies = transport is not None and _can_skip_env_proxies(transport)
 
     async def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
@@ -170,7 +180,8 @@ class AsyncDriver:
                     await self._sleep(effect.seconds)
                     result = None
                 elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
-                    result = read_file(effect)
+                    # never in the event loop's thread: a file read can block (a FIFO, a slow mount)
+                    result = await asyncio.get_running_loop().run_in_executor(None, read_file, effect)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
         finally:
@@ -193,21 +204,18 @@ class AsyncDriver:
                 **extra,
             )
             http_response = pipeline_response.http_response
+            headers = {key.lower(): value for key, value in http_response.headers.items()}
+            reader = BodyReader(headers)
             try:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in http_response.iter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if body_too_large(size):
+                async for chunk in http_response.iter_raw():
+                    if reader.feed(chunk):
                         break
+                body = reader.finish()
+            except UndecodableBody:
+                return TransportFailure("read", "the body is not valid for its Content-Encoding")
             finally:
                 await http_response.close()
-            return Response(
-                status=http_response.status_code,
-                headers={key.lower(): value for key, value in http_response.headers.items()},
-                body=b"".join(chunks),
-            )
+            return Response(status=http_response.status_code, headers=headers, body=body)
         except Exception as error:
             # aiohttp's payload errors are not all AzureErrors
             failure = transport_failure(error, *((aiohttp.ClientError,) if aiohttp is not None else ()))
@@ -217,6 +225,7 @@ class AsyncDriver:
 
     async def close(self) -> None:
         if self._user_pipeline is not None:
+            self._user.closed = True
             await self._user_pipeline.__aexit__()
 
 
@@ -228,15 +237,28 @@ class _FlowPipelines:
         self._owned: dict[str, tuple[AsyncPipeline[Any, Any], dict[str, Any]]] = {}
 
     def for_request(self, request: Request) -> tuple[AsyncPipeline[Any, Any], dict[str, Any]]:
+        """The caller's pipeline when one was given, except where it would carry the secret past the pin or
+        through an environment proxy (then ours, with a warning: common.UserTransport)."""
         driver = self._driver
         if request.pin_sha1 is not None:
+            driver._user.warn_once("pin")
             key = "pinned"
-        elif driver._user_pipeline is not None and (request.use_proxies or driver._user_skips_proxies):
-            extra: dict[str, Any] = (
-                user_proxies(driver._kwargs) if request.use_proxies else {"proxies": dict(NO_PROXIES)}
-            )
-            extra.update(_timeouts(request, driver._user_tuple_timeouts))
-            return driver._user_pipeline, extra
+        elif driver._user_pipeline is not None:
+            driver._user.check_open()
+            user = driver._user.transport
+            if (
+                not request.use_proxies
+                and _proxies_from_environment(user)
+                and environment_proxy_applies(request.url)
+            ):
+                driver._user.warn_once("proxy")
+            else:
+                extra: dict[str, Any] = (
+                    user_proxies(driver._kwargs) if request.use_proxies else {"proxies": dict(NO_PROXIES)}
+                )
+                extra.update(_timeouts(request, driver._user_tuple_timeouts))
+                return driver._user_pipeline, extra
+            key = "direct"
         else:
             key = "proxied" if request.use_proxies else "direct"
         owned = self._owned.get(key)
@@ -250,11 +272,6 @@ class _FlowPipelines:
         extra: dict[str, Any] = {}
         if key == "pinned":
             assert request.pin_sha1 is not None
-            if driver._user_pipeline is not None:
-                _LOGGER.warning(
-                    "Service Fabric: ignoring the supplied transport; the token request goes over "
-                    "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
-                )
             if aiohttp is not None:
                 transport = _default_transport(use_env_settings=False)
                 extra = {"ssl": _sha1_pin(request.pin_sha1)}
@@ -284,18 +301,19 @@ class _FlowPipelines:
                 _LOGGER.debug("closing a token request's pipeline failed", exc_info=True)
 
 
-def _can_skip_env_proxies(transport: Any) -> bool:
-    """False for an aiohttp transport whose session reads proxies from the environment: it cannot skip them."""
+def _proxies_from_environment(transport: Any) -> bool:
+    """True for an aiohttp transport whose session reads proxies from the environment: aiohttp has no
+    per-request way to skip them. requests-based transports take a per-request "no proxy", so never."""
     if aiohttp is None:
-        return True
+        return False
     from azure.core.pipeline.transport import AioHttpTransport
 
     if not isinstance(transport, AioHttpTransport):
-        return True
+        return False
     session = getattr(transport, "session", None)
     if session is not None:
-        return not bool(session.trust_env)
-    return not bool(transport._use_env_settings)
+        return bool(session.trust_env)
+    return bool(transport._use_env_settings)
 
 
 def _takes_tuple_timeouts(transport: Any) -> bool:

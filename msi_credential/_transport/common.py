@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import ssl
-from typing import Optional
-from urllib.parse import quote
+import urllib.request
+import zlib
+from collections.abc import Mapping
+from typing import Any, Optional
+from urllib.parse import quote, urlsplit
 
 import requests
 from azure.core.exceptions import (
@@ -19,6 +23,9 @@ from azure.core.exceptions import (
 from azure.core.rest import HttpRequest
 
 from .._engine.effects import MAX_BODY_BYTES, Request, TransportFailure
+from .._errors import failed
+
+_LOGGER = logging.getLogger("msi_credential")
 
 # requests merges environment proxies unless each scheme is set to None explicitly.
 NO_PROXIES: dict[str, None] = {"http": None, "https": None, "all": None}
@@ -58,6 +65,83 @@ def to_http_request(request: Request) -> HttpRequest:
         headers=dict(request.headers),
         data=dict(request.form) if request.form is not None else None,
     )
+
+
+class UndecodableBody(Exception):
+    """The body is not the gzip or deflate stream its Content-Encoding says."""
+
+
+class BodyReader:
+    """Collects a response body from raw (still encoded) chunks, decoding gzip and deflate itself.
+
+    Both drivers read raw bytes and decode here, so a compressed answer gives the same token on both faces and is
+    decoded once. The decoded size is bounded as it is produced (``max_length``): a gzip bomb costs at most
+    MAX_BODY_BYTES + 1 bytes of memory, then reading stops and the body counts as too large.
+    """
+
+    _LIMIT = MAX_BODY_BYTES + 1
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        encoding = ""
+        for name, value in headers.items():
+            if name.lower() == "content-encoding":
+                encoding = value.strip().lower()
+        self._encoding = encoding if encoding not in ("", "identity") else ""
+        self._decoder: Any = None
+        self._first = True
+        self._parts: list[bytes] = []
+        self.size = 0
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self._LIMIT
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take a raw chunk; True when no more should be read (the body is over the limit)."""
+        if not chunk:
+            return self.full
+        if self._first:
+            self._first = False
+            self._decoder = self._decoder_for(chunk)
+        if self._decoder is None:
+            self._append(chunk)
+            return self.full
+        data = chunk
+        while data and not self.full:
+            try:
+                out = self._decoder.decompress(data, self._LIMIT - self.size)
+            except zlib.error:
+                raise UndecodableBody from None
+            self._append(out)
+            data = self._decoder.unconsumed_tail
+        return self.full
+
+    def _decoder_for(self, first: bytes) -> Any:
+        if self._encoding in ("gzip", "x-gzip"):
+            if not first.startswith(b"\x1f\x8b"):
+                return None  # already decoded by a caller's session (aiohttp auto_decompress)
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if self._encoding == "deflate":
+            looks_zlib = len(first) >= 2 and (first[0] & 0x0F) == 8 and (first[0] << 8 | first[1]) % 31 == 0
+            if looks_zlib:
+                return zlib.decompressobj(zlib.MAX_WBITS)
+            return None if first.lstrip()[:1] in (b"{", b"[", b"<") else zlib.decompressobj(-zlib.MAX_WBITS)
+        return None  # identity, or an encoding we do not decode: parsed as it is (and refused if unusable)
+
+    def _append(self, data: bytes) -> None:
+        if data:
+            self._parts.append(data)
+            self.size += len(data)
+
+    def finish(self) -> bytes:
+        if self._decoder is not None and not self.full:
+            try:
+                self._append(self._decoder.flush())
+            except zlib.error:
+                raise UndecodableBody from None
+            if not self._decoder.eof:
+                raise UndecodableBody
+        return b"".join(self._parts)
 
 
 def body_too_large(size: int) -> bool:
@@ -119,3 +203,53 @@ def transport_failure(
             return TransportFailure("pin_mismatch", "certificate thumbprint mismatch")
         return TransportFailure("read", failure_detail(error))
     return None
+
+
+_BYPASS_REASONS = {
+    "pin": (
+        "Service Fabric: the supplied transport is not used for the token request; it goes over a connection "
+        "of our own, pinned to IDENTITY_SERVER_THUMBPRINT, so the secret reaches only the pinned server"
+    ),
+    "proxy": (
+        "the supplied transport is not used for the token request: it would send it through the proxy that "
+        "the environment names for this endpoint (its session trusts the environment), and with it the secret; "
+        "it goes directly over a connection of our own"
+    ),
+}
+
+
+class UserTransport:
+    """What both drivers know about a caller's transport: whether close() closed it, and the one warning each
+    reason for going around it gets (the same words on both faces)."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.closed = False
+        self._warned: set[str] = set()
+
+    def warn_once(self, reason: str) -> None:
+        if self.transport is not None and reason not in self._warned:
+            self._warned.add(reason)
+            _LOGGER.warning(_BYPASS_REASONS[reason])
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise failed(
+                "the credential was closed, and with it the transport it was given; "
+                "build a new credential (with a new transport) to get tokens",
+                error_code="credential_closed",
+            )
+
+
+def environment_proxy_applies(url: str) -> bool:
+    """True when the environment names a proxy for this URL's scheme that NO_PROXY does not bypass."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    proxies = urllib.request.getproxies_environment()
+    if not proxies.get(parts.scheme) and not proxies.get("all"):
+        return False
+    host = parts.hostname or ""
+    bypass: Any = getattr(urllib.request, "proxy_bypass_environment")  # noqa: B009 - not in typeshed
+    return not bypass(host, proxies)

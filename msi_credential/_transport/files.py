@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+from typing import Optional
 
 from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult, ReadAssertion, ReadKeyFile
 
@@ -39,11 +40,10 @@ def read_key_file(path: str) -> KeyFileResult:
         return KeyFileResult(
             error=("arc_invalid_key_file", f"the key file is empty or over {MAX_KEY_FILE_BYTES} bytes")
         )
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
     try:
-        descriptor = os.open(path, flags)
-        with os.fdopen(descriptor, "rb") as handle:
-            data = handle.read(MAX_KEY_FILE_BYTES + 1)
+        data = _read_regular_file(path, MAX_KEY_FILE_BYTES + 1, follow_links=False, expected=info)
+    except _NotRegular:
+        return KeyFileResult(error=("arc_invalid_key_file", "the key file is not a regular file"))
     except OSError as error:
         return KeyFileResult(
             error=("arc_key_file_unreadable", f"cannot read the key file: {error.strerror}{_HINT}")
@@ -68,8 +68,10 @@ def read_assertion(path: str) -> KeyFileResult:
     """The federated token file's contents, stripped; read for every token request (the file rotates)."""
     code = "federated_token_file_unreadable"
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(_MAX_ASSERTION_BYTES + 1)
+        # links followed: Kubernetes projects the token through symlinks that it swaps to rotate it
+        data = _read_regular_file(path, _MAX_ASSERTION_BYTES + 1, follow_links=True)
+    except _NotRegular:
+        return KeyFileResult(error=(code, "AZURE_FEDERATED_TOKEN_FILE is not a regular file"))
     except OSError as error:
         return KeyFileResult(error=(code, f"cannot read AZURE_FEDERATED_TOKEN_FILE: {error.strerror}"))
     if len(data) > _MAX_ASSERTION_BYTES:
@@ -81,3 +83,37 @@ def read_assertion(path: str) -> KeyFileResult:
     if not content:
         return KeyFileResult(error=(code, "AZURE_FEDERATED_TOKEN_FILE is empty"))
     return KeyFileResult(content=content)
+
+
+class _NotRegular(Exception):
+    """What was opened is not the regular file that was checked (a FIFO, a device, a swapped file)."""
+
+
+def _read_regular_file(
+    path: str, limit: int, *, follow_links: bool, expected: Optional[os.stat_result] = None
+) -> bytes:
+    """Open without blocking (a FIFO would wait for a writer forever) and, for the key file, without following
+    links; then check what was opened, by its descriptor, before reading at most ``limit`` bytes."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(path, flags)
+    try:
+        opened = os.fstat(descriptor)
+        if not stat.S_ISREG(opened.st_mode):
+            raise _NotRegular
+        if expected is not None and (opened.st_dev, opened.st_ino) != (expected.st_dev, expected.st_ino):
+            raise _NotRegular  # swapped between the check and the open
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit:
+            chunk = os.read(descriptor, limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import logging
+import os
 import socket
 import threading
-import time
 from typing import Any, Callable, Optional
 
 import requests
 from azure.core.credentials import AccessTokenInfo
-from azure.core.exceptions import (
-    AzureError,
-)
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from requests.adapters import HTTPAdapter
 from urllib3 import PoolManager
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
 
 from .._engine.cache import Bucket
 from .._engine.effects import (
@@ -32,31 +32,97 @@ from .._engine.effects import (
 )
 from .._engine.flow import Flow
 from .._errors import failed
-from .common import NO_PROXIES, body_too_large, to_http_request, transport_failure, user_proxies
+from . import deadline
+from .common import (
+    NO_PROXIES,
+    BodyReader,
+    UndecodableBody,
+    UserTransport,
+    to_http_request,
+    transport_failure,
+    user_proxies,
+)
 from .files import read_file
 from .policies import build_policies
 
 _LOGGER = logging.getLogger("msi_credential")
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """urllib3 checks the server certificate's SHA-1 after the handshake, before any request byte is written."""
+class _WatchedHTTPConnection(HTTPConnection):
+    """Registers its socket with the calling thread's attempt (deadline.Watch) when it connects or is reused."""
 
-    def __init__(self, sha1: str) -> None:
-        self._sha1 = sha1
-        super().__init__(max_retries=0)
+    def _new_conn(self) -> socket.socket:
+        sock = super()._new_conn()
+        deadline.register(sock)
+        return sock
+
+    def connect(self) -> None:
+        super().connect()
+        deadline.register(self.sock)  # the TLS socket wraps the one registered in _new_conn
+
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        if self.sock is not None:  # a pooled connection, reused
+            deadline.register(self.sock)
+        return super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """requests' adapter over connections whose sockets an attempt's deadline can cut; no retries, no redirects."""
+
+    def __init__(self) -> None:
+        super().__init__(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
+
+    def _pool_kwargs(self) -> dict[str, Any]:
+        return {}
 
     def init_poolmanager(
         self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
     ) -> None:
         self.poolmanager = PoolManager(
-            num_pools=connections,
-            maxsize=maxsize,
-            block=block,
-            assert_fingerprint=self._sha1,
-            assert_hostname=False,
-            **pool_kwargs,
+            num_pools=connections, maxsize=maxsize, block=block, **self._pool_kwargs(), **pool_kwargs
         )
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+class _PinnedAdapter(_WatchedAdapter):
+    """urllib3 checks the server certificate's SHA-1 after the handshake, before any request byte is written."""
+
+    def __init__(self, sha1: str) -> None:
+        self._sha1 = sha1
+        super().__init__()
+
+    def _pool_kwargs(self) -> dict[str, Any]:
+        return {"assert_fingerprint": self._sha1, "assert_hostname": False}
+
+
+def watched_session(*, trust_env: bool) -> requests.Session:
+    """A requests session for our own pipelines: every attempt's deadline reaches its sockets."""
+    session = requests.Session()
+    session.trust_env = trust_env
+    adapter = _WatchedAdapter()
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def pinned_session(sha1: str) -> requests.Session:
@@ -73,35 +139,6 @@ class _RefusingAdapter(HTTPAdapter):
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         raise requests.exceptions.SSLError("fingerprint pinning requires https")
-
-
-class _Watchdog:
-    """Cuts a response's connection when the attempt's budget runs out: a body that trickles in slowly
-    would otherwise hold the caller, since socket timeouts apply to each read, not to the whole body."""
-
-    def __init__(self, http_response: Any, seconds: float) -> None:
-        self.fired = False
-        self._response = http_response
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired = True
-        connection = getattr(
-            getattr(getattr(self._response, "internal_response", None), "raw", None), "connection", None
-        )
-        sock = getattr(connection, "sock", None)
-        try:
-            if sock is not None:
-                sock.shutdown(socket.SHUT_RDWR)
-            else:
-                self._response.close()
-        except OSError:
-            pass
-
-    def cancel(self) -> None:
-        self._timer.cancel()
 
 
 class _Flight:
@@ -169,11 +206,14 @@ class SyncDriver:
         self._sleep = sleep
         self._kwargs = kwargs
         self._policies = build_policies(**kwargs)
+        self._user = UserTransport(transport)
         self._user_pipeline: Optional[Pipeline[Any, Any]] = None
         if transport is not None:
             self._user_pipeline = Pipeline(transport=transport, policies=self._policies)
-        # Our own pipelines, made on first need (again after close()): "direct", "proxied", "pin:<sha1>".
+        # Our own pipelines, made on first need (again after close() and in a forked child): "direct",
+        # "proxied", "pin:<sha1>".
         self._owned: dict[str, Pipeline[Any, Any]] = {}
+        self._pid = os.getpid()
         self._lock = threading.Lock()
 
     def run(self, flow: Flow) -> AccessTokenInfo:
@@ -196,93 +236,82 @@ class SyncDriver:
                 raise TypeError(f"unknown effect {effect!r}")
 
     def send(self, request: Request) -> Response | TransportFailure:
-        """One attempt, bounded in all by the request's budget.
+        """One attempt in the calling thread, bounded in all (connect, headers, body) by the request's budget.
 
-        Socket timeouts bound each read, not the whole answer: an endpoint that trickles its headers or body could
-        hold the caller (and every single-flight waiter) indefinitely. The attempt runs in a worker thread; the
-        caller waits at most the budget, and the watchdog then cuts the worker's connection.
+        The sockets our connections open or reuse register with the attempt's Watch; when the budget runs out,
+        the process's one deadline thread shuts them down and the blocked read returns. A caller's transport has
+        no such hook: there the budget cuts the body, and its own timeouts bound the rest.
         """
-        outcome: list[Any] = []
-        done = threading.Event()
-        context = contextvars.copy_context()
-
-        def attempt() -> None:
-            try:
-                outcome.append(context.run(self._attempt, request))
-            except BaseException as error:
-                outcome.append(error)
-            finally:
-                done.set()
-
-        worker = threading.Thread(target=attempt, name="msi-credential-request", daemon=True)
-        worker.start()
-        if not done.wait(request.budget):
-            return TransportFailure("read_timeout", "no complete answer before the deadline")
-        result = outcome[0]
-        if isinstance(result, BaseException):
-            raise result
-        answer: Response | TransportFailure = result
-        return answer
-
-    def _attempt(self, request: Request) -> Response | TransportFailure:
         pipeline, extra = self._pipeline_for(request)
-        give_up_at = time.monotonic() + request.budget
-        try:
-            pipeline_response = pipeline.run(
-                to_http_request(request),
-                stream=True,
-                connection_timeout=request.connect_timeout,
-                read_timeout=request.read_timeout,
-                **extra,
-            )
-            http_response = pipeline_response.http_response
-            watchdog = _Watchdog(http_response, give_up_at - time.monotonic())
+        with deadline.TIMER.watch(request.budget) as watch:
             try:
-                chunks: list[bytes] = []
-                size = 0
-                for chunk in http_response.iter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if body_too_large(size):
-                        break
-            except (AzureError, requests.RequestException, OSError) as error:
-                if watchdog.fired:
-                    return TransportFailure("read_timeout", "the body was still arriving at the deadline")
-                raise error
-            finally:
-                watchdog.cancel()
-                http_response.close()
-            if watchdog.fired:
-                return TransportFailure("read_timeout", "the body was still arriving at the deadline")
-            return Response(
-                status=http_response.status_code,
-                headers={key.lower(): value for key, value in http_response.headers.items()},
-                body=b"".join(chunks),
-            )
-        except Exception as error:
-            failure = transport_failure(error)
-            if failure is None:
-                raise
-            return failure
+                return self._attempt(pipeline, extra, request, watch)
+            except Exception as error:
+                if watch.fired:
+                    return TransportFailure("read_timeout", "no complete answer before the deadline")
+                failure = transport_failure(error)
+                if failure is None:
+                    raise
+                return failure
+
+    def _attempt(
+        self,
+        pipeline: Pipeline[Any, Any],
+        extra: dict[str, Any],
+        request: Request,
+        watch: deadline.Watch,
+    ) -> Response | TransportFailure:
+        pipeline_response = pipeline.run(
+            to_http_request(request),
+            stream=True,
+            connection_timeout=request.connect_timeout,
+            read_timeout=request.read_timeout,
+            **extra,
+        )
+        http_response = pipeline_response.http_response
+        watch.response = http_response
+        headers = {key.lower(): value for key, value in http_response.headers.items()}
+        reader = BodyReader(headers)
+        try:
+            for chunk in http_response.iter_raw():
+                if reader.feed(chunk):
+                    break
+            body = reader.finish()
+        except UndecodableBody:
+            return TransportFailure("read", "the body is not valid for its Content-Encoding")
+        finally:
+            http_response.close()
+        if watch.fired:
+            return TransportFailure("read_timeout", "the body was still arriving at the deadline")
+        return Response(status=http_response.status_code, headers=headers, body=body)
 
     def _pipeline_for(self, request: Request) -> tuple[Pipeline[Any, Any], dict[str, Any]]:
+        if os.getpid() != self._pid:
+            self._forget_inherited_pipelines()
         if request.pin_sha1 is not None:
-            if self._user_pipeline is not None:
-                _LOGGER.debug(
-                    "Service Fabric: the supplied transport is not used; the token request goes over "
-                    "a connection pinned to IDENTITY_SERVER_THUMBPRINT"
-                )
+            self._user.warn_once("pin")
             return self._owned_pipeline("pin:" + request.pin_sha1, request.pin_sha1), {
                 "connection_verify": False
             }
-        if request.use_proxies:
-            proxies = user_proxies(self._kwargs)
-            if self._user_pipeline is not None:
-                return self._user_pipeline, proxies
-            return self._owned_pipeline("proxied"), proxies
         if self._user_pipeline is not None:
+            self._user.check_open()
+            if request.use_proxies:
+                return self._user_pipeline, user_proxies(self._kwargs)
+            # requests honours a per-request "no proxy" even on a session that trusts the environment
             return self._user_pipeline, {"proxies": dict(NO_PROXIES)}
+        if request.use_proxies:
+            return self._owned_pipeline("proxied"), user_proxies(self._kwargs)
         return self._owned_pipeline("direct"), {}
+
+    def _forget_inherited_pipelines(self) -> None:
+        """In a forked child: the parent's pooled connections are the parent's; close our copies, start anew."""
+        inherited = list(self._owned.values())
+        self._owned = {}
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        for pipeline in inherited:
+            with contextlib.suppress(Exception):
+                pipeline.__exit__()
 
     def _owned_pipeline(self, key: str, pin_sha1: Optional[str] = None) -> Pipeline[Any, Any]:
         pipeline = self._owned.get(key)
@@ -297,8 +326,12 @@ class SyncDriver:
                         session=pinned_session(pin_sha1), session_owner=True, use_env_settings=False
                     )
                 else:
+                    proxied = key == "proxied"
                     transport = RequestsTransport(
-                        use_env_settings=key == "proxied", **_transport_kwargs(self._kwargs)
+                        session=watched_session(trust_env=proxied),
+                        session_owner=True,
+                        use_env_settings=proxied,
+                        **_transport_kwargs(self._kwargs),
                     )
                 pipeline = self._owned[key] = Pipeline(transport=transport, policies=self._policies)
         return pipeline
@@ -311,6 +344,7 @@ class SyncDriver:
         for pipeline in owned:
             pipeline.__exit__()
         if self._user_pipeline is not None:
+            self._user.closed = True
             self._user_pipeline.__exit__()
 
 
