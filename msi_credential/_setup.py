@@ -35,6 +35,17 @@ class CredentialBase:
         share_cache: bool = True,
         **kwargs: Any,
     ) -> None:
+        if client_capabilities is not None and not isinstance(client_capabilities, str):
+            client_capabilities = tuple(client_capabilities)  # read once: it may be a generator
+        self._arguments = _picklable_arguments(
+            client_id=client_id,
+            identity_config=identity_config,
+            object_id=object_id,
+            resource_id=resource_id,
+            client_capabilities=client_capabilities,
+            share_cache=share_cache,
+            kwargs=kwargs,
+        )
         sleep = kwargs.pop("_sleep", None)
         self._engine = build_engine(
             client_id=client_id,
@@ -65,6 +76,16 @@ class CredentialBase:
         if claims is not None and not isinstance(claims, str):
             raise ValueError("claims must be a string (the claims challenge)")
         return resource, (claims if claims and claims.strip() else None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its arguments: the copy detects its own environment where it is unpickled, with its own
+        cache, connections and locks. No token, secret, socket or lock travels."""
+        if self._arguments is None:
+            raise TypeError(
+                "a credential built with transport= cannot be pickled (a transport holds connections); "
+                "build the credential, with its transport, in the process that uses it"
+            )
+        return (_rebuild_credential, (type(self), self._arguments))
 
     def __repr__(self) -> str:
         return (
@@ -178,3 +199,38 @@ def _capabilities(values: Optional[Iterable[str]]) -> tuple[str, ...]:
             raise ValueError("each client capability must be a non-empty string without commas")
         result.append(value.strip())
     return tuple(result)
+
+
+# Private keywords that say nothing secret and still mean the same in another process; the others (_environ,
+# which holds the secrets, injected clocks and sleepers) are not carried.
+_CARRIED_PRIVATE = ("_platform", "_arc_key_directory", "_deadline")
+
+
+def _picklable_arguments(
+    *,
+    client_id: Optional[str],
+    identity_config: Optional[Mapping[str, Any]],
+    object_id: Optional[str],
+    resource_id: Optional[str],
+    client_capabilities: Optional[Iterable[str]],
+    share_cache: bool,
+    kwargs: Mapping[str, Any],
+) -> Optional[dict[str, Any]]:
+    if kwargs.get("transport") is not None:
+        return None
+    arguments: dict[str, Any] = {
+        "client_id": client_id,
+        "identity_config": dict(identity_config) if identity_config is not None else None,
+        "object_id": object_id,
+        "resource_id": resource_id,
+        "client_capabilities": list(client_capabilities) if client_capabilities is not None else None,
+        "share_cache": share_cache,
+    }
+    for key, value in kwargs.items():
+        if not key.startswith("_") or key in _CARRIED_PRIVATE:
+            arguments[key] = value
+    return arguments
+
+
+def _rebuild_credential(cls: type[CredentialBase], arguments: dict[str, Any]) -> CredentialBase:
+    return cls(**arguments)

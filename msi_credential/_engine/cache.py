@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +40,21 @@ class CacheEntry:
         )
 
 
-def store(bucket: Bucket, resource: str, entry: CacheEntry) -> None:
+def store(bucket: Bucket, resource: str, entry: CacheEntry, now: float) -> None:
     """Index the entry by the resource and by its ``/.default`` scope, so a hit needs no normalisation.
 
     A resource never ends with ``/.default`` (it is stripped), so the two keys cannot collide with others.
+    Storing (the slow path, after a token request) is also when expired entries are swept: the bucket's own when it
+    has doubled since its last sweep, every shared bucket's once a minute. A hit never pays for it.
     """
     bucket[resource] = entry
     bucket[resource + "/.default"] = entry
+    if len(bucket) >= bucket.sweep_at:
+        bucket.sweep(now)
+    if bucket.shared:
+        with _shared_lock:
+            _holding[id(bucket)] = bucket
+    _sweep_shared(now)
 
 
 class Bucket(dict[str, CacheEntry]):
@@ -54,17 +64,64 @@ class Bucket(dict[str, CacheEntry]):
     (single-flight). ``lock`` guards ``flights`` (threads); ``async_flights`` is touched only in event loops.
     """
 
-    __slots__ = ("async_flights", "flights", "lock")
+    __slots__ = ("__weakref__", "async_flights", "flights", "lock", "shared", "sweep_at")
 
-    def __init__(self) -> None:
+    def __init__(self, shared: bool = False) -> None:
         super().__init__()
         self.lock = threading.Lock()
         self.flights: dict[str, Any] = {}
         self.async_flights: dict[str, Any] = {}
+        self.shared = shared
+        self.sweep_at = _SWEEP_MINIMUM
+        _all_buckets[id(self)] = self
+
+    def sweep(self, now: float) -> None:
+        """Drop entries whose token has expired; nothing that may still be served is touched."""
+        before = len(self)
+        for key, entry in self.copy().items():
+            if entry.info.expires_on <= now and self.get(key) is entry:
+                self.pop(key, None)
+        if before >= _SWEEP_MINIMUM and len(self) * 4 <= before:
+            # a dict never gives back its table: rebuild it (a hit in between misses, and the slow path's own
+            # lookup finds the entry again)
+            kept = self.copy()
+            self.clear()
+            self.update(kept)
+        self.sweep_at = max(_SWEEP_MINIMUM, 2 * len(self))
+
+    def _after_fork(self) -> None:
+        # The parent's threads and event loops are not in the child: their flights will never finish.
+        self.lock = threading.Lock()
+        self.flights = {}
+        self.async_flights = {}
 
 
-_shared_buckets: dict[BucketKey, Bucket] = {}
+_SWEEP_MINIMUM = 64
+SHARED_SWEEP_INTERVAL = 60.0
+
+# Buckets by key while a credential uses them (the engine holds the bucket) ...
+_shared_buckets: weakref.WeakValueDictionary[BucketKey, Bucket] = weakref.WeakValueDictionary()
+# ... or while they hold tokens that have not expired (a credential built per request finds the last one's token).
+_holding: dict[int, Bucket] = {}
+_all_buckets: weakref.WeakValueDictionary[int, Bucket] = weakref.WeakValueDictionary()  # by identity
 _shared_lock = threading.Lock()
+_next_shared_sweep = [0.0]
+
+
+def _sweep_shared(now: float) -> None:
+    if now < _next_shared_sweep[0]:
+        return
+    with _shared_lock:
+        if now < _next_shared_sweep[0]:
+            return
+        _next_shared_sweep[0] = now + SHARED_SWEEP_INTERVAL
+        holding = list(_holding.items())
+    for ident, bucket in holding:
+        bucket.sweep(now)
+        if not bucket:
+            with _shared_lock:
+                if not bucket and _holding.get(ident) is bucket:
+                    del _holding[ident]
 
 
 def bucket_for(key: BucketKey, *, shared: bool) -> Bucket:
@@ -76,13 +133,34 @@ def bucket_for(key: BucketKey, *, shared: bool) -> Bucket:
         with _shared_lock:
             bucket = _shared_buckets.get(key)
             if bucket is None:
-                bucket = _shared_buckets[key] = Bucket()
+                bucket = Bucket(shared=True)
+                _shared_buckets[key] = bucket
     return bucket
+
+
+def shared_bucket_count() -> int:
+    """How many process-wide buckets are alive (tests, diagnostics)."""
+    return len(_shared_buckets)
 
 
 def clear_shared_cache() -> None:
     """Forget every process-wide cached token (tests; after rotating an identity)."""
     with _shared_lock:
-        for bucket in _shared_buckets.values():
+        for bucket in list(_shared_buckets.values()):
+            bucket.clear()
+        for bucket in _holding.values():
             bucket.clear()
         _shared_buckets.clear()
+        _holding.clear()
+        _next_shared_sweep[0] = 0.0
+
+
+def _after_fork_in_child() -> None:
+    global _shared_lock
+    _shared_lock = threading.Lock()
+    for bucket in list(_all_buckets.values()):
+        bucket._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

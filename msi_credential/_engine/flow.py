@@ -138,7 +138,7 @@ class Engine:
             token_type=token.token_type,
             refresh_on=token.refresh_on,
         )
-        cache.store(self.bucket, resource, cache.CacheEntry.create(info, start))
+        cache.store(self.bucket, resource, cache.CacheEntry.create(info, start), self.clock())
         _LOGGER.info("%s: got a token for %s, expires at %d", label(self.source), resource, token.expires_on)
         return info
 
