@@ -150,7 +150,10 @@ def test_argument_errors_surface_from_the_call_as_with_azure_identity(emulator: 
 
     with sync_credential(emulator) as credential:
         for scopes in ((), (COGNITIVE, "https://vault.azure.net/.default"), ("  ",)):
-            ours, theirs = get_bearer_token_provider(credential, *scopes), identity_provider(credential, *scopes)
+            ours, theirs = (
+                get_bearer_token_provider(credential, *scopes),
+                identity_provider(credential, *scopes),
+            )
             with pytest.raises(ValueError):
                 ours()
             with pytest.raises(ValueError):
@@ -162,7 +165,9 @@ def test_azure_identitys_provider_on_our_credential_gives_the_same_token(emulato
     from azure.identity import get_bearer_token_provider as identity_provider
 
     with sync_credential(emulator) as credential:
-        assert identity_provider(credential, COGNITIVE)() == get_bearer_token_provider(credential, COGNITIVE)()
+        assert (
+            identity_provider(credential, COGNITIVE)() == get_bearer_token_provider(credential, COGNITIVE)()
+        )
         assert token_requests(emulator) == 1
 
 
@@ -215,9 +220,10 @@ async def test_async_same_calls_as_azure_identitys_provider_for_a_foreign_creden
 
     ours, theirs = AsyncRecordingCredential(False), AsyncRecordingCredential(False)
 
-    assert await msi_credential.aio.get_bearer_token_provider(ours, COGNITIVE)() == await identity_provider(
-        theirs, COGNITIVE
-    )()
+    assert (
+        await msi_credential.aio.get_bearer_token_provider(ours, COGNITIVE)()
+        == await identity_provider(theirs, COGNITIVE)()
+    )
     assert ours.calls == theirs.calls
     assert len(ours.calls) == 1
 
@@ -230,7 +236,9 @@ async def test_async_argument_errors_surface_from_the_call(emulator: Emulator) -
     assert token_requests(emulator) == 0
 
 
-async def test_async_azure_identitys_provider_on_our_credential_gives_the_same_token(emulator: Emulator) -> None:
+async def test_async_azure_identitys_provider_on_our_credential_gives_the_same_token(
+    emulator: Emulator,
+) -> None:
     from azure.identity.aio import get_bearer_token_provider as identity_provider
 
     async with async_credential(emulator) as credential:
