@@ -89,6 +89,7 @@ def test_a_claims_request_says_so(emulator: Emulator, caplog: pytest.LogCaptureF
         credential.get_token(STORAGE, claims='{"access_token":{}}')
 
     first, second = origin_records(caplog)
+    assert first.token_origin == "endpoint"  # type: ignore[attr-defined]
     assert "with the claims challenge, 1 HTTP request" in second.getMessage()
     assert second.token_origin == "endpoint"  # type: ignore[attr-defined]
 
@@ -105,6 +106,7 @@ def test_a_failed_refresh_that_serves_the_cached_token_is_from_the_cache(
         assert credential.get_token(STORAGE).token == first
 
     endpoint, cached = origin_records(caplog)
+    assert endpoint.token_origin == "endpoint"  # type: ignore[attr-defined]
     assert cached.token_origin == "cache"  # type: ignore[attr-defined]
     assert "from the cache (the refresh failed and the cached token is still valid" in cached.getMessage()
 
