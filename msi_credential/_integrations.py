@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import logging
 import re
 from typing import TYPE_CHECKING, Any, Callable, Optional
@@ -152,8 +153,13 @@ class ManagedIdentityAuth(AuthBase):
     def __init__(self, credential: TokenProvider, scope: str) -> None:
         if not isinstance(scope, str) or not scope.strip():
             raise ValueError("scope must be a non-empty string, e.g. 'https://management.azure.com/.default'")
-        if not hasattr(credential, "get_token_info") and not hasattr(credential, "get_token"):
+        method = getattr(credential, "get_token_info", None) or getattr(credential, "get_token", None)
+        if method is None:
             raise TypeError("credential must have get_token or get_token_info (an azure-core TokenProvider)")
+        if inspect.iscoroutinefunction(method):
+            raise TypeError(
+                "requests is synchronous: pass msi_credential.ManagedIdentityCredential, not the aio one"
+            )
         self._credential = credential
         self._scope = scope
         from ._credential import ManagedIdentityCredential
@@ -186,22 +192,27 @@ class ManagedIdentityAuth(AuthBase):
                 position = body.tell()
             except (AttributeError, OSError):
                 position = None  # a generator or a pipe: not replayable
-        request.register_hook("response", _ChallengeRetry(self, position))  # type: ignore[no-untyped-call]
+        retry = _ChallengeRetry(self, position, _origin(request.url))
+        request.register_hook("response", retry)  # type: ignore[no-untyped-call]
         return request
 
 
 class _ChallengeRetry:
     """The response hook of one request: answer one claims challenge, once."""
 
-    __slots__ = ("_auth", "_position", "_used")
+    __slots__ = ("_auth", "_origin", "_position", "_used")
 
-    def __init__(self, auth: ManagedIdentityAuth, position: Optional[int]) -> None:
+    def __init__(self, auth: ManagedIdentityAuth, position: Optional[int], origin: tuple[str, str]) -> None:
         self._auth = auth
         self._position = position
+        self._origin = origin  # where the token was meant to go
         self._used = False
 
     def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         if response.status_code != 401 or self._used:
+            return response
+        if _origin(response.request.url) != self._origin:
+            # a redirect elsewhere: requests dropped our header there, and no token follows it on a challenge
             return response
         claims = claims_from_challenge(response.headers.get("WWW-Authenticate"))
         if claims is None:
@@ -238,6 +249,13 @@ class _ChallengeRetry:
         retried.history.append(response)
         retried.request = replay
         return retried
+
+
+def _origin(url: Optional[str]) -> tuple[str, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _host(url: Optional[str]) -> str:

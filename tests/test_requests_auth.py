@@ -30,10 +30,13 @@ class Service:
         self.revoked: set[str] = set()
         self.always_challenge = False
         self.plain_401 = False
+        self.redirect_to: str | None = None
         self.server = HttpsServer(tls, self.handle)
 
     def handle(self, call: Call) -> Answer:
         token = call.bearer
+        if self.redirect_to is not None:
+            return Answer(302, "", {"Location": self.redirect_to + call.path})
         if self.plain_401:
             return Answer(401, "no", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if token is None:
@@ -219,11 +222,36 @@ def test_a_foreign_credential_gets_the_claims_through_get_token_info(tls: Tls, s
     assert foreign.options == [None, {"claims": CAE_CLAIMS}]
 
 
-def test_arguments_are_checked_at_construction(credential: ManagedIdentityCredential) -> None:
+def test_no_token_follows_a_redirect_to_another_origin_that_challenges(
+    tls: Tls, service: Service, emulator: Emulator, credential: ManagedIdentityCredential
+) -> None:
+    elsewhere = Service(tls)
+    elsewhere.always_challenge = True
+    service.redirect_to = elsewhere.server.url
+    try:
+        with session_for(tls, ManagedIdentityAuth(credential, ARM)) as session:
+            response = session.get(service.server.url + "/moved")
+    finally:
+        elsewhere.server.stop()
+
+    assert response.status_code == 401
+    assert [call.bearer for call in elsewhere.calls] == [
+        None
+    ]  # requests dropped it, and no retry put it back
+    assert emulator.tokens_issued == 1
+
+
+def test_arguments_are_checked_at_construction(
+    credential: ManagedIdentityCredential, emulator: Emulator
+) -> None:
+    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+
     with pytest.raises(ValueError):
         ManagedIdentityAuth(credential, " ")
     with pytest.raises(TypeError):
         ManagedIdentityAuth(object(), ARM)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="synchronous"):
+        ManagedIdentityAuth(AsyncCredential(_environ=emulator.environ), ARM)
 
 
 # ------------------------------------------------------------------------------------------ challenge parsing
