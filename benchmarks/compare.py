@@ -138,6 +138,48 @@ def measure_cached(kind: str, resources: list[str], calls: int) -> float:
     return value
 
 
+def measure_provider(kind: str, calls: int) -> float:
+    """Per call of get_bearer_token_provider's callable, the token cached (each library's own provider)."""
+    credential = sync_credential(kind)
+    if kind == OURS:
+        from msi_credential import get_bearer_token_provider
+    else:
+        from azure.identity import get_bearer_token_provider
+    provider = get_bearer_token_provider(credential, SCOPE)
+    provider()
+
+    def loop() -> None:
+        for _ in range(calls):
+            provider()
+
+    value = per_call(loop, calls)
+    credential.close()
+    return value
+
+
+def measure_provider_async(kind: str, calls: int) -> float:
+    """Per await of the async token provider, the token cached."""
+    if kind == OURS:
+        from msi_credential.aio import get_bearer_token_provider
+    else:
+        from azure.identity.aio import get_bearer_token_provider
+
+    async def run() -> float:
+        credential = async_credential(kind)
+        provider = get_bearer_token_provider(credential, SCOPE)
+        await provider()
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(calls):
+                await provider()
+            best = min(best, (time.perf_counter() - started) / calls)
+        await credential.close()
+        return best
+
+    return asyncio.run(run())
+
+
 def measure_cached_async(kind: str, calls: int) -> float:
     async def run() -> float:
         credential = async_credential(kind)
@@ -243,6 +285,12 @@ def main() -> int:
             fmt_time,
         )
         add(
+            "token provider call (cached)",
+            measure_provider(OURS, calls),
+            measure_provider(THEIRS, calls),
+            fmt_time,
+        )
+        add(
             "cached get_token, 50 resources",
             measure_cached(OURS, RESOURCES, calls),
             measure_cached(THEIRS, RESOURCES, calls),
@@ -252,6 +300,12 @@ def main() -> int:
             "cached async get_token",
             measure_cached_async(OURS, calls // 4),
             measure_cached_async(THEIRS, calls // 4),
+            fmt_time,
+        )
+        add(
+            "async token provider call (cached)",
+            measure_provider_async(OURS, calls // 4),
+            measure_provider_async(THEIRS, calls // 4),
             fmt_time,
         )
         add(

@@ -12,19 +12,24 @@ from ._version import VERSION
 if TYPE_CHECKING:
     from ._credential import ManagedIdentityCredential
     from ._errors import CredentialUnavailableError, ManagedIdentityError
+    from ._integrations import ManagedIdentityAuth, get_bearer_token_provider
 
 __version__ = VERSION
 __all__ = [
     "CredentialUnavailableError",
+    "ManagedIdentityAuth",
     "ManagedIdentityCredential",
     "ManagedIdentityError",
     "ManagedIdentitySource",
+    "get_bearer_token_provider",
 ]
 
 _LAZY = {
     "ManagedIdentityCredential": "._credential",
     "ManagedIdentityError": "._errors",
     "CredentialUnavailableError": "._errors",
+    "ManagedIdentityAuth": "._integrations",
+    "get_bearer_token_provider": "._integrations",
 }
 
 

@@ -6,6 +6,7 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
+from ._observe import TokenTrace
 from ._setup import CredentialBase
 
 if TYPE_CHECKING:
@@ -62,14 +63,22 @@ class ManagedIdentityCredential(CredentialBase):
     def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
         resource, checked_claims = self._prepare(scopes, claims)
         engine, driver = self._engine, self._driver
-        if checked_claims is not None:
-            return driver.run(engine.acquire(resource, checked_claims))
-        return self._single_flight(
-            self._bucket,
-            resource,
-            lambda: driver.run(engine.acquire(resource)),
-            lambda: engine.still_valid(resource),
-        )
+        trace = TokenTrace(engine, resource, checked_claims)  # the DEBUG record of where the token came from
+        try:
+            if checked_claims is not None:
+                info = driver.run(trace.watch(engine.acquire(resource, checked_claims)))
+            else:
+                info = self._single_flight(
+                    self._bucket,
+                    resource,
+                    lambda: driver.run(trace.watch(engine.acquire(resource))),
+                    lambda: trace.still_valid(lambda: engine.still_valid(resource)),
+                )
+        except Exception as error:
+            trace.report_failure(error)
+            raise
+        trace.report(info)
+        return info
 
     def close(self) -> None:
         """Release the HTTP connections. Cached tokens stay for other credentials that share them."""

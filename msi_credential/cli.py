@@ -161,12 +161,13 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
 
 def _token(args: argparse.Namespace, out: TextIO) -> int:
     from ._credential import ManagedIdentityCredential
+    from ._observe import with_origin
 
     try:
         with ManagedIdentityCredential(
             client_id=args.client_id, object_id=args.object_id, resource_id=args.resource_id
         ) as credential:
-            info = credential.get_token_info(args.scope)
+            info, origin = with_origin(lambda: credential.get_token_info(args.scope))
             source = credential.source
     except ValueError as error:
         print(f"msi-credential token: error: {error}", file=sys.stderr)
@@ -184,6 +185,7 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
     if args.json:
         document: dict[str, Any] = {
             "source": source.value,
+            "origin": origin.origin,
             "token_type": info.token_type,
             "expires_on": info.expires_on,
             "refresh_on": info.refresh_on,
@@ -196,6 +198,7 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     now = time.time()
     print(f"source:      {source.value}", file=out)
+    print(f"from:        {origin.describe()}", file=out)  # the endpoint or the cache, as logged at DEBUG
     print(f"token type:  {info.token_type}", file=out)
     print(f"expires:     {_moment(info.expires_on)} ({_relative(info.expires_on - now)})", file=out)
     if info.refresh_on is not None:

@@ -1,16 +1,19 @@
-"""Authorize Azure SDK requests with the credential: read a Key Vault secret from a local stand-in.
+"""Read a Key Vault secret with azure-keyvault-secrets' SecretClient and the managed identity credential.
 
 Run it:
 
     python samples/key_vault.py
 
-Azure SDK clients authorize every request through azure-core's ``BearerTokenCredentialPolicy``, which asks the
-credential for a token (and reuses it until it needs refreshing). This sample builds that pipeline with an
-azure-core ``PipelineClient`` and sends Key Vault's "get secret" request to a tiny Key Vault stand-in on
-127.0.0.1, which accepts a bearer token only when its audience is Key Vault. The token comes from
-ManagedIdentityCredential pointed at the built-in loopback emulator of the Azure VM endpoint (IMDS): no Azure,
-no network, nothing leaves this machine. In Azure the same credential goes to ``SecretClient(vault_url,
-credential)`` from azure-keyvault-secrets, over HTTPS, without the ``enforce_https`` override used here.
+Key Vault's client authenticates differently from storage's: its first request goes out without a token, the vault
+answers 401 with a challenge (``WWW-Authenticate: Bearer authorization="https://login.microsoftonline.com/<tenant>",
+resource="https://vault.azure.net"``), and the client then asks the credential for the scope the challenge names,
+with the challenge's tenant and continuous access evaluation (CAE) on. When the vault later revokes the token, it
+answers with a CAE claims challenge and the client asks for a fresh token with those claims.
+
+Everything here stays on this machine: a small Key Vault stand-in on https://127.0.0.1 (it speaks that challenge
+protocol and accepts only a token for Key Vault from the challenge's tenant), and ManagedIdentityCredential pointed
+at the built-in loopback emulator of the Azure VM endpoint (IMDS). In Azure the code is just
+``SecretClient("https://<name>.vault.azure.net", ManagedIdentityCredential())``.
 """
 
 from __future__ import annotations
@@ -18,56 +21,68 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from azure.core import PipelineClient
-from azure.core.pipeline.policies import BearerTokenCredentialPolicy
 from azure.core.pipeline.transport import RequestsTransport
-from azure.core.rest import HttpRequest
+from azure.keyvault.secrets import SecretClient
 
+import msi_credential.emulator
 from msi_credential import ManagedIdentityCredential
-from msi_credential.emulator import Emulator
+from msi_credential.emulator import Emulator, decode_jwt
 
-KEY_VAULT_SCOPE = "https://vault.azure.net/.default"
-KEY_VAULT_AUDIENCE = "https://vault.azure.net"
+VAULT_RESOURCE = "https://vault.azure.net"
 SECRETS = {"db-password": "correct-horse-battery-staple (a sample value)"}
-
-
-def _audience(authorization: str) -> str | None:
-    """The ``aud`` claim of a bearer JWT. A stand-in only: real Key Vault also checks signature, issuer, expiry."""
-    scheme, _, token = authorization.partition(" ")
-    parts = token.split(".")
-    if scheme.lower() != "bearer" or len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    audience = claims.get("aud") if isinstance(claims, dict) else None
-    return audience if isinstance(audience, str) else None
+# The emulator's certificate for 127.0.0.1 (self-signed, loopback only), shipped with the package.
+CERTIFICATE_DIRECTORY = os.path.dirname(os.path.abspath(msi_credential.emulator.__file__))
+CERT = os.path.join(CERTIFICATE_DIRECTORY, "loopback-cert.pem")
+KEY = os.path.join(CERTIFICATE_DIRECTORY, "loopback-key.pem")
 
 
 class KeyVaultStandIn(BaseHTTPRequestHandler):
-    """Answers ``GET /secrets/<name>?api-version=...`` like Key Vault, for a token whose audience is Key Vault."""
+    """``GET /secrets/<name>`` with Key Vault's challenge protocol. A stand-in: no signature or expiry checks."""
+
+    tenant_id = ""
+    revoked: set[str] = set()
 
     def do_GET(self) -> None:
-        name = self.path.split("?", 1)[0].rstrip("/").rpartition("/secrets/")[2]
-        if _audience(self.headers.get("Authorization", "")) != KEY_VAULT_AUDIENCE:
-            self._answer(401, {"error": {"code": "Unauthorized", "message": "a Key Vault token is required"}})
-        elif name not in SECRETS:
-            self._answer(404, {"error": {"code": "SecretNotFound", "message": f"no secret named {name}"}})
-        else:
-            vault = f"http://{self.headers.get('Host', '127.0.0.1')}"
-            self._answer(200, {"value": SECRETS[name], "id": f"{vault}/secrets/{name}/1", "attributes": {}})
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        challenge = f'Bearer authorization="https://login.microsoftonline.com/{self.tenant_id}", resource="{VAULT_RESOURCE}"'
+        if scheme.lower() != "bearer" or not token:
+            return self._answer(401, {"error": {"code": "Unauthorized"}}, challenge)
+        if token in self.revoked:
+            claims = base64.b64encode(b'{"access_token":{"nbf":{"essential":true,"value":"1726258122"}}}')
+            cae = (
+                'Bearer realm="", authorization_uri="https://login.microsoftonline.com/common/oauth2/authorize", '
+                f'error="insufficient_claims", claims="{claims.decode("ascii")}"'
+            )
+            return self._answer(401, {"error": {"code": "Unauthorized", "message": "token revoked"}}, cae)
+        try:
+            claims_of_token = decode_jwt(token)
+        except ValueError:
+            return self._answer(401, {"error": {"code": "Unauthorized"}}, challenge)
+        if claims_of_token.get("aud") != VAULT_RESOURCE or claims_of_token.get("tid") != self.tenant_id:
+            return self._answer(
+                401, {"error": {"code": "Unauthorized", "message": "wrong audience or tenant"}}, challenge
+            )
+        name = self.path.split("?", 1)[0].rstrip("/").rpartition("/secrets/")[2].split("/")[0]
+        if name not in SECRETS:
+            return self._answer(
+                404, {"error": {"code": "SecretNotFound", "message": f"no secret named {name}"}}
+            )
+        vault = f"https://{self.headers.get('Host', '127.0.0.1')}"
+        self._answer(200, {"value": SECRETS[name], "id": f"{vault}/secrets/{name}/1", "attributes": {}})
 
-    def _answer(self, status: int, body: dict[str, Any]) -> None:
+    def _answer(self, status: int, body: dict[str, Any], challenge: str | None = None) -> None:
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
+        if challenge:
+            self.send_header("WWW-Authenticate", challenge)
         self.end_headers()
         self.wfile.write(data)
 
@@ -75,48 +90,55 @@ class KeyVaultStandIn(BaseHTTPRequestHandler):
         """Quiet: the sample prints what matters."""
 
 
-def _read_secret(credential: ManagedIdentityCredential, vault_url: str, scope: str) -> tuple[int, Any]:
-    """One "get secret" request through an azure-core pipeline that authorizes with ``credential``."""
-    client: PipelineClient[HttpRequest, Any] = PipelineClient(
-        vault_url,
-        policies=[BearerTokenCredentialPolicy(credential, scope)],
-        # use_env_settings=False: no HTTP(S)_PROXY, so the request stays on this machine.
-        transport=RequestsTransport(use_env_settings=False),
-    )
-    with client:
-        url = client.format_url("/secrets/{name}", name="db-password")
-        request = HttpRequest("GET", url, params={"api-version": "7.4"})
-        # BearerTokenCredentialPolicy refuses to send a token over plain http, rightly: anyone on the path could
-        # take it. The stand-in is plain http on loopback, so this sample, and only because it stays on
-        # loopback, turns that check off for its request. Never do this for a remote URL.
-        response = client.send_request(request, enforce_https=False)
-        return response.status_code, response.json()
+def start_vault(tenant_id: str) -> ThreadingHTTPServer:
+    KeyVaultStandIn.tenant_id = tenant_id
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeyVaultStandIn)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(CERT, KEY)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def main() -> int:
-    vault = ThreadingHTTPServer(("127.0.0.1", 0), KeyVaultStandIn)
-    threading.Thread(target=vault.serve_forever, daemon=True).start()
-    vault_url = f"http://127.0.0.1:{vault.server_address[1]}"
-    try:
-        with Emulator("imds") as emulator:
+    with Emulator("imds") as emulator:
+        vault = start_vault(emulator.tenant_id)
+        vault_url = f"https://127.0.0.1:{vault.server_address[1]}"
+        try:
             os.environ.update(emulator.environ)  # the credential finds the emulator as it would find IMDS
             print(f"Key Vault stand-in at {vault_url}; IMDS emulator at {emulator.url}")
-            with ManagedIdentityCredential() as credential:
-                status, body = _read_secret(credential, vault_url, KEY_VAULT_SCOPE)
-                if status != 200:
-                    print(f"the Key Vault stand-in answered {status}: {body}", file=sys.stderr)
-                    return 1
-                print(f"secret db-password = {body['value']!r}")
+            with (
+                ManagedIdentityCredential() as credential,
+                SecretClient(
+                    vault_url,
+                    credential,
+                    # The client checks that the challenge's resource (vault.azure.net) matches the vault's host
+                    # (<name>.vault.azure.net). The stand-in is 127.0.0.1, so this sample, and only because it stays on
+                    # loopback, turns that check off. Never do this for a vault URL you did not write yourself.
+                    verify_challenge_resource=False,
+                    # no HTTP(S)_PROXY (the request stays on this machine); trust the stand-in's loopback certificate
+                    transport=RequestsTransport(use_env_settings=False, connection_verify=CERT),
+                ) as client,
+            ):
+                for _ in range(3):
+                    secret = client.get_secret("db-password")
+                print(f"secret db-password = {secret.value!r}")
+                print(f"token requests the emulator received: {emulator.tokens_issued} (for 3 reads)")
+                claims = decode_jwt(emulator.issued_tokens()[0])
+                print(f"token audience {claims['aud']}, tenant {claims['tid']}: the challenge's")
 
-                # A token for another audience does not open the vault.
-                status, body = _read_secret(credential, vault_url, "https://storage.azure.com/.default")
-                if status != 401:
-                    print(f"a Storage token was not refused: {status}", file=sys.stderr)
+                KeyVaultStandIn.revoked.update(emulator.issued_tokens())  # the vault revokes it: CAE
+                secret = client.get_secret("db-password")
+                print(
+                    f"after a CAE claims challenge: read again with a fresh token "
+                    f"(token requests: {emulator.tokens_issued})"
+                )
+                if emulator.tokens_issued != 2 or secret.value != SECRETS["db-password"]:
+                    print("the claims challenge was not answered as expected", file=sys.stderr)
                     return 1
-                print(f"with a Storage token instead: {status} {body['error']['code']}, as expected")
-    finally:
-        vault.shutdown()
-        vault.server_close()
+        finally:
+            vault.shutdown()
+            vault.server_close()
     return 0
 
 

@@ -38,7 +38,9 @@ TELLTALES = {
     ],
     "key_vault.py": [
         "secret db-password = 'correct-horse-battery-staple (a sample value)'",
-        "with a Storage token instead: 401 Unauthorized, as expected",
+        "token requests the emulator received: 1 (for 3 reads)",
+        "token audience https://vault.azure.net, tenant ",
+        "after a CAE claims challenge: read again with a fresh token (token requests: 2)",
     ],
 }
 

@@ -174,16 +174,18 @@ def _installed_version() -> str:
     return version
 
 
-def _start(tls: TlsFiles, directory: Path, attempt: int) -> tuple[subprocess.Popen[bytes], int, float, Path]:
+def _start(
+    tls: TlsFiles, directory: Path, attempt: int, service: str = "blob"
+) -> tuple[subprocess.Popen[bytes], int, float, Path]:
     port = _free_port()
     location = directory / f"data-{attempt}"
     location.mkdir()
     log_path = directory / f"azurite-{attempt}.log"
     command = [
-        str(AZURITE_BLOB),
-        "--blobHost",
+        str(AZURITE_BLOB.with_name(f"azurite-{service}")),
+        f"--{service}Host",
         "127.0.0.1",
-        "--blobPort",
+        f"--{service}Port",
         str(port),
         "--oauth",
         "basic",
@@ -211,11 +213,8 @@ def _start(tls: TlsFiles, directory: Path, attempt: int) -> tuple[subprocess.Pop
     return process, port, -1.0, log_path
 
 
-@pytest.fixture(scope="session")
-def azurite(
-    request: pytest.FixtureRequest, tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Azurite]:
-    """Azurite's blob service over HTTPS on a free loopback port, with OAuth bearer checks on."""
+def _serve(service: str, tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """One Azurite service over HTTPS on a free loopback port, with OAuth bearer checks on."""
     require_azurite_installed()
     version = _installed_version()
     if version != AZURITE_VERSION:
@@ -223,23 +222,44 @@ def azurite(
             f"Azurite {version} is installed, the lockfile pins {AZURITE_VERSION}: run `npm ci` in {REPO_ROOT}",
             pytrace=False,
         )
-    directory = tmp_path_factory.mktemp("azurite")
+    directory = tmp_path_factory.mktemp(f"azurite-{service}")
     for attempt in range(START_ATTEMPTS):
-        process, port, seconds, log_path = _start(tls_files, directory, attempt)
+        process, port, seconds, log_path = _start(tls_files, directory, attempt, service)
         if seconds >= 0:
             break
         log = log_path.read_text(encoding="utf-8", errors="replace")
         if "EADDRINUSE" not in log or attempt == START_ATTEMPTS - 1:
             pytest.fail(
-                f"Azurite did not start within {STARTUP_TIMEOUT:.0f} s (exit code {process.returncode}); "
-                f"its output:\n{log}",
+                f"Azurite {service} did not start within {STARTUP_TIMEOUT:.0f} s (exit code "
+                f"{process.returncode}); its output:\n{log}",
                 pytrace=False,
             )
-    request.config.stash[_STARTUP_KEY] = seconds
     try:
         yield Azurite(f"https://127.0.0.1:{port}", tls_files.ca_path, seconds, log_path)
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def azurite(
+    request: pytest.FixtureRequest, tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Azurite]:
+    """Azurite's blob service over HTTPS on a free loopback port, with OAuth bearer checks on."""
+    for running in _serve("blob", tls_files, tmp_path_factory):
+        request.config.stash[_STARTUP_KEY] = running.startup_seconds
+        yield running
+
+
+@pytest.fixture(scope="session")
+def azurite_queue(tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's queue service, like ``azurite``."""
+    yield from _serve("queue", tls_files, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def azurite_table(tls_files: TlsFiles, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    """Azurite's table service, like ``azurite`` (Azurite checks bearer tokens for tables too)."""
+    yield from _serve("table", tls_files, tmp_path_factory)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

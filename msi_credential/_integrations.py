@@ -1,0 +1,264 @@
+"""Tokens where code takes them outside azure-core pipelines: a token-provider callable, a ``requests`` auth.
+
+``get_bearer_token_provider`` has azure-identity's contract: ``(credential, *scopes) -> Callable[[], str]``, any
+azure-core ``TokenProvider`` accepted, the token requested lazily at the first call and an error raised from the
+call, not from construction. azure-identity runs each call through azure-core's ``BearerTokenCredentialPolicy``
+against a throwaway request; for any credential but ours, so does this one. For our credential with its one scope,
+a call reads the credential's token cache directly (a dict lookup and a clock read, returning the cached string)
+and falls back to ``get_token_info`` when the token is missing or due for refresh.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import inspect
+import logging
+import re
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import requests
+from requests.auth import AuthBase
+from requests.cookies import extract_cookies_to_jar
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenProvider
+
+    from ._engine.cache import CacheEntry
+
+    CacheReader = tuple[Callable[[str], Optional[CacheEntry]], Callable[[], float], str]
+
+_LOGGER = logging.getLogger("msi_credential")
+
+
+def get_bearer_token_provider(credential: TokenProvider, *scopes: str) -> Callable[[], str]:
+    """A callable that returns a bearer token for ``scopes``: azure-identity's ``get_bearer_token_provider``.
+
+    For example ``AzureOpenAI(azure_ad_token_provider=get_bearer_token_provider(credential,
+    "https://cognitiveservices.azure.com/.default"))``; or ``headers["Authorization"] = "Bearer " + provider()``.
+    """
+    from ._credential import ManagedIdentityCredential
+
+    fast = _cache_reader(credential, scopes, ManagedIdentityCredential)
+    if fast is not None:
+        bucket_get, clock, scope = fast
+        get_token_info = credential.get_token_info  # type: ignore[union-attr]
+
+        def provider() -> str:
+            entry = bucket_get(scope)
+            if entry is not None and clock() < entry.refresh_on:
+                return entry.info.token
+            info = get_token_info(scope)
+            return info.token
+
+        return provider
+    return _policy_provider(credential, scopes)
+
+
+def _cache_reader(credential: object, scopes: tuple[str, ...], face: type) -> Optional[CacheReader]:
+    """(bucket.get, clock, scope) when calls may read this credential's cache: our own class with its token methods
+    as they are (a subclass that overrides them is called like any other credential) and one string scope."""
+    if type(credential) is not face and not (
+        isinstance(credential, face) and type(credential).get_token_info is face.get_token_info  # type: ignore[attr-defined]
+    ):
+        return None
+    if len(scopes) != 1 or not isinstance(scopes[0], str):
+        return None  # the credential raises its ValueError from the call, as azure-identity's provider would
+    bucket = credential._bucket  # type: ignore[attr-defined]
+    return bucket.get, credential._clock, scopes[0]  # type: ignore[attr-defined]
+
+
+def _policy_provider(credential: TokenProvider, scopes: tuple[str, ...]) -> Callable[[], str]:
+    """What azure-identity does: azure-core's policy authorizes a throwaway request; the header is the answer."""
+    from azure.core.pipeline import PipelineContext, PipelineRequest
+    from azure.core.pipeline.policies import BearerTokenCredentialPolicy
+    from azure.core.rest import HttpRequest
+
+    policy: BearerTokenCredentialPolicy[Any, Any] = BearerTokenCredentialPolicy(credential, *scopes)
+
+    def provider() -> str:
+        request = PipelineRequest(HttpRequest("CredentialWrapper", "https://fakeurl"), PipelineContext(None))
+        policy.on_request(request)
+        header: str = request.http_request.headers["Authorization"]
+        return header[len("Bearer ") :]
+
+    return provider
+
+
+# ---------------------------------------------------------------------------------------------- requests
+
+_AUTH_PARAM = re.compile(
+    r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(,|$)""", re.DOTALL
+)
+_SCHEME = re.compile(r"\s*,?\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$|(?=,))")
+
+
+def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
+    """The challenges of a ``WWW-Authenticate`` value: [(scheme lower-cased, {parameter lower-cased: value})].
+
+    Several challenges may share one header (``Bearer a="1", b="2", Basic realm="x"``); quoted values may hold
+    commas and backslash escapes. Anything it cannot read ends the parse (what was read stays).
+    """
+    challenges: list[tuple[str, dict[str, str]]] = []
+    position = 0
+    while position < len(header):
+        scheme = _SCHEME.match(header, position)
+        if scheme is None:
+            break
+        params: dict[str, str] = {}
+        position = scheme.end()
+        while position < len(header):
+            param = _AUTH_PARAM.match(header, position)
+            if param is None:
+                break
+            # a token followed by a space (not "=") starts the next challenge: the parameter regex refuses it
+            value = param.group(2)
+            if value.startswith('"'):
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            params[param.group(1).lower()] = value
+            position = param.end()
+        challenges.append((scheme.group(1).lower(), params))
+    return challenges
+
+
+def claims_from_challenge(header: Optional[str]) -> Optional[str]:
+    """The claims of a CAE ``insufficient_claims`` Bearer challenge, base64-decoded; None for any other header."""
+    if not header:
+        return None
+    for scheme, params in parse_challenges(header):
+        if scheme != "bearer" or params.get("error") != "insufficient_claims":
+            continue
+        encoded = params.get("claims", "").strip()
+        if not encoded:
+            return None
+        try:
+            decoded = base64.urlsafe_b64decode(
+                encoded.replace("+", "-").replace("/", "_") + "=" * (-len(encoded) % 4)
+            ).decode("utf-8")
+        except (binascii.Error, ValueError):
+            return None
+        return decoded if decoded.strip() else None
+    return None
+
+
+class ManagedIdentityAuth(AuthBase):
+    """``session.auth = ManagedIdentityAuth(credential, scope)``: a bearer token on every request.
+
+    The header comes from the credential's cache (see ``get_bearer_token_provider``). A 401 whose
+    ``WWW-Authenticate`` is a CAE claims challenge (``Bearer ... error="insufficient_claims", claims="<base64>"``)
+    gets a fresh token with those claims and the request is sent once more, unless its body is a stream that cannot
+    be replayed (then the 401 is returned). Nothing here logs or repeats the token.
+    """
+
+    def __init__(self, credential: TokenProvider, scope: str) -> None:
+        if not isinstance(scope, str) or not scope.strip():
+            raise ValueError("scope must be a non-empty string, e.g. 'https://management.azure.com/.default'")
+        method = getattr(credential, "get_token_info", None) or getattr(credential, "get_token", None)
+        if method is None:
+            raise TypeError("credential must have get_token or get_token_info (an azure-core TokenProvider)")
+        if inspect.iscoroutinefunction(method):
+            raise TypeError(
+                "requests is synchronous: pass msi_credential.ManagedIdentityCredential, not the aio one"
+            )
+        self._credential = credential
+        self._scope = scope
+        from ._credential import ManagedIdentityCredential
+
+        if _cache_reader(credential, (scope,), ManagedIdentityCredential) is not None:
+            # Our credential: its cache holds the token a claims challenge replaced, so read it every time.
+            self._token = get_bearer_token_provider(credential, scope)
+        else:
+            # Others cache for themselves; a policy's own copy would outlive a token the challenge revoked.
+            self._token = self._fresh
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scope={self._scope!r})"
+
+    def _fresh(self, claims: Optional[str] = None) -> str:
+        credential: Any = self._credential
+        if hasattr(credential, "get_token_info"):
+            options = {"claims": claims} if claims else None
+            return str(credential.get_token_info(self._scope, options=options).token)
+        if claims:
+            return str(credential.get_token(self._scope, claims=claims).token)
+        return str(credential.get_token(self._scope).token)
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = "Bearer " + self._token()
+        body = request.body
+        position: Optional[int] = None
+        if body is not None and not isinstance(body, (bytes, str)):
+            try:
+                position = body.tell()
+            except (AttributeError, OSError):
+                position = None  # a generator or a pipe: not replayable
+        retry = _ChallengeRetry(self, position, _origin(request.url))
+        request.register_hook("response", retry)  # type: ignore[no-untyped-call]
+        return request
+
+
+class _ChallengeRetry:
+    """The response hook of one request: answer one claims challenge, once."""
+
+    __slots__ = ("_auth", "_origin", "_position", "_used")
+
+    def __init__(self, auth: ManagedIdentityAuth, position: Optional[int], origin: tuple[str, str]) -> None:
+        self._auth = auth
+        self._position = position
+        self._origin = origin  # where the token was meant to go
+        self._used = False
+
+    def __call__(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        if response.status_code != 401 or self._used:
+            return response
+        if _origin(response.request.url) != self._origin:
+            # a redirect elsewhere: requests dropped our header there, and no token follows it on a challenge
+            return response
+        claims = claims_from_challenge(response.headers.get("WWW-Authenticate"))
+        if claims is None:
+            return response
+        self._used = True
+        original = response.request
+        replay = original.copy()
+        body = original.body
+        if body is not None and not isinstance(body, (bytes, str)):
+            seek = getattr(body, "seek", None)
+            if self._position is None or seek is None:
+                _LOGGER.debug(
+                    "claims challenge from %s not answered: the request body is a stream that cannot be replayed",
+                    _host(original.url),
+                )
+                return response
+            try:
+                seek(self._position)
+            except OSError:
+                return response
+        token = self._auth._fresh(claims)
+        _LOGGER.debug(
+            "claims challenge from %s: sending the request once more with a fresh token", _host(original.url)
+        )
+        response.content  # noqa: B018 - read the 401 so its connection goes back to the pool
+        response.close()
+        jar = getattr(replay, "_cookies", None)
+        if jar is not None:  # cookies the 401 set go along, as requests' own digest auth does
+            extract_cookies_to_jar(jar, original, response.raw)  # type: ignore[no-untyped-call]
+            replay.prepare_cookies(jar)
+        replay.headers["Authorization"] = "Bearer " + token
+        connection: Any = getattr(response, "connection")  # noqa: B009 - set by requests' adapter, not typed
+        retried: requests.Response = connection.send(replay, **kwargs)
+        retried.history.append(response)
+        retried.request = replay
+        return retried
+
+
+def _origin(url: Optional[str]) -> tuple[str, str]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _host(url: Optional[str]) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url or "").netloc or "the server"

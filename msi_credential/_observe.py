@@ -1,0 +1,161 @@
+"""Where a token came from, at DEBUG: one record for each token acquisition that misses the cache-hit path.
+
+The cache-hit path of ``get_token`` / ``get_token_info`` (a dict lookup and a clock read) logs nothing and is not
+touched here. Every call past it ends in one DEBUG record on the ``msi_credential`` logger saying whether the token
+came from the endpoint (and after how many HTTP requests) or from the cache, and from which source. The record
+never holds the token; its ``token_origin`` and ``token_source`` attributes carry the same facts for handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Optional, TypeVar
+
+from ._engine.effects import EffectResult, Send
+from ._engine.response import label
+
+if TYPE_CHECKING:
+    from azure.core.credentials import AccessTokenInfo
+
+    from ._engine.cache import CacheEntry
+    from ._engine.flow import Engine, Flow
+
+_LOGGER = logging.getLogger("msi_credential")
+
+T = TypeVar("T")
+
+ENDPOINT = "endpoint"
+CACHE = "cache"
+
+
+class TokenTrace:
+    """Watches one slow-path acquisition: did this caller's flow send, did it wait for another's, or take the cache."""
+
+    __slots__ = ("_before", "_began", "_claims", "_engine", "_resource", "ran", "sends", "took_cached")
+
+    def __init__(self, engine: Engine, resource: str, claims: Optional[str]) -> None:
+        self._engine = engine
+        self._resource = resource
+        self._claims = claims
+        self._began = time.perf_counter()
+        self._before: Optional[CacheEntry] = None
+        self.ran = False  # this caller ran a flow (it led the single flight, or it had claims)
+        self.sends = 0  # HTTP requests that flow made (retries and the Azure Arc challenge included)
+        self.took_cached = False  # a refresh was in flight elsewhere and this caller took the cached token
+
+    def watch(self, flow: Flow) -> Flow:
+        """Pass the flow's effects through, counting the HTTP requests among them."""
+        self.ran = True
+        self._before = self._engine.bucket.get(self._resource)
+        result: EffectResult = None
+        try:
+            while True:
+                try:
+                    effect = flow.send(result)
+                except StopIteration as stop:
+                    value: AccessTokenInfo = stop.value
+                    return value
+                if isinstance(effect, Send):
+                    self.sends += 1
+                result = yield effect
+        finally:
+            flow.close()
+
+    def still_valid(self, still_valid: Callable[[], Optional[AccessTokenInfo]]) -> Optional[AccessTokenInfo]:
+        """The single flight's "serve the cached token while a refresh is in flight" check, noted."""
+        value = still_valid()
+        self.took_cached = value is not None
+        return value
+
+    def origin(self, info: AccessTokenInfo) -> tuple[str, str]:
+        """(``endpoint`` or ``cache``, why), for a token this acquisition returned."""
+        if self.ran:
+            before = self._before
+            if self.sends and (before is None or info is not before.info):
+                requests = f"{self.sends} HTTP request{'s' if self.sends != 1 else ''}"
+                reason = "with the claims challenge, " if self._claims else ""
+                return ENDPOINT, f"{reason}{requests}"
+            if self.sends:
+                return CACHE, "the refresh failed and the cached token is still valid"
+            return CACHE, "no refresh due yet"
+        if self.took_cached:
+            return CACHE, "a refresh is in flight and the cached token is still valid"
+        return ENDPOINT, "waited for another caller's request"
+
+    def report(self, info: AccessTokenInfo) -> None:
+        if not _LOGGER.isEnabledFor(logging.DEBUG):
+            return
+        origin, why = self.origin(info)
+        source = self._engine.source
+        detail = f"{why}; {(time.perf_counter() - self._began) * 1000.0:.1f} ms"
+        _LOGGER.debug(
+            "%s: token for %s from the %s (%s)",
+            label(source),
+            self._resource,
+            origin,
+            detail,
+            extra={"token_origin": origin, "token_source": source.value, "token_detail": detail},
+        )
+
+    def report_failure(self, error: BaseException) -> None:
+        if not _LOGGER.isEnabledFor(logging.DEBUG):
+            return
+        source = self._engine.source
+        code = getattr(error, "error_code", None) or type(error).__name__
+        _LOGGER.debug(
+            "%s: no token for %s (%s) after %d HTTP request(s)",
+            label(source),
+            self._resource,
+            code,
+            self.sends,
+            extra={"token_origin": None, "token_source": source.value},
+        )
+
+
+class OriginRecorder(logging.Handler):
+    """Keeps the origin of the last token acquisition reported while it is attached (the CLI's ``token``)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.origin: Optional[str] = None
+        self.detail: Optional[str] = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        origin = getattr(record, "token_origin", None)
+        if origin is not None:
+            self.origin = origin
+            self.detail = getattr(record, "token_detail", None)
+
+    def describe(self) -> str:
+        """``endpoint (1 HTTP request; 3.1 ms)``; ``cache (...)`` also when nothing was reported (a cache hit)."""
+        return f"{self.origin} ({self.detail})" if self.detail else str(self.origin)
+
+
+@contextmanager
+def recording_origin() -> Iterator[OriginRecorder]:
+    """Attach an OriginRecorder to the ``msi_credential`` logger, at DEBUG, for the block."""
+    recorder = OriginRecorder()
+    previous = _LOGGER.level
+    _LOGGER.addHandler(recorder)
+    if not _LOGGER.isEnabledFor(logging.DEBUG):
+        _LOGGER.setLevel(logging.DEBUG)
+    try:
+        yield recorder
+    finally:
+        _LOGGER.removeHandler(recorder)
+        _LOGGER.setLevel(previous)
+
+
+def with_origin(call: Callable[[], T]) -> tuple[T, OriginRecorder]:
+    """Run ``call`` (a token acquisition) and return its result with where the token came from.
+
+    A call that returns without a record was served by the cache-hit path, which reports nothing.
+    """
+    with recording_origin() as recorder:
+        result = call()
+    if recorder.origin is None:
+        recorder.origin, recorder.detail = CACHE, "a cache hit"
+    return result, recorder

@@ -1,0 +1,209 @@
+"""Where a token came from, at DEBUG: one record per acquisition past the cache-hit path, none on a hit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from msi_credential import CredentialUnavailableError, ManagedIdentityCredential, get_bearer_token_provider
+from msi_credential.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
+from msi_credential.emulator import Emulator, Fault
+
+STORAGE = "https://storage.azure.com/.default"
+
+
+def origin_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if hasattr(record, "token_source")]
+
+
+def assert_no_token_in(records: list[logging.LogRecord], emulator: Emulator) -> None:
+    text = "\n".join(record.getMessage() + repr(record.__dict__) for record in records)
+    for token in emulator.issued_tokens():
+        assert token not in text
+        assert token.split(".")[1] not in text
+
+
+@pytest.fixture
+def emulator(emulator_factory: Any) -> Emulator:
+    started: Emulator = emulator_factory("imds")
+    return started
+
+
+@pytest.fixture(autouse=True)
+def debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="msi_credential")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def credential_for(emulator: Emulator, **kwargs: Any) -> ManagedIdentityCredential:
+    return ManagedIdentityCredential(
+        _environ=emulator.environ, share_cache=False, _sleep=lambda s: None, **kwargs
+    )
+
+
+def test_one_record_for_a_token_from_the_endpoint_none_for_cache_hits(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    with credential_for(emulator) as credential:
+        credential.get_token(STORAGE)
+        for _ in range(10):
+            credential.get_token(STORAGE)
+            credential.get_token_info(STORAGE)
+        provider = get_bearer_token_provider(credential, STORAGE)
+        for _ in range(10):
+            provider()
+
+    [record] = origin_records(caplog)
+    assert record.levelno == logging.DEBUG
+    assert record.token_origin == "endpoint"  # type: ignore[attr-defined]
+    assert record.token_source == "imds"  # type: ignore[attr-defined]
+    assert (
+        "IMDS: token for https://storage.azure.com from the endpoint (1 HTTP request; " in record.getMessage()
+    )
+    assert_no_token_in(caplog.records, emulator)
+
+
+def test_retries_are_counted_in_the_one_record(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    emulator.script(Fault(500), Fault(503))
+    with credential_for(emulator) as credential:
+        credential.get_token(STORAGE)
+
+    [record] = origin_records(caplog)
+    assert "from the endpoint (3 HTTP requests; " in record.getMessage()
+
+
+def test_a_claims_request_says_so(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    with credential_for(emulator) as credential:
+        credential.get_token(STORAGE)
+        credential.get_token(STORAGE, claims='{"access_token":{}}')
+
+    first, second = origin_records(caplog)
+    assert first.token_origin == "endpoint"  # type: ignore[attr-defined]
+    assert "with the claims challenge, 1 HTTP request" in second.getMessage()
+    assert second.token_origin == "endpoint"  # type: ignore[attr-defined]
+
+
+def test_a_failed_refresh_that_serves_the_cached_token_is_from_the_cache(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    with credential_for(emulator, _clock=clock, retry_total=0) as credential:
+        first = credential.get_token(STORAGE).token
+        clock.now += 3600 - 299  # past refresh_on, before the mandatory window
+        emulator.script(Fault(500))
+
+        assert credential.get_token(STORAGE).token == first
+
+    endpoint, cached = origin_records(caplog)
+    assert endpoint.token_origin == "endpoint"  # type: ignore[attr-defined]
+    assert cached.token_origin == "cache"  # type: ignore[attr-defined]
+    assert "from the cache (the refresh failed and the cached token is still valid" in cached.getMessage()
+
+
+def test_concurrent_misses_one_request_every_record_says_where_its_token_came_from(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator.delay = 0.05  # the request stays in flight while the others arrive
+    barrier = threading.Barrier(8)
+    with credential_for(emulator) as credential:
+
+        def call() -> None:
+            barrier.wait()
+            credential.get_token(STORAGE)
+
+        threads = [threading.Thread(target=call) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    records = origin_records(caplog)
+    assert emulator.tokens_issued == 1
+    assert 1 <= len(records) <= 8  # a late thread may hit the cache: no record
+    assert {record.token_origin for record in records} == {"endpoint"}  # type: ignore[attr-defined]
+    assert sum("1 HTTP request" in record.getMessage() for record in records) == 1
+    assert all(
+        "1 HTTP request" in record.getMessage()
+        or "waited for another caller's request" in record.getMessage()
+        for record in records
+    )
+
+
+def test_a_failure_gets_one_record_without_a_token(
+    emulator_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = emulator_factory("app_service")
+    with (
+        ManagedIdentityCredential(
+            client_id="00000000-0000-0000-0000-00000000dead", _environ=emulator.environ, share_cache=False
+        ) as credential,
+        pytest.raises(CredentialUnavailableError),
+    ):
+        credential.get_token(STORAGE)
+
+    [record] = origin_records(caplog)
+    assert record.token_origin is None  # type: ignore[attr-defined]
+    assert (
+        "no token for https://storage.azure.com (identity_not_found) after 1 HTTP request(s)"
+        in record.getMessage()
+    )
+
+
+def test_nothing_is_recorded_when_debug_is_off(emulator: Emulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="msi_credential")
+    with credential_for(emulator) as credential:
+        credential.get_token(STORAGE)
+    assert origin_records(caplog) == []
+
+
+async def test_async_one_record_per_request_none_for_hits(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AsyncManagedIdentityCredential(_environ=emulator.environ, share_cache=False) as credential:
+        await credential.get_token(STORAGE)
+        for _ in range(10):
+            await credential.get_token(STORAGE)
+
+    [record] = origin_records(caplog)
+    assert record.token_origin == "endpoint"  # type: ignore[attr-defined]
+    assert (
+        "IMDS: token for https://storage.azure.com from the endpoint (1 HTTP request; " in record.getMessage()
+    )
+    assert_no_token_in(caplog.records, emulator)
+
+
+def test_cli_token_shows_where_the_token_came_from(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+    import json
+
+    from msi_credential.cli import main
+
+    for name, value in emulator.environ.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    assert main(["token", STORAGE], stdout=out) == 0
+    [line] = [line for line in out.getvalue().splitlines() if line.startswith("from:")]
+    assert line.startswith("from:        endpoint (1 HTTP request; ")
+    assert emulator.issued_tokens()[0] not in out.getvalue() + capsys.readouterr().err
+
+    out = io.StringIO()
+    assert main(["token", STORAGE, "--json"], stdout=out) == 0
+    assert json.loads(out.getvalue())["origin"] == "cache"  # the process-wide cache had it from the first run
+    out = io.StringIO()
+    assert main(["token", STORAGE], stdout=out) == 0
+    assert "from:        cache (a cache hit)" in out.getvalue().splitlines()
+    assert emulator.tokens_issued == 1
+    assert logging.getLogger("msi_credential").level == logging.DEBUG  # caplog's; the CLI restored it
