@@ -232,7 +232,8 @@ def test_each_stop_signal_stops_it_and_removes_every_file_it_wrote(
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and sh")
 def test_sigint_stops_it_when_a_script_started_it_in_the_background(emulate: Any) -> None:
-    if os.path.exists("/proc/self/status"):  # the premise: a background job of a script starts with SIGINT ignored
+    # The premise: a background job of a script starts with SIGINT ignored.
+    if os.path.exists("/proc/self/status"):
         probe = subprocess.run(
             ["sh", "-c", "grep SigIgn /proc/self/status & wait"], capture_output=True, text=True, check=True
         )
@@ -408,3 +409,19 @@ def test_stop_signal_handlers_are_put_back_after_an_in_process_run(monkeypatch: 
 
     assert callable(seen[0]) and seen[0] is not before[signal.SIGTERM]
     assert {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS} == before
+
+
+def test_demo_without_the_emulator_extra_runs_and_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "trustme", None)  # a fresh machine with only `pip install -e .`
+    out = io.StringIO()
+
+    code = main(["demo"], stdout=out)
+
+    assert code == EXIT_OK
+    rows = {line.split()[0]: line for line in out.getvalue().splitlines() if line.split()}
+    assert "skipped" in rows["service_fabric"] and "msi-credential[emulator]" in rows["service_fabric"]
+    served = ("imds", "app_service", "azure_arc", "cloud_shell", "machine_learning", "workload_identity")
+    for source in served:
+        assert rows[source].endswith("https://storage.azure.com"), rows[source]
