@@ -96,10 +96,15 @@ class Emulate:
         out, err = self.process.communicate(timeout=TIMEOUT)
         return out, err
 
-    def kill(self) -> None:
+    def stop(self) -> None:
+        """SIGTERM, so that it removes its files; SIGKILL only if it does not exit."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.communicate(timeout=TIMEOUT)
+            self.process.terminate()
+            try:
+                self.process.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate(timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -113,7 +118,7 @@ def emulate() -> Iterator[Any]:
 
     yield start
     for process in started:
-        process.kill()
+        process.stop()
 
 
 def imds_get(url: str, query: Optional[dict[str, str]] = None) -> tuple[int, dict[str, Any]]:

@@ -323,7 +323,8 @@ def _lines(emulator: Any, args: argparse.Namespace, variables: Mapping[str, str]
     if source is ManagedIdentitySource.SERVICE_FABRIC:
         lines.append(
             "# IDENTITY_SERVER_THUMBPRINT pins the server certificate for the clients that check it "
-            "(azure-identity, msal, msi-credential); the JavaScript clients check the CA below instead"
+            "(msal, msi-credential); the JavaScript clients check the CA below instead, and azure-identity does "
+            "not check the certificate for Service Fabric"
         )
     if trust:
         lines.append(
@@ -346,11 +347,16 @@ def _lines(emulator: Any, args: argparse.Namespace, variables: Mapping[str, str]
             "endpoint is served over https at AZURE_AUTHORITY_HOST"
         )
     system = emulator.system_identity
-    lines.append(f"# system-assigned identity: client id {system.client_id}, object id {system.object_id}")
+    label = (
+        "the workload's app (AZURE_CLIENT_ID)"
+        if source is ManagedIdentitySource.WORKLOAD_IDENTITY
+        else "system-assigned identity"
+    )
+    lines.append(f"# {label}: client id {system.client_id}, object id {system.object_id}")
     for identity in emulator.identities:
         extra = f", resource id {identity.resource_id}" if identity.resource_id else ""
         lines.append(
-            f"# user-assigned identity: client id {identity.client_id}, object id {identity.object_id}{extra}"
+            f"# {'another app the federated credential may ask for' if source is ManagedIdentitySource.WORKLOAD_IDENTITY else 'user-assigned identity'}: client id {identity.client_id}, object id {identity.object_id}{extra}"
         )
     if args.fail:
         lines.append(f"# the next {len(args.fail)} request(s) fail with {','.join(map(str, args.fail))}")
