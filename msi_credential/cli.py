@@ -22,6 +22,7 @@ from ._engine.detection import VARIABLES, SourceConfig, detect
 from ._errors import CredentialUnavailableError, ManagedIdentityError
 from ._source import ManagedIdentitySource
 from ._version import VERSION
+from .emulator import _cli as emulator_cli
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -82,30 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     emulate = commands.add_parser(
         "emulate",
         help="run the loopback emulator in the foreground",
-        description="Run the managed identity emulator on loopback for local development and print the export lines "
-        "that point the credential at it. Ctrl-C stops it.",
+        description="Run a managed identity endpoint on loopback for local development and print the variables "
+        "that point any Azure SDK's managed identity credential at it (and make it trust the emulator's "
+        "certificate). Ctrl-C, SIGTERM or SIGHUP stops it and removes the files it wrote.",
     )
-    emulate.add_argument(
-        "--source",
-        choices=[source.value for source in _EMULATED_SOURCES],
-        default="imds",
-        help="which endpoint to emulate (default: imds)",
-    )
-    emulate.add_argument("--port", type=_port, default=0, help="port to listen on (default: a free port)")
-    emulate.add_argument(
-        "--host", default="127.0.0.1", choices=["127.0.0.1", "::1", "localhost"], help="loopback address"
-    )
-    emulate.add_argument(
-        "--identity",
-        action="append",
-        default=[],
-        metavar="CLIENT_ID,OBJECT_ID[,RESOURCE_ID]",
-        type=_identity,
-        help="a user-assigned identity the emulator knows (repeatable)",
-    )
-    emulate.add_argument(
-        "--lifetime", type=_lifetime, default=3600, help="token lifetime in seconds (default 3600)"
-    )
+    emulator_cli.add_arguments(emulate)
 
     commands.add_parser(
         "demo",
@@ -114,33 +96,6 @@ def build_parser() -> argparse.ArgumentParser:
         "and show the cache at work. Needs no Azure and no network.",
     )
     return parser
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0 to 65535, not {value}")
-    return value
-
-
-def _lifetime(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 1 <= value <= 7 * 24 * 3600:
-        raise argparse.ArgumentTypeError("lifetime must be 1 second to 7 days")
-    return value
-
-
-def _identity(text: str) -> tuple[str, str, str]:
-    parts = [part.strip() for part in text.split(",")]
-    if len(parts) not in (2, 3) or not all(parts):
-        raise argparse.ArgumentTypeError("expected CLIENT_ID,OBJECT_ID[,RESOURCE_ID]")
-    return parts[0], parts[1], parts[2] if len(parts) == 3 else ""
 
 
 def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = None) -> int:
@@ -301,56 +256,7 @@ def _probe(endpoint: str) -> tuple[bool, str]:
 
 
 def _emulate(args: argparse.Namespace, out: TextIO) -> int:
-    import logging
-
-    from .emulator import Emulator, UserAssignedIdentity
-
-    identities = [UserAssignedIdentity(*parts) for parts in args.identity]
-    emulator = Emulator(
-        args.source, host=args.host, port=args.port, identities=identities, token_lifetime=args.lifetime
-    )
-    try:
-        emulator.start()
-    except OSError as error:
-        print(
-            f"msi-credential emulate: error: cannot listen on {args.host}:{args.port}: {error}",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    # Installed only once serving, and always removed again (level included): main() may run again in-process.
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    emulator_logger = logging.getLogger("msi_credential.emulator")
-    previous_level = emulator_logger.level
-    emulator_logger.addHandler(handler)
-    emulator_logger.setLevel(logging.DEBUG)
-    try:
-        print(f"# {args.source} emulator listening at {emulator.url}", file=out)
-        print("# point the credential at it in another shell:", file=out)
-        for name, value in emulator.environ.items():
-            print(f"export {name}={_shell_quote(value)}", file=out)
-        if emulator.credential_kwargs:
-            print(
-                f"# and pass these keyword arguments to the credential: {emulator.credential_kwargs}",
-                file=out,
-            )
-        print("# Ctrl-C stops it", file=out)
-        out.flush()
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("# stopped", file=out)
-        return EXIT_OK
-    finally:
-        emulator.stop()
-        emulator_logger.removeHandler(handler)
-        emulator_logger.setLevel(previous_level)
-
-
-def _shell_quote(value: str) -> str:
-    import shlex
-
-    return shlex.quote(value)
+    return emulator_cli.run(args, out)
 
 
 def _demo(out: TextIO) -> int:

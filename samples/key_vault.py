@@ -23,23 +23,22 @@ import json
 import os
 import ssl
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import trustme
 from azure.core.pipeline.transport import RequestsTransport
 from azure.keyvault.secrets import SecretClient
 
-import msi_credential.emulator
 from msi_credential import ManagedIdentityCredential
 from msi_credential.emulator import Emulator, decode_jwt
 
 VAULT_RESOURCE = "https://vault.azure.net"
 SECRETS = {"db-password": "correct-horse-battery-staple (a sample value)"}
-# The emulator's certificate for 127.0.0.1 (self-signed, loopback only), shipped with the package.
-CERTIFICATE_DIRECTORY = os.path.dirname(os.path.abspath(msi_credential.emulator.__file__))
-CERT = os.path.join(CERTIFICATE_DIRECTORY, "loopback-cert.pem")
-KEY = os.path.join(CERTIFICATE_DIRECTORY, "loopback-key.pem")
+# A certificate authority made for this run (trustme, the emulator extra) and the stand-in's 127.0.0.1 certificate.
+AUTHORITY = trustme.CA(organization_name="key vault sample (this run only)")
 
 
 class KeyVaultStandIn(BaseHTTPRequestHandler):
@@ -94,14 +93,16 @@ def start_vault(tenant_id: str) -> ThreadingHTTPServer:
     KeyVaultStandIn.tenant_id = tenant_id
     server = ThreadingHTTPServer(("127.0.0.1", 0), KeyVaultStandIn)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(CERT, KEY)
+    AUTHORITY.issue_cert("127.0.0.1").configure_cert(context)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
 
 def main() -> int:
-    with Emulator("imds") as emulator:
+    with Emulator("imds") as emulator, tempfile.TemporaryDirectory() as directory:
+        ca_file = os.path.join(directory, "ca.pem")
+        AUTHORITY.cert_pem.write_to_path(ca_file)
         vault = start_vault(emulator.tenant_id)
         vault_url = f"https://127.0.0.1:{vault.server_address[1]}"
         try:
@@ -116,8 +117,8 @@ def main() -> int:
                     # (<name>.vault.azure.net). The stand-in is 127.0.0.1, so this sample, and only because it stays on
                     # loopback, turns that check off. Never do this for a vault URL you did not write yourself.
                     verify_challenge_resource=False,
-                    # no HTTP(S)_PROXY (the request stays on this machine); trust the stand-in's loopback certificate
-                    transport=RequestsTransport(use_env_settings=False, connection_verify=CERT),
+                    # no HTTP(S)_PROXY (the request stays on this machine); trust this run's CA
+                    transport=RequestsTransport(use_env_settings=False, connection_verify=ca_file),
                 ) as client,
             ):
                 for _ in range(3):

@@ -6,7 +6,6 @@ nothing here ever reaches 169.254.169.254.
 
 from __future__ import annotations
 
-import ast
 import io
 import json
 import logging
@@ -18,7 +17,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Optional
@@ -28,6 +26,7 @@ import pytest
 from msi_credential import ManagedIdentityCredential
 from msi_credential.cli import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decode_jwt
+from msi_credential.emulator import _cli as emulator_cli
 
 from .conftest import MANAGED_IDENTITY_VARIABLES
 
@@ -140,10 +139,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["emulate", "--port", "abc"], "argument --port: not a port number: 'abc'"),
         (["emulate", "--port", "70000"], "argument --port: port must be 0 to 65535, not 70000"),
         (["emulate", "--port", "-1"], "port must be 0 to 65535"),
-        (
-            ["emulate", "--source", "workload_identity"],
-            "argument --source: invalid choice: 'workload_identity'",
-        ),
+        (["emulate", "--fail", "200"], "expected HTTP statuses from 400 to 599, not '200'"),
+        (["emulate", "--latency", "-1"], "latency must be 0 to 600 seconds"),
+        (["emulate", "--format", "yaml"], "argument --format: invalid choice: 'yaml'"),
         (["emulate", "--source", "kubernetes"], "argument --source: invalid choice: 'kubernetes'"),
         (["emulate", "--host", "0.0.0.0"], "argument --host: invalid choice: '0.0.0.0'"),
         (["emulate", "--identity", "only-a-client-id"], "expected CLIENT_ID,OBJECT_ID[,RESOURCE_ID]"),
@@ -527,21 +525,18 @@ def test_emulate_in_the_foreground_serves_logs_and_stops_on_ctrl_c(
 
     out.until(lambda line: line.startswith(f"# {source} emulator listening at http"))
     environ: dict[str, str] = {}
-    kwargs: dict[str, Any] = {}
     while True:
         line = out.until(lambda line: True)
         if line.startswith("export "):
             name, _, value = line[len("export ") :].partition("=")
             [environ[name]] = shlex.split(value)
-        elif line.startswith("# and pass these keyword arguments to the credential: "):
-            kwargs = ast.literal_eval(line.partition("credential: ")[2])
-        elif line == "# Ctrl-C stops it":
+        elif line.startswith("# Ctrl-C (or kill "):
             break
     assert environ
     assert set(environ) <= set(MANAGED_IDENTITY_VARIABLES)
-    assert (source == "azure_arc") == bool(kwargs)
 
-    credential = ManagedIdentityCredential(_environ=environ, share_cache=False, **kwargs)
+    # Azure Arc included: the key files are in the agent's directory, where the credential looks by default.
+    credential = ManagedIdentityCredential(_environ=environ, share_cache=False)
     with credential:
         assert credential.source.value == source
         token = credential.get_token(STORAGE)
@@ -550,7 +545,7 @@ def test_emulate_in_the_foreground_serves_logs_and_stops_on_ctrl_c(
 
     process.send_signal(signal.SIGINT)
     assert process.wait(SUBPROCESS_TIMEOUT) == EXIT_OK
-    assert "# stopped" in out.rest()
+    assert "# stopped (SIGINT); the files it wrote are removed" in out.rest()
     assert not any("Traceback" in line for line in err.rest())
 
 
@@ -560,8 +555,8 @@ def test_emulate_in_process_with_a_user_assigned_identity(
     buffer = io.StringIO()
     results: list[str] = []
 
-    def serve_once(seconds: float) -> None:
-        """Stands in for the foreground wait: get a token through the printed exports, then press Ctrl-C."""
+    def serve_once(stop: Any) -> None:
+        """Stands in for the foreground wait: get a token through the printed exports, then return (stop)."""
         lines = buffer.getvalue().splitlines()
         environ = {}
         for line in lines:
@@ -572,9 +567,8 @@ def test_emulate_in_process_with_a_user_assigned_identity(
             _environ=environ, share_cache=False, client_id=IDENTITY.client_id, _sleep=lambda seconds: None
         ) as credential:
             results.append(credential.get_token(STORAGE).token)
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(time, "sleep", serve_once)
+    monkeypatch.setattr(emulator_cli, "wait_until_stopped", serve_once)
     emulator_logger = logging.getLogger("msi_credential.emulator")
     level = emulator_logger.level
     argv = ["emulate", "--source", "app_service", "--identity", f"{IDENTITY.client_id},{IDENTITY.object_id}"]
@@ -583,7 +577,7 @@ def test_emulate_in_process_with_a_user_assigned_identity(
 
     [token] = results
     assert decode_jwt(token)["oid"] == IDENTITY.object_id
-    assert buffer.getvalue().splitlines()[-1] == "# stopped"
+    assert buffer.getvalue().splitlines()[-1] == "# stopped (stop requested); the files it wrote are removed"
     assert "GET /msi/token -> 200" in capsys.readouterr().err
     assert emulator_logger.handlers == []  # main() can run again in this process
     assert emulator_logger.level == level
@@ -592,10 +586,10 @@ def test_emulate_in_process_with_a_user_assigned_identity(
 def test_emulate_on_a_port_in_use_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupt(seconds: float) -> None:  # should the port bind after all: stop instead of serving forever
-        raise KeyboardInterrupt
+    def interrupt(stop: Any) -> None:  # should the port bind after all: stop instead of serving forever
+        return None
 
-    monkeypatch.setattr(time, "sleep", interrupt)
+    monkeypatch.setattr(emulator_cli, "wait_until_stopped", interrupt)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -24,6 +24,7 @@ import trustme
 
 from msi_credential.emulator import (
     Emulator,
+    EmulatorSetupError,
     Fault,
     RecordedRequest,
     UserAssignedIdentity,
@@ -439,15 +440,17 @@ def test_service_fabric_makes_its_own_certificate(emulators: Any) -> None:
     assert token_request(emulator).status == 200
 
 
-def test_service_fabric_without_trustme_uses_the_bundled_loopback_certificate(
+def test_service_fabric_without_the_emulator_extra_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "trustme", None)
+    emulator = Emulator("service_fabric")
 
-    with Emulator("service_fabric") as emulator:
-        der = _peer_certificate(emulator)
-        assert hashlib.sha1(der).hexdigest() == emulator.thumbprint
-        assert token_request(emulator).status == 200
+    with pytest.raises(EmulatorSetupError, match=r"pip install 'msi-credential\[emulator\]'"):
+        emulator.start()
+
+    assert emulator.ca_file is None
+    assert "not started" in repr(emulator)
 
 
 def test_service_fabric_errors_have_its_shape(emulators: Any, tls_cert: tuple[str, str]) -> None:

@@ -7,7 +7,16 @@
 from __future__ import annotations
 
 from ._protocols import RecordedRequest, UserAssignedIdentity
-from ._server import Emulator, Fault
+from ._server import ARC_KEY_DIRECTORY, Emulator, EmulatorSetupError, Fault
 from ._tokens import decode_jwt, mint_jwt
 
-__all__ = ["Emulator", "Fault", "RecordedRequest", "UserAssignedIdentity", "decode_jwt", "mint_jwt"]
+__all__ = [
+    "ARC_KEY_DIRECTORY",
+    "Emulator",
+    "EmulatorSetupError",
+    "Fault",
+    "RecordedRequest",
+    "UserAssignedIdentity",
+    "decode_jwt",
+    "mint_jwt",
+]

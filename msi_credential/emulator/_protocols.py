@@ -28,7 +28,9 @@ ENTRA = "entra"
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 WORKLOAD_IDENTITY_PATH = "/{tenant}/oauth2/v2.0/token"
-_ENTRA_TOKEN_PATH = re.compile(r"/([^/]+)/oauth2/v2\.0/token")
+# Entra, like IMDS and the other endpoints, takes its paths in any letter case and with a trailing slash.
+_ENTRA_TOKEN_PATH = re.compile(r"/([^/]+)/oauth2/v2\.0/token/?", re.IGNORECASE)
+_ENTRA_METADATA_PATH = re.compile(r"/([^/]+)/v2\.0/\.well-known/openid-configuration/?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -303,9 +305,17 @@ def _secret_matches(given: str | None, secret: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
 
 
+def path_matches(expected: str, path: str) -> bool:
+    """Whether ``path`` names the endpoint at ``expected`` as the services take it: any letter case, and one
+    trailing slash allowed (msal-node asks IMDS for ``/metadata/identity/oauth2/token/``)."""
+    if path.endswith("/") and len(path) > 1:
+        path = path[:-1]
+    return path.lower() == expected.lower()
+
+
 def check_request(spec: SourceSpec, request: RecordedRequest, secret: str) -> Reply | None:
     """The error the real endpoint gives for ``request``, or None when it is well formed."""
-    if request.path != spec.path:
+    if not path_matches(spec.path, request.path):
         return error_reply(spec, 404, "not_found", f"No endpoint at {request.path}")
     if request.method != spec.method:
         return error_reply(
@@ -475,6 +485,33 @@ def entra_error(
     return Reply(status, entra_body(error, number, text, now=now), dict(headers or {}))
 
 
+def _openid_configuration(tenant: str, tenant_id: str, authority: str, now: float) -> Reply:
+    """Entra's OpenID Connect discovery document of the tenant, its endpoints on the emulator."""
+    if tenant.lower() != tenant_id.lower():
+        return entra_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found.", now=now)
+    base = f"{authority}/{tenant_id}"
+    return Reply(
+        200,
+        {
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+            "issuer": f"{authority}/{tenant_id}/v2.0",
+            "jwks_uri": f"{authority}/{tenant_id}/discovery/v2.0/keys",
+            "token_endpoint_auth_methods_supported": [
+                "client_secret_post",
+                "private_key_jwt",
+                "client_secret_basic",
+            ],
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "tenant_region_scope": "WW",
+        },
+    )
+
+
 @dataclass(frozen=True)
 class WorkloadGrant:
     """A client credentials request with a client assertion that Entra accepts."""
@@ -501,13 +538,19 @@ def check_workload_request(
     assertion: Optional[str],
     retired: Container[str],
     now: float,
+    authority: str = "",
 ) -> Union[Reply, WorkloadGrant]:
     """Entra's v2.0 token endpoint, client credentials with a federated client assertion (PROTOCOLS.md section 10).
 
     ``identities``: the apps whose client id may ask; ``assertion``: what the federated token file holds now (None when
-    it is missing or empty); ``retired``: the assertions the file held before (refused as expired).
+    it is missing or empty); ``retired``: the assertions the file held before (refused as expired); ``authority``:
+    the emulator's base URL, for the OpenID configuration document (msal-node reads it before asking for a token).
     """
     match = _ENTRA_TOKEN_PATH.fullmatch(request.path)
+    if match is None and request.method in ("GET", "HEAD"):
+        metadata = _ENTRA_METADATA_PATH.fullmatch(request.path)
+        if metadata is not None:
+            return _openid_configuration(metadata.group(1), tenant_id, authority, now)
     if match is None:
         return entra_error(404, "not_found", None, f"No endpoint at {request.path}.", now=now)
     if match.group(1).lower() != tenant_id.lower():

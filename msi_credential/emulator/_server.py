@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -34,7 +35,7 @@ from . import _protocols as wire
 from ._protocols import RecordedRequest, Reply, UserAssignedIdentity
 from ._tokens import entra_v1_claims, mint_jwt
 
-__all__ = ["Emulator", "Fault"]
+__all__ = ["ARC_KEY_DIRECTORY", "Emulator", "EmulatorSetupError", "Fault"]
 
 _LOGGER = logging.getLogger("msi_credential.emulator")
 
@@ -46,6 +47,16 @@ _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFIC
 # The file name the workload identity webhook projects the service account token under.
 FEDERATED_TOKEN_FILE_NAME = "azure-identity-token"
 ASSERTION_LIFETIME = 3600  # seconds, the projected service account token's default
+# Where the Azure Connected Machine agent writes its challenge key files, and the only place other clients read them.
+ARC_KEY_DIRECTORY = (
+    os.path.join(os.environ.get("PROGRAMDATA", r"C:\ProgramData"), "AzureConnectedMachineAgent", "Tokens")
+    if os.name == "nt"
+    else "/var/opt/azcmagent/tokens"
+)
+_ARC_DIRECTORY_MODE = 0o770  # the agent's: its own user and the himds group
+_ARC_KEY_FILE_MODE = 0o640  # readable by the himds group, whose members may ask for tokens
+_ARC_GROUP = "himds"
+EMULATOR_EXTRA_HINT = "pip install 'msi-credential[emulator]'"
 
 FaultBody = Union[bytes, str, Mapping[str, Any], None]
 
@@ -68,6 +79,10 @@ class Fault:
             raise ValueError("Fault delay must not be negative")
         if self.body is not None and not isinstance(self.body, (bytes, str, Mapping)):
             raise TypeError("Fault body must be bytes, str, a mapping or None")
+
+
+class EmulatorSetupError(RuntimeError):
+    """The emulator cannot start as asked: a missing optional dependency, or a place it may not write."""
 
 
 class _BadRequestBody(Exception):
@@ -301,6 +316,42 @@ def _read_assertion(path: str) -> str | None:
     return text or None
 
 
+def _public_roots() -> bytes:
+    """The usual public root certificates in PEM: certifi's (requests brings it), else the system's CA file."""
+    candidates: list[str] = []
+    try:
+        import certifi
+
+        candidates.append(certifi.where())
+    except ImportError:
+        pass
+    default = ssl.get_default_verify_paths().cafile
+    if default:
+        candidates.append(default)
+    for path in candidates:
+        try:
+            with open(path, "rb") as stream:
+                return stream.read()
+        except OSError:
+            continue
+    return b""
+
+
+def _give_to_agent_group(target: int | str) -> None:
+    """Hand a key file or the key directory to the ``himds`` group, as the agent does, where that group exists."""
+    try:
+        import grp
+
+        gid = grp.getgrnam(_ARC_GROUP).gr_gid
+    except (ImportError, KeyError):
+        return
+    with contextlib.suppress(OSError):
+        if isinstance(target, int):
+            os.fchown(target, -1, gid)
+        else:
+            os.chown(target, -1, gid)
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -328,12 +379,18 @@ class Emulator:
         tenant_id: str = "72f988bf-86f1-41af-91ab-2d7cd011db47",
         secret: str | None = None,
         tls_cert: tuple[str, str] | None = None,
+        tls: bool | None = None,
         arc_key_directory: str | None = None,
         default_client_id: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = ManagedIdentitySource(source)
         self._spec = wire.SPECS[self.source]
+        if tls is None:
+            tls = self._spec.scheme == "https"
+        if not tls and self._spec.scheme == "https":
+            raise ValueError(f"{self.source.value} is served over https only")
+        self._scheme = "https" if tls else "http"
         self._path = self._spec.path.replace("{tenant}", tenant_id)
         self.host = host
         self.port = port
@@ -373,6 +430,9 @@ class Emulator:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._temp_dirs: list[str] = []
+        self._created_dirs: list[str] = []  # made for the Arc key directory: removed at stop when empty
+        self._ca_file: str | None = None
+        self._ca_bundle: str | None = None
         self._key_directory: str | None = None
         self._bound: tuple[str, int] | None = None
 
@@ -385,7 +445,7 @@ class Emulator:
                 return self
             self._stopping = threading.Event()
         try:
-            context = self._prepare_tls() if self._spec.scheme == "https" else None
+            context = self._prepare_tls() if self._scheme == "https" else None
             if self.source is ManagedIdentitySource.AZURE_ARC:
                 self._key_directory = self._prepare_key_directory()
             if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
@@ -463,6 +523,41 @@ class Emulator:
             "client_id": self.system_identity.client_id,
         }
         return wire.environment(self._spec, values)
+
+    @property
+    def ca_file(self) -> str | None:
+        """The PEM file of the certificate authority made for this run (None over plain http, or with ``tls_cert``).
+
+        It signed the server certificate (for 127.0.0.1, ::1 and localhost) and nothing else; it is removed at stop.
+        """
+        return self._ca_file
+
+    @property
+    def ca_bundle_file(self) -> str | None:
+        """A PEM bundle of the usual public roots (certifi's, else the system's) plus this run's CA, for variables
+        that replace a client's roots rather than add to them (REQUESTS_CA_BUNDLE, SSL_CERT_FILE)."""
+        return self._ca_bundle
+
+    @property
+    def trust_environ(self) -> dict[str, str]:
+        """The variables that make each SDK family trust this run's CA (empty over plain http).
+
+        NODE_EXTRA_CA_CERTS adds the CA to Node.js's roots; REQUESTS_CA_BUNDLE (requests: azure-identity sync,
+        msal) and SSL_CERT_FILE (OpenSSL's default file: Python's ssl and aiohttp, Go, .NET on Linux, curl) replace
+        the roots, so they name the bundle that keeps the public roots.
+        """
+        if self._ca_file is None or self._ca_bundle is None:
+            return {}
+        return {
+            "NODE_EXTRA_CA_CERTS": self._ca_file,
+            "REQUESTS_CA_BUNDLE": self._ca_bundle,
+            "SSL_CERT_FILE": self._ca_bundle,
+        }
+
+    @property
+    def key_directory(self) -> str | None:
+        """Azure Arc: the directory the challenge key files are written to (None before start)."""
+        return self._key_directory
 
     @property
     def credential_kwargs(self) -> dict[str, Any]:
@@ -584,7 +679,7 @@ class Emulator:
         if self._bound is None:
             raise RuntimeError("start the emulator first")
         host, port = self._bound
-        return f"{self._spec.scheme}://{_bracket(host)}:{port}"
+        return f"{self._scheme}://{_bracket(host)}:{port}"
 
     def _record(self, request: RecordedRequest) -> Fault | None:
         with self._lock:
@@ -593,7 +688,7 @@ class Emulator:
                 return self._faults.popleft()
             if (
                 self._failure_rate > 0.0
-                and request.path == self._path
+                and wire.path_matches(self._path, request.path)
                 and self._random.random() < self._failure_rate
             ):
                 status = self._random.choice(self._failure_statuses)
@@ -644,6 +739,7 @@ class Emulator:
             assertion=_read_assertion(path) if path is not None else None,
             retired=retired,
             now=now,
+            authority=self._base(),
         )
         if isinstance(grant, Reply):
             return grant
@@ -697,8 +793,9 @@ class Emulator:
             raise RuntimeError("Azure Arc key directory missing")
         key = secrets.token_hex(32)
         path = os.path.join(directory, f"{uuid.uuid4()}.key")
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _ARC_KEY_FILE_MODE)
         with os.fdopen(descriptor, "w", encoding="ascii") as stream:
+            _give_to_agent_group(stream.fileno())
             stream.write(key)
         with self._lock:
             self._arc_keys[key] = self._clock() + ARC_KEY_VALIDITY
@@ -747,30 +844,74 @@ class Emulator:
         return context
 
     def _make_certificate(self) -> tuple[str, str]:
+        """A certificate authority made for this run and a loopback server certificate it signs; the CA's key
+        stays in memory, so nothing else can ever be signed by it."""
         try:
             import trustme
         except ImportError:
-            # A fresh machine with only the package installed: the bundled loopback-only certificate.
-            here = os.path.dirname(os.path.abspath(__file__))
-            return os.path.join(here, "loopback-cert.pem"), os.path.join(here, "loopback-key.pem")
-        authority = trustme.CA()
-        leaf = authority.issue_cert("127.0.0.1", "localhost", "::1")
-        directory = tempfile.mkdtemp(prefix="msi-emulator-tls-")
+            raise EmulatorSetupError(
+                f"the {self.source.value} emulator serves https with a certificate authority made for each run, "
+                f"which needs the emulator extra: {EMULATOR_EXTRA_HINT}"
+            ) from None
+        authority = trustme.CA(organization_name="msi-credential emulator (this run only)")
+        leaf = authority.issue_cert("127.0.0.1", "::1", "localhost")
+        directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-tls-"))
         self._temp_dirs.append(directory)
-        certfile = os.path.join(directory, "cert.pem")
-        keyfile = os.path.join(directory, "key.pem")
+        certfile = os.path.join(directory, "server-cert.pem")
+        keyfile = os.path.join(directory, "server-key.pem")
+        ca_file = os.path.join(directory, "ca.pem")
+        bundle = os.path.join(directory, "ca-bundle.pem")
         leaf.cert_chain_pems[0].write_to_path(certfile)
-        leaf.private_key_pem.write_to_path(keyfile)
-        authority.cert_pem.write_to_path(os.path.join(directory, "ca.pem"))
+        descriptor = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(leaf.private_key_pem.bytes())
+        authority.cert_pem.write_to_path(ca_file)
+        with open(bundle, "wb") as stream:
+            stream.write(_public_roots() + b"\n" + authority.cert_pem.bytes())
+        for path in (ca_file, bundle, certfile):
+            os.chmod(path, 0o644)  # the CA and bundle are public: clients of other users may read them
+        os.chmod(directory, 0o755)  # noqa: S103 - public CA files; the server key inside stays 0600
+        self._ca_file, self._ca_bundle = ca_file, bundle
         return certfile, keyfile
 
     def _prepare_key_directory(self) -> str:
-        if self._arc_key_directory is not None:
-            os.makedirs(self._arc_key_directory, exist_ok=True)
-            return self._arc_key_directory
-        directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-arc-"))
-        self._temp_dirs.append(directory)
+        if self._arc_key_directory is None:
+            directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-arc-"))
+            self._temp_dirs.append(directory)
+            return directory
+        directory = self._arc_key_directory
+        missing: list[str] = []
+        parent = directory
+        while not os.path.lexists(parent):
+            missing.append(parent)
+            following = os.path.dirname(parent)
+            if following == parent:
+                break
+            parent = following
+        try:
+            for path in reversed(missing):
+                os.mkdir(path, _ARC_DIRECTORY_MODE if path == directory else 0o755)
+                self._created_dirs.append(path)
+                if path == directory:
+                    os.chmod(path, _ARC_DIRECTORY_MODE)
+                    _give_to_agent_group(path)
+            if not os.access(directory, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, "no write permission", directory)
+        except OSError as error:
+            self._remove_created_dirs()
+            raise EmulatorSetupError(
+                f"cannot write Azure Arc key files in {directory} ({error.strerror or type(error).__name__}). "
+                "Azure Arc clients read the challenge key only from that directory, as the Connected Machine agent "
+                "writes it: run the emulator with the rights to write there (e.g. with sudo), or create it once "
+                f'for your user: sudo install -d -m 0770 -o "$USER" {directory}'
+            ) from None
         return directory
+
+    def _remove_created_dirs(self) -> None:
+        created, self._created_dirs = self._created_dirs, []
+        for path in reversed(created):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only when empty: another program may have put files there since
 
     def _prepare_token_file(self) -> None:
         directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-wi-"))
@@ -808,3 +949,5 @@ class Emulator:
                 os.remove(path)
         for directory in directories:
             shutil.rmtree(directory, ignore_errors=True)
+        self._ca_file = self._ca_bundle = None
+        self._remove_created_dirs()

@@ -1,0 +1,432 @@
+"""``msi-credential emulate`` as a command: what it prints in each format, its files, its life cycle, faults."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import shlex
+import signal
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlencode, urlsplit
+
+import pytest
+
+from msi_credential import emulator as emulator_package
+from msi_credential.cli import EXIT_OK, EXIT_USAGE, main
+from msi_credential.emulator import ARC_KEY_DIRECTORY, decode_jwt
+
+from .conftest import MANAGED_IDENTITY_VARIABLES
+
+TIMEOUT = 30.0
+RESOURCE = "https://storage.azure.com"
+USER = ("0c4e2a51-7d3f-4b8e-a1c2-5e6f7a8b9c01", "7f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a02")
+TRUST = {"NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"}
+SOURCE_VARIABLES = {
+    "imds": {"AZURE_POD_IDENTITY_AUTHORITY_HOST"},
+    "app_service": {"IDENTITY_ENDPOINT", "IDENTITY_HEADER"},
+    "azure_arc": {"IDENTITY_ENDPOINT", "IMDS_ENDPOINT"},
+    "cloud_shell": {"MSI_ENDPOINT"},
+    "service_fabric": {"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", *TRUST},
+    "machine_learning": {"MSI_ENDPOINT", "MSI_SECRET"},
+    "workload_identity": {
+        "AZURE_FEDERATED_TOKEN_FILE",
+        "AZURE_TENANT_ID",
+        "AZURE_CLIENT_ID",
+        "AZURE_AUTHORITY_HOST",
+        *TRUST,
+    },
+}
+
+
+def clean_environment() -> dict[str, str]:
+    drop = {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "PYTHONUNBUFFERED",
+    }
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in MANAGED_IDENTITY_VARIABLES and name.upper() not in drop
+    }
+    env["NO_PROXY"] = env["no_proxy"] = "*"
+    return env
+
+
+class Emulate:
+    """One ``msi-credential emulate`` process."""
+
+    def __init__(self, argv: list[str], *, shell_background: bool = False) -> None:
+        command = [sys.executable, "-m", "msi_credential", "emulate", *argv]
+        if shell_background:
+            # As a script starts it: `cmd &` in a non-interactive shell, which sets SIGINT to ignored for the job.
+            command = ["sh", "-c", shlex.join(command) + " & wait"]
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_environment()
+        )
+
+    def first_line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            pytest.fail(f"emulate printed nothing: {self.finish()[1][-2000:]}")
+        return line.rstrip("\n")
+
+    def document(self) -> dict[str, Any]:
+        return dict(json.loads(self.first_line()))
+
+    def lines_until_ready(self) -> list[str]:
+        lines = [self.first_line()]
+        while not lines[-1].startswith("# Ctrl-C (or kill "):
+            lines.append(self.first_line())
+        return lines
+
+    def finish(self) -> tuple[str, str]:
+        out, err = self.process.communicate(timeout=TIMEOUT)
+        return out, err
+
+    def stop(self) -> None:
+        """SIGTERM, so that it removes its files; SIGKILL only if it does not exit."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.communicate(timeout=TIMEOUT)
+
+
+@pytest.fixture
+def emulate() -> Iterator[Any]:
+    started: list[Emulate] = []
+
+    def start(*argv: str, shell_background: bool = False) -> Emulate:
+        process = Emulate(list(argv), shell_background=shell_background)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def imds_get(url: str, query: Optional[dict[str, str]] = None) -> tuple[int, dict[str, Any]]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=TIMEOUT)
+    try:
+        params = query or {"api-version": "2018-02-01", "resource": RESOURCE}
+        connection.request("GET", parts.path + "?" + urlencode(params), headers={"Metadata": "true"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def files_of(document: dict[str, Any]) -> list[str]:
+    """Every file the printed variables name."""
+    names = {"AZURE_FEDERATED_TOKEN_FILE", *TRUST}
+    return [value for name, value in document["env"].items() if name in names]
+
+
+# ---------------------------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize("source", list(SOURCE_VARIABLES))
+def test_every_source_starts_from_the_command_line_with_a_json_document(emulate: Any, source: str) -> None:
+    process = emulate("--source", source, "--format", "json", "--identity", ",".join(USER))
+
+    document = process.document()
+
+    assert document["source"] == source
+    assert set(document["env"]) == SOURCE_VARIABLES[source]
+    assert document["identities"] == [{"client_id": USER[0], "object_id": USER[1], "resource_id": ""}]
+    assert document["pid"] == process.process.pid
+    https = source in ("service_fabric", "workload_identity")
+    assert document["url"].startswith("https://127.0.0.1:" if https else "http://127.0.0.1:")
+    assert (document["ca_file"] is not None) == https
+    for path in files_of(document):
+        assert os.path.isfile(path)
+    if source == "workload_identity":
+        assert document["env"]["AZURE_CLIENT_ID"] == document["system_identity"]["client_id"]
+        assert document["env"]["AZURE_TENANT_ID"] == document["tenant_id"]
+    if source == "azure_arc":
+        assert document["key_directory"] == ARC_KEY_DIRECTORY
+    assert "_arc_key_directory" not in json.dumps(document)
+
+    process.process.send_signal(signal.SIGTERM)
+    out, err = process.finish()
+    assert process.process.returncode == EXIT_OK
+    assert out == ""  # json: the one document on stdout, nothing else
+    assert "# stopped (SIGTERM)" in err
+    assert not any(os.path.exists(path) for path in files_of(document))
+
+
+def test_shell_format_comments_every_trust_variable_and_exports_it(emulate: Any) -> None:
+    process = emulate("--source", "service_fabric")
+
+    lines = process.lines_until_ready()
+
+    exports = {}
+    for index, line in enumerate(lines):
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            [exports[name]] = shlex.split(value)
+            if name in TRUST:
+                assert lines[index - 1].startswith("# "), f"{name} has no comment saying what it does"
+    assert set(exports) == SOURCE_VARIABLES["service_fabric"]
+    text = "\n".join(lines)
+    assert "NODE_EXTRA_CA_CERTS" in text and "Node.js" in text
+    assert "IDENTITY_SERVER_THUMBPRINT pins the server certificate" in text
+    assert "keytool -importcert" in text
+    assert "_arc_key_directory" not in text
+
+
+def test_dotenv_format_and_env_file_hold_the_same_variables_and_the_file_goes_at_stop(
+    emulate: Any, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "emulator.env"
+    process = emulate("--source", "app_service", "--format", "dotenv", "--env-file", str(env_file))
+
+    lines = process.lines_until_ready()
+
+    printed = dict(line.split("=", 1) for line in lines if not line.startswith("#"))
+    written = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert printed == written
+    assert set(written) == SOURCE_VARIABLES["app_service"]
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600  # it carries the endpoint's secret
+    process.process.send_signal(signal.SIGHUP)
+    process.finish()
+    assert process.process.returncode == EXIT_OK
+    assert not env_file.exists()
+
+
+# ---------------------------------------------------------------------------------------------- life cycle
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("stop_signal", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_each_stop_signal_stops_it_and_removes_every_file_it_wrote(
+    emulate: Any, stop_signal: str, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "wi.env"
+    process = emulate("--source", "workload_identity", "--format", "json", "--env-file", str(env_file))
+    document = process.document()
+    written = [*files_of(document), str(env_file)]
+    directories = {os.path.dirname(path) for path in files_of(document)}
+    assert all(os.path.exists(path) for path in written)
+
+    process.process.send_signal(getattr(signal, stop_signal))
+    _, err = process.finish()
+
+    assert process.process.returncode == EXIT_OK
+    assert f"# stopped ({stop_signal})" in err
+    assert "Traceback" not in err
+    assert not any(os.path.exists(path) for path in [*written, *directories])
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and sh")
+def test_sigint_stops_it_when_a_script_started_it_in_the_background(emulate: Any) -> None:
+    # The premise: a background job of a script starts with SIGINT ignored.
+    if os.path.exists("/proc/self/status"):
+        probe = subprocess.run(
+            ["sh", "-c", "grep SigIgn /proc/self/status & wait"], capture_output=True, text=True, check=True
+        )
+        assert int(probe.stdout.split()[1], 16) & (1 << (signal.SIGINT - 1))
+    process = emulate("--source", "imds", "--format", "json", shell_background=True)
+    document = process.document()
+    emulator_pid = document["pid"]
+    assert emulator_pid != process.process.pid  # the shell's background job, SIGINT ignored on entry
+
+    os.kill(emulator_pid, signal.SIGINT)
+    _, err = process.finish()
+
+    assert process.process.returncode == EXIT_OK  # the shell's `wait` returned: the emulator has exited
+    assert "# stopped (SIGINT)" in err
+
+
+def test_a_second_instance_on_a_busy_port_says_so(emulate: Any) -> None:
+    first = emulate("--source", "imds", "--format", "json")
+    url = first.document()["url"]
+    port = urlsplit(url).port
+    assert port is not None
+
+    second = emulate("--source", "imds", "--port", str(port))
+    out, err = second.finish()
+
+    assert second.process.returncode == EXIT_USAGE
+    assert out == ""
+    assert f"cannot listen on 127.0.0.1:{port}: the port is already in use" in err
+    assert "another emulator" in err
+    assert imds_get(url)[0] == 200  # the first one serves on
+
+
+# ---------------------------------------------------------------------------------------------- scripting
+
+
+def test_fail_sequence_then_success_and_lifetime_and_latency_from_the_command_line(emulate: Any) -> None:
+    process = emulate(
+        "--source", "imds", "--format", "json", "--fail", "503,429", "--lifetime", "120", "--latency", "0.05"
+    )
+    document = process.document()
+    assert document["fail"] == [503, 429] and document["latency"] == 0.05 and document["lifetime"] == 120
+    url = document["url"]
+
+    statuses = [imds_get(url)[0] for _ in range(2)]
+    status, body = imds_get(url)
+
+    assert statuses == [503, 429]
+    assert status == 200
+    assert body["expires_in"] == "120"
+
+
+def test_several_identities_from_the_command_line(emulate: Any) -> None:
+    other = (str(uuid.uuid4()), str(uuid.uuid4()))
+    process = emulate(
+        "--source",
+        "imds",
+        "--format",
+        "json",
+        "--identity",
+        ",".join(USER),
+        "--identity",
+        ",".join(other),
+        "--client-id",
+        "12345678-0000-0000-0000-000000000000",
+    )
+    document = process.document()
+    url = document["url"]
+
+    answers = [
+        imds_get(url, {"api-version": "2018-02-01", "resource": RESOURCE, "client_id": client_id})
+        for client_id in (USER[0], other[0])
+    ]
+    _, system = imds_get(url)
+
+    assert [decode_jwt(body["access_token"])["appid"] for _, body in answers] == [USER[0], other[0]]
+    assert decode_jwt(system["access_token"])["appid"] == "12345678-0000-0000-0000-000000000000"
+
+
+# ---------------------------------------------------------------------------------------------- our own CLI
+
+
+def run_token(env: dict[str, str], *extra: str) -> dict[str, Any]:
+    """``msi-credential token --json --decode`` with the emulator's variables; returns the claims only."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "msi_credential",
+            "token",
+            RESOURCE + "/.default",
+            "--json",
+            "--decode",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env={**clean_environment(), **env},
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == EXIT_OK, result.stderr[-2000:]
+    return dict(json.loads(result.stdout)["claims"])
+
+
+def test_our_token_command_works_unchanged_against_azure_arc_in_the_agents_directory(emulate: Any) -> None:
+    existed = os.path.isdir(ARC_KEY_DIRECTORY)
+    before = set(os.listdir(ARC_KEY_DIRECTORY)) if existed else set()
+    process = emulate("--source", "azure_arc", "--format", "json", "--identity", ",".join(USER))
+    document = process.document()
+
+    system = run_token(document["env"])
+    user = run_token(document["env"], "--client-id", USER[0])
+
+    assert system["appid"] == document["system_identity"]["client_id"]
+    assert user["appid"] == USER[0]
+    process.process.send_signal(signal.SIGTERM)
+    process.finish()
+    assert os.path.isdir(ARC_KEY_DIRECTORY) == existed  # made only if missing, and then removed again
+    if existed:
+        assert set(os.listdir(ARC_KEY_DIRECTORY)) <= before  # its key files are gone, nobody else's
+
+
+def test_our_token_command_works_against_workload_identity_over_https(emulate: Any) -> None:
+    process = emulate("--source", "workload_identity", "--format", "json")
+    document = process.document()
+
+    claims = run_token(document["env"])
+
+    assert claims["aud"] == RESOURCE
+    assert claims["appid"] == document["env"]["AZURE_CLIENT_ID"]
+
+
+def test_arc_directory_it_may_not_write_is_a_clear_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setattr(emulator_package, "ARC_KEY_DIRECTORY", str(blocker / "tokens"))
+
+    code = main(["emulate", "--source", "azure_arc"])
+
+    captured = capsys.readouterr()
+    assert code == EXIT_USAGE
+    assert captured.out == ""
+    assert (
+        f"msi-credential emulate: error: cannot write Azure Arc key files in {blocker / 'tokens'}"
+        in captured.err
+    )
+    assert "run the emulator with the rights to write there" in captured.err
+
+
+def test_missing_emulator_extra_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "trustme", None)
+
+    code = main(["emulate", "--source", "workload_identity"])
+
+    assert code == EXIT_USAGE
+    assert "pip install 'msi-credential[emulator]'" in capsys.readouterr().err
+
+
+def test_stop_signal_handlers_are_put_back_after_an_in_process_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msi_credential.emulator import _cli
+
+    before = {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS}
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        _cli, "wait_until_stopped", lambda stop: seen.append(signal.getsignal(signal.SIGTERM))
+    )
+
+    assert main(["emulate", "--source", "imds", "--format", "json"], stdout=io.StringIO()) == EXIT_OK
+
+    assert callable(seen[0]) and seen[0] is not before[signal.SIGTERM]
+    assert {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS} == before
+
+
+def test_demo_without_the_emulator_extra_runs_and_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "trustme", None)  # a fresh machine with only `pip install -e .`
+    out = io.StringIO()
+
+    code = main(["demo"], stdout=out)
+
+    assert code == EXIT_OK
+    rows = {line.split()[0]: line for line in out.getvalue().splitlines() if line.split()}
+    assert "skipped" in rows["service_fabric"] and "msi-credential[emulator]" in rows["service_fabric"]
+    served = ("imds", "app_service", "azure_arc", "cloud_shell", "machine_learning", "workload_identity")
+    for source in served:
+        assert rows[source].endswith("https://storage.azure.com"), rows[source]
