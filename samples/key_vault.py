@@ -15,6 +15,7 @@ credential)`` from azure-keyvault-secrets, over HTTPS, without the ``enforce_htt
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -93,7 +94,10 @@ def _read_secret(credential: ManagedIdentityCredential, vault_url: str, scope: s
         return response.status_code, response.json()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None, allow_abbrev=False
+    ).parse_args(argv)
     vault = ThreadingHTTPServer(("127.0.0.1", 0), KeyVaultStandIn)
     threading.Thread(target=vault.serve_forever, daemon=True).start()
     vault_url = f"http://127.0.0.1:{vault.server_address[1]}"
