@@ -452,7 +452,7 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         print("probe:     not run (use --probe to check that the endpoint answers)", file=out)
         return EXIT_OK
     if config.problem is not None:
-        # The credential refuses this configuration before opening any socket (PROTOCOLS.md section 9): so
+        # The credential refuses this configuration before opening any socket (docs/protocols.md section 9): so
         # does the probe, which must never connect to an endpoint that was rejected (e.g. a non-local host).
         print("probe:     not run (the configuration is invalid, see problem above)", file=out)
         return EXIT_FAILED
