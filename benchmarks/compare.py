@@ -24,7 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Callable
 
-from msi_credential.emulator import Emulator
+try:
+    from msi_credential.emulator import Emulator
+except ImportError:  # run from a checkout without the package installed; main() says what to install
+    Emulator = None  # type: ignore[assignment,misc]
 
 OURS = "msi_credential"
 THEIRS = "azure-identity"
@@ -248,12 +251,36 @@ def fmt_time(seconds: float) -> str:
     return f"{seconds * 1e6:.2f} us"
 
 
+def missing_requirements() -> list[str]:
+    """The distributions this benchmark needs that cannot be imported here."""
+    missing = []
+    for module, distribution in (
+        ("msi_credential.emulator", "msi-credential"),
+        ("azure.identity", "azure-identity"),
+        ("aiohttp", "aiohttp"),
+    ):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(distribution)
+    return missing
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
+    missing = missing_requirements()
+    if missing:
+        print(
+            f"benchmarks/compare.py needs {', '.join(missing)}, which are not installed in {sys.executable}.\n"
+            'Install the dev extra from the checkout: pip install -e ".[dev]"\n'
+            f"(or just what it needs: pip install -e . {' '.join(m for m in missing if m != 'msi-credential')})",
+            file=sys.stderr,
+        )
+        return 2
     import_runs, cold_runs, calls = (3, 5, 20_000) if args.quick else (7, 15, 200_000)
 
     rows: list[tuple[str, str, str, str]] = []

@@ -18,7 +18,7 @@ class ManagedIdentityCredential(CredentialBase):
     """Azure managed identity tokens for azure-* SDK clients, in every hosting environment.
 
     The source is detected once, here. Tokens are cached in memory, shared by credentials of the same endpoint and
-    identity unless ``share_cache=False``. Keywords as azure-identity's ManagedIdentityCredential (see API.md).
+    identity unless ``share_cache=False``. Keywords as azure-identity's ManagedIdentityCredential (see README.md).
     """
 
     def _start_driver(self, sleep: Any, kwargs: dict[str, Any]) -> None:

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.client
 import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Optional, TextIO
+from typing import Any, Callable, Optional, TextIO
 from urllib.parse import urlsplit
 
 from ._engine.detection import VARIABLES, SourceConfig, detect
@@ -44,6 +46,7 @@ _EMULATED_SOURCES = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msi-credential",
+        allow_abbrev=False,
         description="Azure managed identity tokens: get one, see which source applies, or emulate the endpoints.",
         epilog="Exit codes: 0 ok, 1 endpoint failed, 2 bad arguments, 3 managed identity unavailable, 130 interrupted.",
     )
@@ -54,20 +57,48 @@ def build_parser() -> argparse.ArgumentParser:
         "token",
         help="acquire a token through the real credential",
         description="Acquire a token through the real credential and show its source, expiry and refresh time. "
-        "The token itself is printed only with --json or --raw.",
+        "The token itself is printed only with --json, -o json or --raw. Name the resource as a positional "
+        "argument, or as az account get-access-token does: --resource or --scope.",
     )
-    token.add_argument("scope", metavar="RESOURCE_OR_SCOPE", help="e.g. https://storage.azure.com/.default")
+    token.set_defaults(token_parser=token)
+    token.add_argument(
+        "scope",
+        nargs="?",
+        metavar="RESOURCE_OR_SCOPE",
+        help="e.g. https://storage.azure.com/.default (or use --resource / --scope)",
+    )
+    token.add_argument(
+        "--resource", dest="resource_option", metavar="RESOURCE", help="as az: e.g. https://vault.azure.net"
+    )
+    token.add_argument(
+        "--scope",
+        dest="scope_option",
+        metavar="SCOPE",
+        nargs="+",
+        help="as az: e.g. https://vault.azure.net/.default (one scope: a token is for one resource)",
+    )
     identity = token.add_mutually_exclusive_group()
     identity.add_argument("--client-id", metavar="ID", help="user-assigned identity by client id")
     identity.add_argument("--object-id", metavar="ID", help="user-assigned identity by object (principal) id")
-    identity.add_argument("--resource-id", metavar="ID", help="user-assigned identity by ARM resource id")
+    identity.add_argument(
+        "--resource-id",
+        metavar="ID",
+        help="user-assigned identity by ARM resource id (not the token's resource)",
+    )
     output = token.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON object, token included")
     output.add_argument("--raw", action="store_true", help="print only the access token")
+    output.add_argument(
+        "-o",
+        "--output",
+        choices=["json"],
+        help="json: the JSON of az account get-access-token (accessToken, expiresOn, expires_on, tenant, "
+        "subscription when the token names them, tokenType), token included",
+    )
     token.add_argument(
         "--decode",
         action="store_true",
-        help="show the JWT's claims (decoded only: the signature is NOT checked)",
+        help="show the JWT's claims (decoded only: the signature is NOT checked); not with --raw or -o json",
     )
 
     detect_command = commands.add_parser(
@@ -77,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(secrets masked). Nothing is sent unless --probe is given.",
     )
     detect_command.add_argument(
-        "--probe", action="store_true", help="also check whether the endpoint accepts a TCP connection"
+        "--probe",
+        action="store_true",
+        help="also check that the endpoint answers: for IMDS an HTTP request only IMDS answers the IMDS way "
+        "(no Metadata header, so no token), for the others a TCP connection (no secret is sent)",
     )
 
     emulate = commands.add_parser(
@@ -95,7 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the emulator in-process for each source, acquire tokens through the real credential, "
         "and show the cache at work. Needs no Azure and no network.",
     )
+    _no_abbreviations(parser)
     return parser
+
+
+def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
+    """Refuse abbreviated options on the parser and every subcommand's parser, present and future: with
+    abbreviations, ``--resource`` would silently mean ``--resource-id``."""
+    parser.allow_abbrev = False
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _no_abbreviations(child)
 
 
 def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = None) -> int:
@@ -114,15 +159,52 @@ def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = Non
         return EXIT_INTERRUPTED
 
 
+def _token_scope(args: argparse.Namespace) -> str:
+    """The one resource or scope asked for, however it was typed; conflicting flags exit 2 (argparse's error)."""
+    parser: argparse.ArgumentParser = args.token_parser
+    given = [
+        name
+        for name, value in (
+            ("RESOURCE_OR_SCOPE", args.scope),
+            ("--resource", args.resource_option),
+            ("--scope", args.scope_option),
+        )
+        if value is not None
+    ]
+    if not given:
+        parser.error("a resource or scope is required: RESOURCE_OR_SCOPE, --resource or --scope")
+    if len(given) > 1:
+        parser.error(f"give the resource once: {' and '.join(given)} were both given")
+    if args.decode and args.raw:
+        parser.error("argument --decode: not allowed with argument --raw (it prints only the token)")
+    if args.decode and args.output == "json":
+        parser.error(
+            "argument --decode: not allowed with argument -o/--output json (az's fields only); use --json"
+        )
+    if args.scope_option is not None:
+        if len(args.scope_option) != 1:
+            parser.error("argument --scope: one scope only (a token is for one resource)")
+        return str(args.scope_option[0])
+    return str(args.resource_option if args.resource_option is not None else args.scope)
+
+
 def _token(args: argparse.Namespace, out: TextIO) -> int:
     from ._credential import ManagedIdentityCredential
     from ._observe import with_origin
 
+    scope = _token_scope(args)
+    progress = Progress(sys.stderr)
     try:
-        with ManagedIdentityCredential(
-            client_id=args.client_id, object_id=args.object_id, resource_id=args.resource_id
-        ) as credential:
-            info, origin = with_origin(lambda: credential.get_token_info(args.scope))
+        with (
+            progress,
+            ManagedIdentityCredential(
+                client_id=args.client_id,
+                object_id=args.object_id,
+                resource_id=args.resource_id,
+                **progress.credential_kwargs(),
+            ) as credential,
+        ):
+            info, origin = with_origin(lambda: credential.get_token_info(scope))
             source = credential.source
     except ValueError as error:
         print(f"msi-credential token: error: {error}", file=sys.stderr)
@@ -136,7 +218,12 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
     if args.raw:
         print(info.token, file=out)
         return EXIT_OK
-    claims = decode_claims(info.token) if args.decode else None
+    claims = decode_claims(info.token) if args.decode or args.output == "json" else None
+    if args.output == "json":
+        print(
+            json.dumps(az_document(info.token, info.expires_on, info.token_type, claims), indent=2), file=out
+        )
+        return EXIT_OK
     if args.json:
         document: dict[str, Any] = {
             "source": source.value,
@@ -158,11 +245,121 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
     print(f"expires:     {_moment(info.expires_on)} ({_relative(info.expires_on - now)})", file=out)
     if info.refresh_on is not None:
         print(f"refresh at:  {_moment(info.refresh_on)} ({_relative(info.refresh_on - now)})", file=out)
-    print("token:       (hidden; use --json or --raw to print it)", file=out)
+    print("token:       (hidden; use --json, -o json or --raw to print it)", file=out)
     if args.decode:
         print("claims (decoded only, the signature is NOT checked):", file=out)
         print(json.dumps(claims, indent=2, sort_keys=True) if claims is not None else "  not a JWT", file=out)
     return EXIT_OK
+
+
+def az_document(
+    token: str, expires_on: int, token_type: str, claims: Optional[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """What ``az account get-access-token -o json`` prints, in its order: ``expiresOn`` in local time as az
+    writes it, ``expires_on`` in epoch seconds. az prints the subscription and tenant of the signed-in account;
+    a managed identity has no account, so ``tenant`` comes from the token's ``tid`` claim and ``subscription``
+    from the identity's resource id (``xms_mirid``), each only when the token carries it."""
+    document: dict[str, Any] = {
+        "accessToken": token,
+        "expiresOn": datetime.fromtimestamp(expires_on).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "expires_on": int(expires_on),
+    }
+    subscription = _subscription_of(claims.get("xms_mirid") if claims else None)
+    if subscription:
+        document["subscription"] = subscription
+    tenant = claims.get("tid") if claims else None
+    if isinstance(tenant, str) and tenant:
+        document["tenant"] = tenant
+    document["tokenType"] = token_type
+    return document
+
+
+def _subscription_of(resource_id: object) -> Optional[str]:
+    if not isinstance(resource_id, str):
+        return None
+    parts = resource_id.strip("/").split("/")
+    if len(parts) >= 2 and parts[0].lower() == "subscriptions" and parts[1]:
+        return parts[1]
+    return None
+
+
+class Progress:
+    """Progress of a token request on ``stream`` (stderr), only when it is a terminal: each retry with the
+    answer that caused it, and a line every few seconds while an endpoint is slow. Nothing secret is shown:
+    statuses and counts only."""
+
+    def __init__(
+        self,
+        stream: TextIO,
+        *,
+        every: float = 3.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Optional[Callable[[float], None]] = None,
+        wait: Optional[Callable[[float], bool]] = None,
+    ) -> None:
+        self.enabled = _is_terminal(stream)
+        self._stream = stream
+        self._every = every
+        self._clock = clock
+        self._sleep = sleep or time.sleep
+        self._done = threading.Event()
+        self._wait = wait or self._done.wait
+        self._thread: Optional[threading.Thread] = None
+        self._started = 0.0
+        self.requests = 0
+        self._last: Optional[str] = None
+
+    def credential_kwargs(self) -> dict[str, Any]:
+        if not self.enabled:
+            return {}
+        return {
+            "raw_request_hook": self._on_request,
+            "raw_response_hook": self._on_response,
+            "_sleep": self.sleep,
+        }
+
+    def __enter__(self) -> Progress:
+        self._started = self._clock()
+        if self.enabled:
+            self._thread = threading.Thread(target=self._tick, name="msi-credential-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _on_request(self, request: Any) -> None:
+        self.requests += 1
+
+    def _on_response(self, response: Any) -> None:
+        try:
+            self._last = f"HTTP {int(response.http_response.status_code)}"
+        except (AttributeError, TypeError, ValueError):
+            self._last = None
+
+    def sleep(self, seconds: float) -> None:
+        cause = self._last or "no answer"
+        self._say(f"retrying in {seconds:g} s after {cause} ({self.requests} request(s) sent)")
+        self._last = None
+        self._sleep(seconds)
+
+    def _tick(self) -> None:
+        while not self._wait(self._every) and not self._done.is_set():
+            elapsed = self._clock() - self._started
+            self._say(f"still waiting for the endpoint: {elapsed:.0f} s, {self.requests} request(s) sent")
+
+    def _say(self, text: str) -> None:
+        if self.enabled and not self._done.is_set():
+            print(f"msi-credential: {text}", file=self._stream, flush=True)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def decode_claims(token: str) -> Optional[dict[str, Any]]:
@@ -213,11 +410,14 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         print("probe:     not run (use --probe to check that the endpoint answers)", file=out)
         return EXIT_OK
     if config.problem is not None:
-        # The credential refuses this configuration before opening any socket (PROTOCOLS.md section 9): so
+        # The credential refuses this configuration before opening any socket (docs/protocols.md section 9): so
         # does the probe, which must never connect to an endpoint that was rejected (e.g. a non-local host).
         print("probe:     not run (the configuration is invalid, see problem above)", file=out)
         return EXIT_FAILED
-    answered, detail = _probe(config.endpoint)
+    if config.source is ManagedIdentitySource.IMDS:
+        answered, detail = probe_imds(config.endpoint)
+    else:
+        answered, detail = _probe(config.endpoint)
     print(f"probe:     {'answers' if answered else 'no answer'} ({detail})", file=out)
     return EXIT_OK if answered else EXIT_UNAVAILABLE
 
@@ -253,6 +453,67 @@ def _probe(endpoint: str) -> tuple[bool, str]:
             return True, f"TCP connection to {host}:{port} accepted"
     except OSError as error:
         return False, f"{host}:{port}: {error.strerror or type(error).__name__}"
+
+
+# The question the IMDS probe asks: a token request without the Metadata header. IMDS refuses it with 400 and
+# an OAuth error body naming the header (docs/protocols.md section 13); no token is issued, none is wanted.
+_IMDS_PROBE_QUERY = "api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com"
+
+
+def probe_imds(endpoint: str, *, timeout: float = 2.0) -> tuple[bool, str]:
+    """Ask ``endpoint`` (the IMDS token URL) a question only IMDS answers the IMDS way; (is IMDS, what answered).
+
+    Other clouds' metadata servers listen at 169.254.169.254 too, so an accepted connection proves nothing.
+    Plain ``http.client``: no proxy, no redirect, no Metadata header, no secret."""
+    try:
+        parts = urlsplit(endpoint)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False, f"not a URL: {endpoint!r}"
+    connection: http.client.HTTPConnection
+    if parts.scheme == "https":
+        connection = http.client.HTTPSConnection(host, port, timeout=timeout)
+    else:
+        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request(
+            "GET",
+            f"{parts.path or '/'}?{_IMDS_PROBE_QUERY}",
+            headers={"User-Agent": f"msi-credential/{VERSION} (detect --probe)"},
+        )
+        response = connection.getresponse()
+        body = response.read(65536)
+        status, reason = response.status, response.reason
+        content_type = response.getheader("Content-Type", "") or "no content type"
+    except (OSError, http.client.HTTPException) as error:
+        text = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        return False, f"{host}:{port}: {text}"
+    finally:
+        connection.close()
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        document = None
+    if isinstance(document, dict):
+        code = document.get("error")
+        description = document.get("error_description")
+        if (
+            status == 400
+            and code == "invalid_request"
+            and isinstance(description, str)
+            and "metadata" in description.lower()
+        ):
+            return True, f"IMDS at {host}:{port}: HTTP 400 invalid_request, {_printable(description)!r}"
+    return False, (
+        f"something at {host}:{port} answered, but not as IMDS does: HTTP {status} {_printable(reason)}, "
+        f"{_printable(content_type)} (IMDS refuses a request without the Metadata header with 400 invalid_request)"
+    )
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    cleaned = "".join(character if character.isprintable() else "?" for character in text)
+    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 def _emulate(args: argparse.Namespace, out: TextIO) -> int:

@@ -13,6 +13,7 @@ The async credential uses aiohttp when installed (``pip install "msi-credential[
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -45,7 +46,15 @@ async def fetch() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    real = "--real" in (sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None, allow_abbrev=False
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="ask the real endpoint even when no managed identity variable is set (an Azure VM's IMDS)",
+    )
+    real = parser.parse_args(argv).real
     emulator = None
     if not real and not any(os.environ.get(name) for name in MANAGED_IDENTITY_VARIABLES):
         from msi_credential.emulator import Emulator

@@ -13,6 +13,7 @@ where IMDS needs no variables), it asks the real endpoint. The token itself is n
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -36,7 +37,15 @@ def _when(epoch: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    real = "--real" in (sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None, allow_abbrev=False
+    )
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="ask the real endpoint even when no managed identity variable is set (an Azure VM's IMDS)",
+    )
+    real = parser.parse_args(argv).real
     emulator = None
     if not real and not any(os.environ.get(name) for name in MANAGED_IDENTITY_VARIABLES):
         from msi_credential.emulator import Emulator

@@ -18,6 +18,7 @@ at the built-in loopback emulator of the Azure VM endpoint (IMDS). In Azure the 
 
 from __future__ import annotations
 
+import argparse
 import base64
 import json
 import os
@@ -99,7 +100,10 @@ def start_vault(tenant_id: str) -> ThreadingHTTPServer:
     return server
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None, allow_abbrev=False
+    ).parse_args(argv)
     with Emulator("imds") as emulator, tempfile.TemporaryDirectory() as directory:
         ca_file = os.path.join(directory, "ca.pem")
         AUTHORITY.cert_pem.write_to_path(ca_file)

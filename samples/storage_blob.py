@@ -156,7 +156,9 @@ def run_blob_operations(service: BlobServiceClient) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None, allow_abbrev=False
+    )
     parser.add_argument("--source", choices=["imds", "app_service"], default="imds")
     parser.add_argument("--azurite", type=Path, default=AZURITE_BLOB, help="the azurite-blob executable")
     args = parser.parse_args(argv)

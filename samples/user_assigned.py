@@ -14,6 +14,7 @@ In Azure, drop the emulator and pass the client id of an identity assigned to yo
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -35,7 +36,10 @@ def _describe(label: str, credential: ManagedIdentityCredential) -> None:
     print(f"{label:<22} appid={claims['appid']}  oid={claims['oid']}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0] if __doc__ else None, allow_abbrev=False
+    ).parse_args(argv)
     with Emulator("app_service", identities=[IDENTITY]) as emulator:
         os.environ.update(emulator.environ)  # IDENTITY_ENDPOINT and IDENTITY_HEADER, as App Service sets them
         print(f"App Service emulator at {emulator.url} with user-assigned identity {IDENTITY.client_id}")

@@ -125,7 +125,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     [
         ([], "the following arguments are required: COMMAND"),
         (["launch"], "invalid choice: 'launch'"),
-        (["token"], "the following arguments are required: RESOURCE_OR_SCOPE"),
+        (["token"], "a resource or scope is required: RESOURCE_OR_SCOPE, --resource or --scope"),
         (["token", STORAGE, "--client-id", "a", "--object-id", "b"], "not allowed with argument --client-id"),
         (
             ["token", STORAGE, "--object-id", "a", "--resource-id", "b"],
@@ -224,7 +224,7 @@ def test_token_shows_source_expiry_and_refresh_but_not_the_token(
     for line in (expires, refresh):
         assert " UTC (in " in line  # absolute, then relative
         assert line.endswith("s)")
-    assert "(hidden; use --json or --raw to print it)" in out
+    assert "(hidden; use --json, -o json or --raw to print it)" in out
     assert "claims" not in out
     [request] = app_service.requests
     assert request.query["resource"] == "https://storage.azure.com"
@@ -412,7 +412,7 @@ def test_detect_probe_against_an_emulator_answers(
     assert code == EXIT_OK
     assert "AZURE_POD_IDENTITY_AUTHORITY_HOST replaces the IMDS address" in out
     port = emulator.url.split(":")[2].split("/")[0]
-    assert f"probe:     answers (TCP connection to 127.0.0.1:{port} accepted)" in out
+    assert f"probe:     answers (IMDS at 127.0.0.1:{port}: HTTP 400 invalid_request" in out
 
 
 def test_detect_probe_against_a_closed_port_exits_3(

@@ -1,4 +1,4 @@
-"""detect(): PROTOCOLS.md section 1 (first match wins) and the endpoint safety rules of sections 6 and 9."""
+"""detect(): docs/protocols.md section 1 (first match wins) and the endpoint safety rules of sections 6 and 9."""
 
 from __future__ import annotations
 

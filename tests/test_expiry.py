@@ -1,4 +1,4 @@
-"""Token lifetimes (PROTOCOLS.md section 3): expiry formats, expires_in precedence, refresh_on rules."""
+"""Token lifetimes (docs/protocols.md section 3): expiry formats, expires_in precedence, refresh_on rules."""
 
 from __future__ import annotations
 

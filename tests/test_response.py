@@ -1,4 +1,4 @@
-"""parse_token and error_from_response: PROTOCOLS.md sections 3 (response parsing) and 4 (errors)."""
+"""parse_token and error_from_response: docs/protocols.md sections 3 (response parsing) and 4 (errors)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RetrySchedule: PROTOCOLS.md section 7 (which statuses are retried, delays, Retry-After, deadline)."""
+"""RetrySchedule: docs/protocols.md section 7 (which statuses are retried, delays, Retry-After, deadline)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each source's build(config, identity, parts): the exact request of PROTOCOLS.md sections 2, 6, 8 and 10."""
+"""Each source's build(config, identity, parts): the exact request of docs/protocols.md sections 2, 6, 8 and 10."""
 
 from __future__ import annotations
 

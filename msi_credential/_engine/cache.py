@@ -1,4 +1,4 @@
-"""Token cache: buckets per (source, endpoint, identity), entries per resource (PROTOCOLS.md section 8)."""
+"""Token cache: buckets per (source, endpoint, identity), entries per resource (docs/protocols.md section 8)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ ARC_DEFAULT_ENDPOINT = "http://127.0.0.1:40342/metadata/identity/oauth2/token"
 ARC_LINUX_HIMDS = "/opt/azcmagent/bin/himds"
 ARC_LINUX_KEY_DIRECTORY = "/var/opt/azcmagent/tokens"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
-# Every environment variable detection reads (API.md), in the order a person reads them.
+# Every environment variable detection reads (docs/protocols.md section 1), in the order a person reads them.
 VARIABLES = (
     "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER",
@@ -78,7 +78,7 @@ def detect(
     path_exists: Callable[[str], bool],
     arc_key_directory: Optional[str] = None,
 ) -> SourceConfig:
-    """Apply PROTOCOLS.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats.
+    """Apply docs/protocols.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats.
 
     A secret that could not go into a header (control characters) makes the configuration unusable.
     """
@@ -123,7 +123,7 @@ def _detect(
     path_exists: Callable[[str], bool],
     arc_key_directory: Optional[str] = None,
 ) -> SourceConfig:
-    """Apply PROTOCOLS.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats."""
+    """Apply docs/protocols.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats."""
     identity_endpoint = _get(environ, "IDENTITY_ENDPOINT")
     identity_header = _get(environ, "IDENTITY_HEADER")
     thumbprint = _get(environ, "IDENTITY_SERVER_THUMBPRINT")
@@ -259,7 +259,7 @@ def _himds_path(environ: Mapping[str, str], windows: bool) -> Optional[str]:
 
 
 def _local_endpoint_problem(url: str, variable: str) -> Optional[tuple[str, str]]:
-    """PROTOCOLS.md section 9: a secret may go over plain HTTP only to this machine (loopback or link-local)."""
+    """docs/protocols.md section 9: a secret may go over plain HTTP only to this machine (loopback or link-local)."""
     refusal = ("invalid_endpoint", f"{variable} must be an http(s) URL to a loopback or link-local host")
     try:
         parts = urlsplit(url)

@@ -23,7 +23,7 @@ class Request:
     read_timeout: float = 10.0
     # Service Fabric: the lower-case hex SHA-1 the server's certificate must have before a byte is sent.
     pin_sha1: Optional[str] = None
-    # Only workload identity may go through a proxy (PROTOCOLS.md section 9).
+    # Only workload identity may go through a proxy (docs/protocols.md section 9).
     use_proxies: bool = False
     # Seconds this attempt may take in all (connect, headers, a slow body): what is left of the call's deadline.
     budget: float = 120.0

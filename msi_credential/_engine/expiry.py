@@ -1,4 +1,4 @@
-"""Token lifetimes: every expiry format of PROTOCOLS.md section 3, and when to refresh."""
+"""Token lifetimes: every expiry format of docs/protocols.md section 3, and when to refresh."""
 
 from __future__ import annotations
 

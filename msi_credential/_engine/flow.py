@@ -43,7 +43,7 @@ Flow = Generator[Effect, EffectResult, AccessTokenInfo]
 _MIN_BUDGET = 0.05  # seconds: an attempt that starts at all gets at least this long
 Clock = Callable[[], float]
 
-# IMDS endpoints that have answered in this process: before the first answer, fail fast (PROTOCOLS.md section 7).
+# IMDS endpoints that have answered in this process: before the first answer, fail fast (docs/protocols.md section 7).
 _answered_imds: set[str] = set()
 
 
@@ -301,7 +301,7 @@ class Engine:
     def _arc_challenge(
         self, request: Request, response: Response, secrets: list[str]
     ) -> Generator[Effect, EffectResult, Union[Response, TransportFailure]]:
-        """PROTOCOLS.md section 5, steps 3 to 10."""
+        """docs/protocols.md section 5, steps 3 to 10."""
         source = self.source
 
         def refuse(code: str, why: str) -> ManagedIdentityError:

@@ -1,4 +1,4 @@
-"""Turn an HTTP answer into a token or a typed error (PROTOCOLS.md sections 3 and 4)."""
+"""Turn an HTTP answer into a token or a typed error (docs/protocols.md sections 3 and 4)."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def error_from_response(
     source: ManagedIdentitySource,
     secrets: Iterable[str] = (),
 ) -> ManagedIdentityError:
-    """Map a non-2xx answer (after retries) to the typed error of PROTOCOLS.md section 4."""
+    """Map a non-2xx answer (after retries) to the typed error of docs/protocols.md section 4."""
     status = response.status
     body = b"" if response.too_large else response.body
     parsed = parse_error_body(body)

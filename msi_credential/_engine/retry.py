@@ -1,4 +1,4 @@
-"""Retry schedules of PROTOCOLS.md section 7: which answers are retried, and how long to wait."""
+"""Retry schedules of docs/protocols.md section 7: which answers are retried, and how long to wait."""
 
 from __future__ import annotations
 

@@ -32,7 +32,7 @@ NO_PROXIES: dict[str, None] = {"http": None, "https": None, "all": None}
 
 
 def user_proxies(kwargs: dict[str, object]) -> dict[str, object]:
-    """The ``proxies=`` keyword, as per-request options: it applies to workload identity only (PROTOCOLS.md 9)."""
+    """The ``proxies=`` keyword, as per-request options: it applies to workload identity only (docs/protocols.md section 9)."""
     proxies = kwargs.get("proxies")
     return {"proxies": proxies} if proxies else {}
 

@@ -540,7 +540,7 @@ def check_workload_request(
     now: float,
     authority: str = "",
 ) -> Union[Reply, WorkloadGrant]:
-    """Entra's v2.0 token endpoint, client credentials with a federated client assertion (PROTOCOLS.md section 10).
+    """Entra's v2.0 token endpoint, client credentials with a federated client assertion (docs/protocols.md section 10).
 
     ``identities``: the apps whose client id may ask; ``assertion``: what the federated token file holds now (None when
     it is missing or empty); ``retired``: the assertions the file held before (refused as expired); ``authority``:

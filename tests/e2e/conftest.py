@@ -2,7 +2,7 @@
 
 Azurite runs as a separate node process on 127.0.0.1, started once per session with a certificate from a
 throwaway trustme CA and ``--oauth basic``: it checks each bearer token's issuer, audience and lifetime
-(PROTOCOLS.md section 11). Without ``node_modules/.bin/azurite-blob`` the Azurite tests skip locally and fail
+(docs/protocols.md section 11). Without ``node_modules/.bin/azurite-blob`` the Azurite tests skip locally and fail
 when the ``CI`` variable is set; an installed Azurite that does not start always fails.
 """
 

@@ -1,4 +1,4 @@
-"""Azure Arc-enabled servers: the himds agent, with its 401 challenge and key file (PROTOCOLS.md section 5)."""
+"""Azure Arc-enabled servers: the himds agent, with its 401 challenge and key file (docs/protocols.md section 5)."""
 
 from __future__ import annotations
 

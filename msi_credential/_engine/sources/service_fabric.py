@@ -1,4 +1,4 @@
-"""Service Fabric: HTTPS to a pinned certificate (PROTOCOLS.md section 6); runtime ids are refused."""
+"""Service Fabric: HTTPS to a pinned certificate (docs/protocols.md section 6); runtime ids are refused."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kubernetes workload identity: a client assertion exchanged at Microsoft Entra (PROTOCOLS.md section 10).
+"""Kubernetes workload identity: a client assertion exchanged at Microsoft Entra (docs/protocols.md section 10).
 
 POST ``{AZURE_AUTHORITY_HOST}/{AZURE_TENANT_ID}/oauth2/v2.0/token`` with a client credentials form whose
 ``client_assertion`` is the federated token file's contents (stripped). The engine asks its driver to read that file
