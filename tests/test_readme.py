@@ -38,7 +38,7 @@ def command_lines() -> list[str]:
         for line in body.splitlines():
             line = line.split("#", 1)[0].strip()
             for part in line.split("&&"):
-                part = part.strip()
+                part = part.strip().removesuffix("&").strip()  # started in the background
                 if re.match(r"^(\.venv/bin/)?msi-credential\s", part):
                     lines.append(part)
     return lines
