@@ -30,6 +30,7 @@ from msi_credential.cli import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAG
 from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decode_jwt
 
 from .conftest import MANAGED_IDENTITY_VARIABLES
+from .skips import skip_or_fail_in_ci
 
 STORAGE = "https://storage.azure.com/.default"
 SOURCES = ("imds", "app_service", "azure_arc", "cloud_shell", "service_fabric", "machine_learning")
@@ -487,6 +488,10 @@ class LineReader:
         return lines
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def start_process() -> Iterator[Any]:
     """Start subprocesses and make sure none outlives its test."""
@@ -499,6 +504,9 @@ def start_process() -> Iterator[Any]:
             stderr=subprocess.PIPE,
             text=True,
             env=clean_environment(),
+            # A shell running pytest in the background ignores SIGINT, and the child would inherit that: Ctrl-C
+            # (the SIGINT a test sends) must reach it whatever the parent ignores.
+            preexec_fn=_default_sigint if os.name == "posix" else None,
         )
         started.append(process)
         return process
@@ -670,7 +678,7 @@ def test_demo_through_the_console_script() -> None:
         "msi-credential.exe" if sys.platform == "win32" else "msi-credential"
     )
     if not script.exists():
-        pytest.skip(f"console script not installed next to {sys.executable}")
+        skip_or_fail_in_ci(f"console script not installed next to {sys.executable} (pip install -e .)")
     result = subprocess.run(
         [str(script), "demo"],
         capture_output=True,
