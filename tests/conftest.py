@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from msi_credential import _errors
 from msi_credential._engine import cache, flow
 from msi_credential._engine.detection import VARIABLES
 
@@ -29,9 +30,11 @@ def clear_managed_identity_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fresh_engine_state() -> Iterator[None]:
+def fresh_engine_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     cache.clear_shared_cache()
     flow.forget_imds_answers()
+    # The azure-identity interop error class is made once per process: each test makes its own.
+    monkeypatch.setattr(_errors, "_interop_class", None)
     yield
     cache.clear_shared_cache()
     flow.forget_imds_answers()
@@ -188,13 +191,14 @@ def emulator_factory() -> Iterator[Any]:
 
 
 @pytest.fixture
-def unused_port() -> int:
-    """A loopback port nothing listens on (connections are refused)."""
+def unused_port() -> Iterator[int]:
+    """A loopback port nothing listens on (connections are refused). It stays bound, without listening, for
+    the whole test: a closed port could be handed to another listener meanwhile."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port: int = sock.getsockname()[1]
+    yield port
     sock.close()
-    return port
 
 
 # Figures that tests measure (soak, memory), printed at the end of the run whether or not -s is given.

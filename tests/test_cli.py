@@ -29,6 +29,7 @@ from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decod
 from msi_credential.emulator import _cli as emulator_cli
 
 from .conftest import MANAGED_IDENTITY_VARIABLES
+from .skips import skip_or_fail_in_ci
 
 STORAGE = "https://storage.azure.com/.default"
 SOURCES = ("imds", "app_service", "azure_arc", "cloud_shell", "service_fabric", "machine_learning")
@@ -485,6 +486,10 @@ class LineReader:
         return lines
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def start_process() -> Iterator[Any]:
     """Start subprocesses and make sure none outlives its test."""
@@ -497,6 +502,9 @@ def start_process() -> Iterator[Any]:
             stderr=subprocess.PIPE,
             text=True,
             env=clean_environment(),
+            # A shell running pytest in the background ignores SIGINT, and the child would inherit that: Ctrl-C
+            # (the SIGINT a test sends) must reach it whatever the parent ignores.
+            preexec_fn=_default_sigint if os.name == "posix" else None,
         )
         started.append(process)
         return process
@@ -664,7 +672,7 @@ def test_demo_through_the_console_script() -> None:
         "msi-credential.exe" if sys.platform == "win32" else "msi-credential"
     )
     if not script.exists():
-        pytest.skip(f"console script not installed next to {sys.executable}")
+        skip_or_fail_in_ci(f"console script not installed next to {sys.executable} (pip install -e .)")
     result = subprocess.run(
         [str(script), "demo"],
         capture_output=True,

@@ -261,15 +261,43 @@ def test_secrets_never_reach_logs_errors_or_reprs(
         assert token not in text
 
 
-def test_context_managers_close_the_credential(emulator_factory: Any) -> None:
+def test_leaving_the_context_manager_closes_the_supplied_transport(emulator_factory: Any) -> None:
+    from azure.core.pipeline.transport import RequestsTransport
+
+    class Recording(RequestsTransport):
+        closed = 0
+
+        def close(self) -> None:
+            Recording.closed += 1
+            super().close()
+
     emulator = emulator_factory("imds")
-    with ManagedIdentityCredential(_environ=emulator.environ, share_cache=False) as credential:
+    with ManagedIdentityCredential(
+        _environ=emulator.environ, share_cache=False, transport=Recording()
+    ) as credential:
         assert credential.get_token(STORAGE).token
+        assert Recording.closed == 0
+
+    assert Recording.closed >= 1
 
 
-async def test_async_context_manager_closes_the_credential(emulator_factory: Any) -> None:
+async def test_leaving_the_async_context_manager_closes_the_supplied_transport(emulator_factory: Any) -> None:
+    from azure.core.pipeline.transport import AioHttpTransport
+
     from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 
+    class Recording(AioHttpTransport):
+        closed = 0
+
+        async def close(self) -> None:
+            Recording.closed += 1
+            await super().close()
+
     emulator = emulator_factory("imds")
-    async with AsyncCredential(_environ=emulator.environ, share_cache=False) as credential:
+    async with AsyncCredential(
+        _environ=emulator.environ, share_cache=False, transport=Recording()
+    ) as credential:
         assert (await credential.get_token(STORAGE)).token
+        assert Recording.closed == 0
+
+    assert Recording.closed >= 1

@@ -78,7 +78,9 @@ def new_york_local_time() -> Iterator[None]:
         time.tzset()
 
 
-@pytest.mark.skipif(not hasattr(time, "tzset"), reason="needs time.tzset")
+@pytest.mark.skipif(
+    not hasattr(time, "tzset"), reason="needs time.tzset (absent on Windows, which CI is not)"
+)
 @pytest.mark.usefixtures("new_york_local_time")
 def test_naive_iso_8601_and_legacy_forms_are_utc_not_local_time() -> None:
     assert parse_expires_on("2024-10-18T19:51:37") == EPOCH

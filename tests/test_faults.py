@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -13,6 +13,8 @@ import pytest
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError
 from msi_credential.emulator import Fault
+
+from .skips import skip_or_fail_in_ci
 
 SCOPE = "https://storage.azure.com/.default"
 
@@ -100,7 +102,7 @@ def app_service_environ(port: int) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- fail fast off Azure
 
 
-def test_nothing_listening_at_imds_is_unavailable_at_once(
+def test_nothing_listening_at_imds_is_unavailable_on_the_first_failure_without_a_retry(
     face: Any, unused_port: int, monkeypatch: Any
 ) -> None:
     """No variables, IMDS address closed: unavailable on the first failure, no retry, no sleep."""
@@ -109,14 +111,11 @@ def test_nothing_listening_at_imds_is_unavailable_at_once(
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{unused_port}")
     credential = face.credential(_environ={})
 
-    started = time.perf_counter()
     with pytest.raises(CredentialUnavailableError) as caught:
         credential.get_token(SCOPE)
-    elapsed = time.perf_counter() - started
 
     assert caught.value.error_code == "imds_unreachable"
     assert face.sleeps == []
-    assert elapsed < 2
 
 
 @pytest.fixture
@@ -139,16 +138,22 @@ def blackhole_port() -> Iterator[int]:
     listener.close()
 
 
-def test_silent_imds_address_is_unavailable_within_about_a_second(
+def test_silent_imds_address_is_unavailable_after_one_connect_attempt(
     face: Any, blackhole_port: int, monkeypatch: Any
 ) -> None:
+    """The first contact's 1 s connect timeout itself is checked without a network in test_mutation_guards."""
     from msi_credential._engine import detection
 
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     probe.settimeout(0.3)
     try:
         probe.connect(("127.0.0.1", blackhole_port))
-        pytest.skip("this kernel completes connects beyond the backlog; no blackhole to test with")
+        # Linux (CI) drops SYNs beyond a full backlog; some kernels (e.g. macOS, WSL1) complete them.
+        if not sys.platform.startswith("linux"):
+            pytest.skip(f"{sys.platform} completes connects beyond the backlog; no blackhole to test with")
+        skip_or_fail_in_ci(
+            "this Linux kernel completes connects beyond the backlog; no blackhole to test with"
+        )
     except OSError:
         pass
     finally:
@@ -156,13 +161,10 @@ def test_silent_imds_address_is_unavailable_within_about_a_second(
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{blackhole_port}")
     credential = face.credential(_environ={})
 
-    started = time.perf_counter()
     with pytest.raises(CredentialUnavailableError) as caught:
         credential.get_token(SCOPE)
-    elapsed = time.perf_counter() - started
 
     assert caught.value.error_code == "imds_unreachable"
-    assert elapsed < 2.5
     assert face.sleeps == []
 
 
@@ -189,12 +191,10 @@ def test_imds_address_that_accepts_and_never_answers_is_unavailable_after_the_re
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{server.port}")
     credential = face.credential(_environ={}, read_timeout=0.5)
 
-    started = time.perf_counter()
     with pytest.raises(CredentialUnavailableError) as caught:
         credential.get_token(SCOPE)
 
     assert caught.value.error_code == "imds_unreachable"
-    assert time.perf_counter() - started < 3
     assert face.sleeps == []
     assert server.connections == 1
 
@@ -215,60 +215,73 @@ def test_imds_that_answered_once_is_retried_after(face: Any, emulator_factory: A
 # ------------------------------------------------------------------------------------------------------- timeouts
 
 
-def test_endpoint_that_accepts_and_never_answers_times_out(face: Any, raw_server: Any) -> None:
+def test_endpoint_that_accepts_and_never_answers_times_out_and_is_retried(face: Any, raw_server: Any) -> None:
     server = raw_server(lambda connection: (_read_request(connection), server.stopping.wait(30)))
     credential = face.credential(_environ=app_service_environ(server.port), read_timeout=0.3, retry_total=1)
 
-    started = time.perf_counter()
     with pytest.raises(ManagedIdentityError) as caught:
         credential.get_token(SCOPE)
 
     assert caught.value.error_code == "endpoint_unreachable"
-    assert time.perf_counter() - started < 5
     assert face.sleeps == [1.0]  # the timeout was retried once, by the injected sleeper
+    assert server.connections == 2
 
 
 def test_trickling_body_cannot_hold_the_caller_past_the_deadline(face: Any, raw_server: Any) -> None:
+    """The body would take 100,000 x 50 ms: only the call's deadline (1.5 s) can end the call, and the
+    credential, not the server, then closes the connection."""
+    client_left = threading.Event()
+
     def trickle(connection: socket.socket) -> None:
         _read_request(connection)
         connection.sendall(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
         )
-        while not server.stopping.is_set():
-            connection.sendall(b" ")
-            time.sleep(0.05)
+        try:
+            while not server.stopping.wait(0.05):
+                connection.sendall(b" ")
+        except OSError:
+            client_left.set()
 
     server = raw_server(trickle)
+    credential = face.credential(
+        _environ=app_service_environ(server.port), _deadline=1.5, read_timeout=5, retry_total=0
+    )
 
-    credential = face.credential(_environ=app_service_environ(server.port), _deadline=1.5, read_timeout=5)
-
-    started = time.perf_counter()
     with pytest.raises(ManagedIdentityError) as caught:
         credential.get_token(SCOPE)
-    elapsed = time.perf_counter() - started
 
     assert caught.value.error_code == "endpoint_unreachable"
-    assert elapsed < 5
+    assert client_left.wait(30)  # the server was still trickling: the credential gave up and hung up
 
 
 # ------------------------------------------------------------------------------------------------- bad responses
 
 
-def test_truncated_body_is_a_typed_error_and_the_credential_recovers(
-    face: Any, raw_server: Any, emulator_factory: Any
-) -> None:
-    def truncated(connection: socket.socket) -> None:
+def test_truncated_body_is_a_typed_error_and_the_credential_recovers(face: Any, raw_server: Any) -> None:
+    whole = b'{"access_token": "whole-token", "expires_in": 3600}'
+    answers = [
+        b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"access_token": "abc"',
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(whole), whole),
+    ]
+
+    def answer(connection: socket.socket) -> None:
         _read_request(connection)
-        connection.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"access_token": "abc"')
+        connection.sendall(
+            answers.pop(0) if answers else b"HTTP/1.1 500 Unexpected\r\nContent-Length: 0\r\n\r\n"
+        )
         connection.close()
 
-    server = raw_server(truncated)
+    server = raw_server(answer)
     credential = face.credential(_environ=app_service_environ(server.port), retry_total=0)
 
     with pytest.raises(ManagedIdentityError) as caught:
         credential.get_token(SCOPE)
 
     assert caught.value.error_code == "endpoint_unreachable"
+    assert credential.get_token(SCOPE).token == "whole-token"  # the next call gets a token
+    assert server.connections == 2
 
 
 @pytest.mark.parametrize("source", ["app_service", "cloud_shell", "machine_learning", "azure_arc"])

@@ -78,7 +78,6 @@ def test_retries_counts_the_retries_given() -> None:
 def test_imds_410_switches_to_ten_second_steps_and_seven_retries() -> None:
     result = delays(schedule("imds"), [410] * 10)
     assert result == [10.0] * 7 + [None]
-    assert sum(d for d in result if d is not None) >= 70
 
 
 def test_imds_410_steps_stay_once_seen() -> None:

@@ -8,6 +8,7 @@ when the ``CI`` variable is set; an installed Azurite that does not start always
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -208,7 +209,8 @@ def _start(
     while process.poll() is None and time.monotonic() < deadline:
         if _answers_tls(port, tls.ca_path):
             return process, port, time.monotonic() - started, log_path
-        time.sleep(0.05)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(0.05)  # returns at once if Azurite exits
     _stop(process)
     return process, port, -1.0, log_path
 

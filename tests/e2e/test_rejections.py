@@ -21,7 +21,6 @@ pytestmark = pytest.mark.e2e
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 NO_RETRIES: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 30}
-WITHIN_SECONDS = 10.0
 
 
 def crafted_token(**overrides: Any) -> str:
@@ -61,15 +60,12 @@ REJECTIONS = {
 }
 
 
-def assert_rejected(
-    error: ClientAuthenticationError, reason: str, emulator: Emulator, elapsed: float
-) -> None:
+def assert_rejected(error: ClientAuthenticationError, reason: str, emulator: Emulator) -> None:
     assert not isinstance(error, ManagedIdentityError)  # Azurite refused, not the credential
     assert error.status_code == 403
     assert error.error_code == "AuthenticationFailed"  # type: ignore[attr-defined]
     assert reason in str(error)
     assert len(emulator.requests) == 1  # one token request, no retry loop anywhere
-    assert elapsed < WITHIN_SECONDS
 
 
 @pytest.mark.parametrize("case", sorted(REJECTIONS))
@@ -79,14 +75,14 @@ def test_sync_rejection_surfaces_azurite_reason(azurite: Azurite, case: str) -> 
     make_token, reason = REJECTIONS[case]
     with Emulator("imds") as emulator, sync_credential(emulator, retry_total=0) as credential:
         emulator.script(Fault(200, {"access_token": make_token(), "expires_in": 3600}))
-        with BlobServiceClient(
-            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
-        ) as service:
-            started = time.monotonic()
-            with pytest.raises(ClientAuthenticationError) as caught:
-                service.create_container(container_name())
-            elapsed = time.monotonic() - started
-        assert_rejected(caught.value, reason, emulator, elapsed)
+        with (
+            BlobServiceClient(
+                azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+            ) as service,
+            pytest.raises(ClientAuthenticationError) as caught,
+        ):
+            service.create_container(container_name())
+        assert_rejected(caught.value, reason, emulator)
 
 
 @pytest.mark.parametrize("case", sorted(REJECTIONS))
@@ -101,11 +97,9 @@ async def test_async_rejection_surfaces_azurite_reason(azurite: Azurite, case: s
             azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
         )
         async with credential, service:
-            started = time.monotonic()
             with pytest.raises(ClientAuthenticationError) as caught:
                 await service.create_container(container_name())
-            elapsed = time.monotonic() - started
-        assert_rejected(caught.value, reason, emulator, elapsed)
+        assert_rejected(caught.value, reason, emulator)
 
 
 def test_sync_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite) -> None:
@@ -114,19 +108,18 @@ def test_sync_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite
 
     with Emulator("app_service") as emulator, sync_credential(emulator, retry_total=0) as credential:
         emulator.script(Fault(403, {"statusCode": 403, "message": "Access denied by policy"}))
-        with BlobServiceClient(
-            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
-        ) as service:
-            started = time.monotonic()
-            with pytest.raises(ManagedIdentityError) as caught:
-                service.create_container(container_name())
-            elapsed = time.monotonic() - started
+        with (
+            BlobServiceClient(
+                azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+            ) as service,
+            pytest.raises(ManagedIdentityError) as caught,
+        ):
+            service.create_container(container_name())
     error = caught.value
     assert error.status_code == 403
     assert error.source is not None and error.source.value == "app_service"
     assert "Access denied by policy" in str(error)
     assert len(emulator.requests) == 1
-    assert elapsed < WITHIN_SECONDS
 
 
 async def test_async_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite) -> None:
@@ -139,12 +132,9 @@ async def test_async_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: 
             azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
         )
         async with credential, service:
-            started = time.monotonic()
             with pytest.raises(ManagedIdentityError) as caught:
                 await service.create_container(container_name())
-            elapsed = time.monotonic() - started
     error = caught.value
     assert error.status_code == 403
     assert "Access denied by policy" in str(error)
     assert len(emulator.requests) == 1
-    assert elapsed < WITHIN_SECONDS

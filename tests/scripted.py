@@ -1,0 +1,120 @@
+"""A scripted driver for the sans-I/O engine: each effect gets the next canned answer, on an injected clock.
+
+No sockets, no threads, no real time: these tests run in milliseconds, which is what mutation testing needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Optional, Union
+
+from azure.core.credentials import AccessTokenInfo
+
+from msi_credential._engine.effects import (
+    KeyFileResult,
+    ReadAssertion,
+    ReadKeyFile,
+    Request,
+    Response,
+    Send,
+    Sleep,
+    TransportFailure,
+)
+from msi_credential._engine.flow import Engine, Flow
+from msi_credential._setup import build_engine
+
+Answer = Union[Response, TransportFailure, KeyFileResult]
+
+APP_SERVICE = {"IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "header-secret"}
+IMDS = {"AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"}
+ARC = {
+    "IDENTITY_ENDPOINT": "http://127.0.0.1:9/metadata/identity/oauth2/token",
+    "IMDS_ENDPOINT": "http://127.0.0.1:9",
+}
+START = 1_700_000_000.0
+
+
+class Clock:
+    """A clock the test moves by hand (and the scripted driver moves by the seconds it sleeps)."""
+
+    def __init__(self, now: float = START) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def token_response(
+    token: str = "token-1",
+    *,
+    expires_in: int = 3600,
+    status: int = 200,
+    **extra: Any,
+) -> Response:
+    body = {"access_token": token, "expires_in": expires_in, "token_type": "Bearer", **extra}
+    return Response(status, {"content-type": "application/json"}, json.dumps(body).encode())
+
+
+def error_response(status: int, headers: Optional[Mapping[str, str]] = None) -> Response:
+    body = json.dumps({"error": "server_error", "error_description": f"HTTP {status}"}).encode()
+    return Response(status, {"content-type": "application/json", **(headers or {})}, body)
+
+
+class Script:
+    """Runs engine flows, answering each Send / ReadKeyFile / ReadAssertion from a queue; records everything."""
+
+    def __init__(self, clock: Clock, *, send_takes: float = 0.0) -> None:
+        self.clock = clock
+        self.answers: list[Answer] = []
+        self.sent: list[Request] = []
+        self.sleeps: list[float] = []
+        self.reads: list[str] = []
+        self.send_takes = send_takes
+
+    def queue(self, *answers: Answer) -> Script:
+        self.answers.extend(answers)
+        return self
+
+    def run(self, flow: Flow) -> AccessTokenInfo:
+        result: Any = None
+        try:
+            while True:
+                effect = flow.send(result)
+                if isinstance(effect, Send):
+                    self.sent.append(effect.request)
+                    self.clock.now += self.send_takes
+                    result = self.answers.pop(0)
+                elif isinstance(effect, Sleep):
+                    self.sleeps.append(effect.seconds)
+                    self.clock.now += effect.seconds
+                    result = None
+                elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
+                    self.reads.append(effect.path)
+                    result = self.answers.pop(0)
+                else:  # pragma: no cover - a new effect kind
+                    raise AssertionError(f"unexpected effect {effect!r}")
+        except StopIteration as stop:
+            info: AccessTokenInfo = stop.value
+            return info
+
+
+def engine(
+    environ: Mapping[str, str],
+    clock: Clock,
+    *,
+    share_cache: bool = False,
+    client_capabilities: Optional[list[str]] = None,
+    **kwargs: Any,
+) -> Engine:
+    """An engine as a credential builds it, on the given environment and clock."""
+    keywords: dict[str, Any] = {"_environ": dict(environ), "_clock": clock, **kwargs}
+    return build_engine(
+        client_id=keywords.pop("client_id", None),
+        object_id=keywords.pop("object_id", None),
+        resource_id=keywords.pop("resource_id", None),
+        identity_config=None,
+        client_capabilities=client_capabilities,
+        share_cache=share_cache,
+        kwargs=keywords,
+    )

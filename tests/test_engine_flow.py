@@ -1,0 +1,435 @@
+"""Engine flows driven without sockets (tests/scripted.py): the error contract of each refusal, window edges,
+attempt timeouts. Written against the survivors of the mutation run (docs/mutation.md)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Optional
+
+import pytest
+
+from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
+from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
+from msi_credential._engine.flow import valid_key_path
+
+from .scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
+
+RESOURCE = "https://storage.azure.com"
+CLOUD_SHELL = {"MSI_ENDPOINT": "http://127.0.0.1:9/oauth2/token"}
+
+
+def check(
+    error: BaseException,
+    code: str,
+    source: ManagedIdentitySource,
+    *,
+    status: Optional[int] = None,
+    unavailable: bool = False,
+) -> None:
+    assert isinstance(error, ManagedIdentityError)
+    assert isinstance(error, CredentialUnavailableError) is unavailable
+    assert error.error_code == code
+    assert error.status_code == status
+    assert error.source is source
+    assert str(error)
+
+
+def failure(script: Script, flow: Any) -> ManagedIdentityError:
+    with pytest.raises(ManagedIdentityError) as caught:
+        script.run(flow)
+    return caught.value
+
+
+# ---------------------------------------------------------------------------------------------------- Azure Arc
+
+
+def _arc(tmp_path: Any, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
+    clock = Clock()
+    return engine(ARC, clock, _platform=platform, _arc_key_directory=str(tmp_path), **kwargs), Script(clock)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "arc_challenge_missing"),
+        ("   ", "arc_challenge_missing"),
+        ("Bearer realm=/x/agent.key", "arc_challenge_invalid"),
+        ("Basic realm=", "arc_challenge_invalid"),
+        ('Basic realm=""', "arc_challenge_invalid"),
+        ("Basic realm=/elsewhere/agent.key", "arc_invalid_key_file"),
+        ("Basic realm={dir}/agent.txt", "arc_invalid_key_file"),
+        ("Basic realm={dir}/../agent.key", "arc_invalid_key_file"),
+    ],
+)
+def test_arc_refuses_a_bad_challenge_before_reading_any_file(
+    tmp_path: Any, header: Optional[str], code: str
+) -> None:
+    credential_engine, script = _arc(tmp_path)
+    headers = {} if header is None else {"www-authenticate": header.format(dir=tmp_path)}
+    script.queue(Response(401, headers, b""))
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
+    assert script.reads == [] and len(script.sent) == 1
+
+
+@pytest.mark.parametrize("header", ['basic REALM="{dir}/agent.key"', "  Basic realm= {dir}/agent.key  "])
+def test_arc_challenge_prefix_is_case_insensitive_and_the_path_may_be_quoted(
+    tmp_path: Any, header: str
+) -> None:
+    credential_engine, script = _arc(tmp_path)
+    script.queue(
+        Response(401, {"www-authenticate": header.format(dir=tmp_path)}, b""),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc"),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [f"{tmp_path}/agent.key"]
+    assert script.sent[0].headers.get("Authorization") is None
+    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
+    assert script.sent[1].url == script.sent[0].url and script.sent[1].params == script.sent[0].params
+
+
+def test_arc_on_another_platform_is_refused(tmp_path: Any) -> None:
+    credential_engine, script = _arc(tmp_path, platform="darwin")
+    script.queue(Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""))
+
+    check(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        "arc_platform_unsupported",
+        ManagedIdentitySource.AZURE_ARC,
+        status=401,
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "code"),
+    [
+        (KeyFileResult(error=("arc_key_file_unreadable", "cannot read")), "arc_key_file_unreadable"),
+        (KeyFileResult(content=""), "arc_invalid_key_file"),
+    ],
+)
+def test_arc_key_file_problems_are_typed_errors(tmp_path: Any, result: KeyFileResult, code: str) -> None:
+    credential_engine, script = _arc(tmp_path)
+    script.queue(Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""), result)
+
+    check(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        code,
+        ManagedIdentitySource.AZURE_ARC,
+        status=401,
+    )
+    assert len(script.sent) == 1
+
+
+def test_arc_second_401_is_a_rejected_key_and_the_secret_stays_out_of_the_error(tmp_path: Any) -> None:
+    credential_engine, script = _arc(tmp_path)
+    script.queue(
+        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""),
+        KeyFileResult(content="arc-secret"),
+        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b"arc-secret"),
+    )
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "arc_challenge_rejected", ManagedIdentitySource.AZURE_ARC, status=401)
+    assert "arc-secret" not in str(error)
+
+
+def test_arc_secret_is_scrubbed_from_a_later_error(tmp_path: Any) -> None:
+    credential_engine, script = _arc(tmp_path, retry_total=0)
+    body = b'{"error": "server_error", "error_description": "bad key arc-secret"}'
+    script.queue(
+        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""),
+        KeyFileResult(content="arc-secret"),
+        Response(500, {"content-type": "application/json"}, body),
+    )
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    assert error.status_code == 500 and "arc-secret" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("path", "directory", "windows", "valid"),
+    [
+        ("/var/opt/azcmagent/tokens/a.key", "/var/opt/azcmagent/tokens", False, True),
+        ("/var/opt/azcmagent/tokens/a.key", "/var/opt/azcmagent/tokens/", False, True),
+        ("/var/opt/azcmagent/tokens/.key", "/var/opt/azcmagent/tokens", False, False),
+        ("/var/opt/azcmagent/tokens/a.KEY", "/var/opt/azcmagent/tokens", False, False),
+        ("/var/opt/azcmagent/tokens/sub/a.key", "/var/opt/azcmagent/tokens", False, False),
+        ("/var/opt/azcmagent/tokens/../a.key", "/var/opt/azcmagent/tokens", False, False),
+        ("var/opt/azcmagent/tokens/a.key", "var/opt/azcmagent/tokens", False, False),
+        (
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key",
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
+            True,
+            True,
+        ),
+        (
+            "c:\\programdata\\azureconnectedmachineagent\\tokens\\A.KEY",
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\",
+            True,
+            True,
+        ),
+        (
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\.key",
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
+            True,
+            False,
+        ),
+        (
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\..\\a.key",
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
+            True,
+            False,
+        ),
+        (
+            "C:/ProgramData/AzureConnectedMachineAgent/Tokens/../a.key",
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
+            True,
+            False,
+        ),
+        ("C:\\Other\\a.key", "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens", True, False),
+        (
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.txt",
+            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
+            True,
+            False,
+        ),
+        ("ProgramData\\a.key", "ProgramData", True, False),
+    ],
+)
+def test_arc_key_path_must_be_a_key_file_directly_in_the_key_directory(
+    path: str, directory: str, windows: bool, valid: bool
+) -> None:
+    assert valid_key_path(path, directory, windows) is valid
+
+
+# ------------------------------------------------------------------------------------------ unreachable endpoints
+
+
+def test_a_local_endpoint_that_never_answers_is_a_failure_naming_the_variable_and_the_attempts() -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, retry_total=3)
+    script = Script(clock).queue(*[TransportFailure("connect", "refused")] * 4)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "endpoint_unreachable", ManagedIdentitySource.APP_SERVICE)
+    assert "IDENTITY_ENDPOINT" in str(error) and "4 attempt(s)" in str(error) and "refused" in str(error)
+    assert script.sleeps == [1.0, 2.0, 4.0]
+
+
+def test_imds_that_never_answers_after_retries_is_unavailable() -> None:
+    clock = Clock()
+    credential_engine = engine(IMDS, clock, retry_total=1)
+    script = Script(clock).queue(*[TransportFailure("read_timeout", "timed out")] * 2)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    assert "2 attempt(s)" in str(error)
+
+
+def test_first_contact_with_imds_is_unavailable_at_the_first_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
+    clock = Clock()
+    credential_engine = engine({}, clock)
+    script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"))
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    assert "127.0.0.1:9" in str(error)
+    assert script.sleeps == [] and len(script.sent) == 1
+
+
+def test_a_certificate_pin_mismatch_is_never_retried() -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock)
+    script = Script(clock).queue(TransportFailure("pin_mismatch", "sha1 differs"))
+
+    check(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        "thumbprint_mismatch",
+        ManagedIdentitySource.APP_SERVICE,
+    )
+    assert script.sleeps == [] and len(script.sent) == 1
+
+
+# -------------------------------------------------------------------------------------------- unusable configs
+
+
+def test_a_configuration_problem_is_raised_before_any_request() -> None:
+    clock = Clock()
+    credential_engine = engine(
+        {"IDENTITY_ENDPOINT": "http://10.0.0.1/msi/token", "IDENTITY_HEADER": "h"}, clock
+    )
+    script = Script(clock)
+
+    check(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        "invalid_endpoint",
+        ManagedIdentitySource.APP_SERVICE,
+    )
+    assert script.sent == []
+
+
+def test_a_user_assigned_identity_where_the_source_has_no_selector_is_refused_before_any_request() -> None:
+    clock = Clock()
+    credential_engine = engine(CLOUD_SHELL, clock, object_id="00000000-0000-0000-0000-000000000001")
+    script = Script(clock)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "user_assigned_not_supported", ManagedIdentitySource.CLOUD_SHELL)
+    assert "object_id" in str(error)
+    assert script.sent == []
+
+
+# ------------------------------------------------------------------------------------------- request details
+
+
+def test_timeouts_default_to_ten_seconds_read_and_take_the_keywords() -> None:
+    clock = Clock()
+    script = Script(clock).queue(token_response(), token_response())
+    script.run(engine(APP_SERVICE, clock).acquire(RESOURCE))
+    script.run(engine(APP_SERVICE, clock, read_timeout=3, connection_timeout=0.5).acquire(RESOURCE))
+
+    assert [(r.connect_timeout, r.read_timeout) for r in script.sent] == [(2.0, 10.0), (0.5, 3.0)]
+
+
+def test_a_claims_refresh_on_service_fabric_names_the_cached_token_by_its_sha256() -> None:
+    clock = Clock()
+    environ = {
+        "IDENTITY_ENDPOINT": "https://127.0.0.1:9/metadata/identity/oauth2/token",
+        "IDENTITY_HEADER": "sf-secret",
+        "IDENTITY_SERVER_THUMBPRINT": "a" * 40,
+    }
+    credential_engine = engine(environ, clock)
+    script = Script(clock).queue(token_response("old"), token_response("new"))
+    script.run(credential_engine.acquire(RESOURCE))
+
+    assert script.run(credential_engine.acquire(RESOURCE, claims='{"access_token":{}}')).token == "new"
+    first, second = (dict(request.params) for request in script.sent)
+    assert "token_sha256_to_refresh" not in first
+    assert second["token_sha256_to_refresh"] == hashlib.sha256(b"old").hexdigest()
+
+
+def test_a_claims_request_on_a_source_without_revocation_sends_no_hash() -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock)
+    script = Script(clock).queue(token_response("old"), token_response("new"))
+    script.run(credential_engine.acquire(RESOURCE))
+    script.run(credential_engine.acquire(RESOURCE, claims='{"access_token":{}}'))
+
+    assert all("token_sha256_to_refresh" not in dict(request.params) for request in script.sent)
+
+
+@pytest.mark.parametrize("status", [201, 299])
+def test_any_2xx_carries_a_token(status: int) -> None:
+    clock = Clock()
+    script = Script(clock).queue(token_response("t", status=status))
+
+    assert script.run(engine(APP_SERVICE, clock).acquire(RESOURCE)).token == "t"
+
+
+def test_a_300_with_a_token_body_is_not_a_token() -> None:
+    clock = Clock()
+    script = Script(clock).queue(token_response("t", status=300))
+
+    assert failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE)).status_code == 300
+
+
+def test_the_token_type_and_refresh_moment_reach_the_caller() -> None:
+    clock = Clock()
+    script = Script(clock).queue(token_response("t", token_type="PoP", refresh_in=1000))
+
+    info = script.run(engine(APP_SERVICE, clock).acquire(RESOURCE))
+
+    assert info.token_type == "PoP" and info.refresh_on == int(clock.now) + 1000
+
+
+# --------------------------------------------------------------------------------------------- window edges
+
+
+def _cached(clock: Clock, **kwargs: Any) -> tuple[Any, Script, Any]:
+    credential_engine = engine(APP_SERVICE, clock, retry_total=0, **kwargs)
+    script = Script(clock).queue(token_response("old", expires_in=3600))
+    return credential_engine, script, script.run(credential_engine.acquire(RESOURCE))
+
+
+def test_the_refresh_moment_itself_starts_a_refresh() -> None:
+    clock = Clock()
+    credential_engine, script, old = _cached(clock)
+    clock.now = old.refresh_on
+    script.queue(token_response("new"))
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "new"
+
+
+def test_the_back_off_ends_exactly_thirty_seconds_after_the_failure() -> None:
+    clock = Clock()
+    credential_engine, script, old = _cached(clock)
+    clock.now = old.refresh_on + 1
+    script.queue(error_response(500))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
+
+    clock.now += 29.5
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
+    assert len(script.sent) == 2
+    clock.now += 0.5  # exactly 30 s after the failure
+    script.queue(token_response("new"))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "new"
+
+
+def test_a_refresh_failing_exactly_at_the_mandatory_moment_raises() -> None:
+    clock = Clock()
+    credential_engine, script, old = _cached(clock)
+    clock.now = old.expires_on - 61
+    script.send_takes = 1.0  # the failed attempt ends at expires_on - 60: the mandatory moment
+    script.queue(error_response(500))
+
+    with pytest.raises(ManagedIdentityError):
+        script.run(credential_engine.acquire(RESOURCE))
+
+
+def test_a_waiter_takes_the_cached_token_only_before_the_mandatory_moment() -> None:
+    clock = Clock()
+    credential_engine, _, old = _cached(clock)
+
+    assert credential_engine.still_valid("https://other.example.com") is None
+    clock.now = old.expires_on - 61
+    assert credential_engine.still_valid(RESOURCE) is old
+    clock.now = old.expires_on - 60
+    assert credential_engine.still_valid(RESOURCE) is None
+
+
+# ------------------------------------------------------------------------------------------------- cache keys
+
+
+def test_the_default_client_id_from_the_environment_is_part_of_the_cache_key() -> None:
+    clock = Clock()
+    base = {"MSI_ENDPOINT": "http://127.0.0.1:9/msi/token", "MSI_SECRET": "ml-secret"}
+    first = engine(dict(base, DEFAULT_IDENTITY_CLIENT_ID="AAAA"), clock, share_cache=True)
+    same = engine(dict(base, DEFAULT_IDENTITY_CLIENT_ID="aaaa"), clock, share_cache=True)
+    other = engine(dict(base, DEFAULT_IDENTITY_CLIENT_ID="bbbb"), clock, share_cache=True)
+    none = engine(base, clock, share_cache=True)
+
+    assert first.source is ManagedIdentitySource.MACHINE_LEARNING
+    assert first.bucket is same.bucket
+    assert len({id(first.bucket), id(other.bucket), id(none.bucket)}) == 3
+
+
+def test_a_user_assigned_identity_ignores_the_default_client_id_in_the_cache_key() -> None:
+    clock = Clock()
+    base = {"MSI_ENDPOINT": "http://127.0.0.1:9/msi/token", "MSI_SECRET": "ml-secret"}
+    first = engine(dict(base, DEFAULT_IDENTITY_CLIENT_ID="aaaa"), clock, share_cache=True, client_id="cccc")
+    second = engine(dict(base, DEFAULT_IDENTITY_CLIENT_ID="bbbb"), clock, share_cache=True, client_id="cccc")
+
+    assert first.bucket is second.bucket

@@ -1,0 +1,66 @@
+"""The suite's own rules, checked on its source: no real sleeps or wall-clock timing, no skip that CI would hide."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from .skips import skip_or_fail_in_ci
+
+TESTS = Path(__file__).resolve().parent
+
+# Real waiting or timing, where it is the point: the soak runs for a wall-clock minute; Azurite's start-up is a
+# child process the fixture polls and times (a printed figure, not an assertion); the emulator's own test of its
+# `delay` knob can only observe a delay on the clock.
+WALL_CLOCK_ALLOWED = {
+    "test_soak.py": 7,
+    "e2e/conftest.py": 3,
+    "test_emulator.py": 4,
+}
+# Plain skips: the CI-aware helper itself, the e2e fixture that fails under CI itself, and a skip for kernels
+# other than Linux (CI is Linux).
+PLAIN_SKIP_ALLOWED = {"skips.py": 1, "e2e/conftest.py": 1, "test_faults.py": 1}
+
+WALL_CLOCK = re.compile(r"\btime\.(sleep|perf_counter|monotonic)\(|asyncio\.sleep\((?!0\))")
+PLAIN_SKIP = re.compile(r"\bpytest\.skip\(")
+
+
+def _sources() -> dict[str, str]:
+    return {
+        path.relative_to(TESTS).as_posix(): path.read_text(encoding="utf-8")
+        for path in sorted(TESTS.rglob("*.py"))
+        if path.name != Path(__file__).name
+    }
+
+
+def test_no_test_sleeps_or_reads_a_wall_clock_outside_the_listed_places() -> None:
+    found = {name: len(WALL_CLOCK.findall(text)) for name, text in _sources().items()}
+    found = {name: count for name, count in found.items() if count}
+
+    assert found == WALL_CLOCK_ALLOWED
+
+
+def test_no_plain_skip_outside_the_listed_places() -> None:
+    found = {name: len(PLAIN_SKIP.findall(text)) for name, text in _sources().items()}
+
+    assert {name: count for name, count in found.items() if count} == PLAIN_SKIP_ALLOWED
+
+
+def test_a_skip_fails_when_ci_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+
+    with pytest.raises(pytest.fail.Exception, match="CI is set"):
+        skip_or_fail_in_ci("needs something")
+
+
+@pytest.mark.parametrize("value", [None, "", "false", "0"])
+def test_a_skip_skips_when_ci_is_not_set(monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    if value is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", value)
+
+    with pytest.raises(pytest.skip.Exception):
+        skip_or_fail_in_ci("needs something")
