@@ -197,14 +197,17 @@ def test_each_attempt_gets_what_is_left_of_the_call_deadline() -> None:
     assert [request.budget for request in script.sent] == [60.0, 54.0, 47.0, 38.0]
 
 
-def test_the_attempt_budget_never_drops_below_one_second() -> None:
+def test_an_attempt_started_at_the_deadline_gets_only_the_minimum_budget() -> None:
+    """The deadline (``timeout=``) bounds the whole call: a retry that starts with nothing left gets 50 ms,
+    not a second past the deadline, and no step of it (connect, read) more than that."""
     clock = Clock()
     credential_engine = engine(APP_SERVICE, clock, _deadline=10, retry_total=1)
     script = Script(clock, send_takes=9.0).queue(error_response(503), token_response())
 
     script.run(credential_engine.acquire(RESOURCE))
 
-    assert [request.budget for request in script.sent] == [10.0, 1.0]
+    assert [request.budget for request in script.sent] == [10.0, 0.05]
+    assert [request.read_timeout for request in script.sent] == [10.0, 0.05]
 
 
 # ---------------------------------------------------------------------------------------------------- Azure Arc

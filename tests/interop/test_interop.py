@@ -35,6 +35,7 @@ from typing import Any, Optional
 import pytest
 
 from ..conftest import FIGURES, MANAGED_IDENTITY_VARIABLES
+from ..skips import skip_or_fail_in_ci
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -136,9 +137,7 @@ def _require(client: str) -> None:
     problem = _missing_requirement(client)
     if problem is None:
         return
-    if os.environ.get("CI"):
-        pytest.fail(f"interop test cannot run under CI: {problem}")
-    pytest.skip(problem)
+    skip_or_fail_in_ci(f"interop test: {problem}")
 
 
 _DROPPED = {
