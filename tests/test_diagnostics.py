@@ -144,17 +144,33 @@ def test_a_successful_request_carries_an_id(face: Any, emulator_factory: Any) ->
     ("environ", "source"),
     [
         ({}, ManagedIdentitySource.IMDS),
-        ({"IDENTITY_ENDPOINT": "http://127.0.0.1:1/t", "IDENTITY_HEADER": "h"}, ManagedIdentitySource.APP_SERVICE),
         (
-            {"IDENTITY_ENDPOINT": "https://127.0.0.1:1/t", "IDENTITY_HEADER": "h", "IDENTITY_SERVER_THUMBPRINT": "a"},
+            {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/t", "IDENTITY_HEADER": "h"},
+            ManagedIdentitySource.APP_SERVICE,
+        ),
+        (
+            {
+                "IDENTITY_ENDPOINT": "https://127.0.0.1:1/t",
+                "IDENTITY_HEADER": "h",
+                "IDENTITY_SERVER_THUMBPRINT": "a",
+            },
             ManagedIdentitySource.SERVICE_FABRIC,
         ),
-        ({"IDENTITY_ENDPOINT": "http://127.0.0.1:1/t", "IMDS_ENDPOINT": "x"}, ManagedIdentitySource.AZURE_ARC),
+        (
+            {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/t", "IMDS_ENDPOINT": "x"},
+            ManagedIdentitySource.AZURE_ARC,
+        ),
         ({"MSI_ENDPOINT": "http://127.0.0.1:1/t", "MSI_SECRET": "s"}, ManagedIdentitySource.MACHINE_LEARNING),
         ({"MSI_ENDPOINT": "http://127.0.0.1:1/t"}, ManagedIdentitySource.CLOUD_SHELL),
-        ({"AZURE_FEDERATED_TOKEN_FILE": "/f", "AZURE_TENANT_ID": "t"}, ManagedIdentitySource.WORKLOAD_IDENTITY),
+        (
+            {"AZURE_FEDERATED_TOKEN_FILE": "/f", "AZURE_TENANT_ID": "t"},
+            ManagedIdentitySource.WORKLOAD_IDENTITY,
+        ),
         # a configuration a credential would refuse still names its source
-        ({"IDENTITY_ENDPOINT": "http://10.1.1.1/t", "IDENTITY_HEADER": "h"}, ManagedIdentitySource.APP_SERVICE),
+        (
+            {"IDENTITY_ENDPOINT": "http://10.1.1.1/t", "IDENTITY_HEADER": "h"},
+            ManagedIdentitySource.APP_SERVICE,
+        ),
     ],
 )
 def test_get_managed_identity_source_says_what_the_environment_selects_and_sends_nothing(
@@ -162,7 +178,9 @@ def test_get_managed_identity_source_says_what_the_environment_selects_and_sends
 ) -> None:
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(socket.socket, "connect", lambda *a: pytest.fail("get_managed_identity_source connected"))
+    monkeypatch.setattr(
+        socket.socket, "connect", lambda *a: pytest.fail("get_managed_identity_source connected")
+    )
 
     assert msi_credential.get_managed_identity_source() is source
 
@@ -175,7 +193,9 @@ def test_get_managed_identity_source_is_a_public_lazy_name() -> None:
     assert get_managed_identity_source() is ManagedIdentitySource.IMDS
 
 
-def test_detect_uses_it_and_shows_the_token_proxy(monkeypatch: pytest.MonkeyPatch, emulator_factory: Any) -> None:
+def test_detect_uses_it_and_shows_the_token_proxy(
+    monkeypatch: pytest.MonkeyPatch, emulator_factory: Any
+) -> None:
     emulator: Emulator = emulator_factory("workload_identity", token_proxy=True)
     for name, value in emulator.environ.items():
         monkeypatch.setenv(name, value)
@@ -209,4 +229,7 @@ def test_detect_says_when_the_proxy_configuration_would_be_refused(monkeypatch: 
 
     assert main(["detect"], stdout=out) == 0
 
-    assert "enable_azure_proxy=True would refuse this: AZURE_KUBERNETES_SNI_NAME is set without" in out.getvalue()
+    assert (
+        "enable_azure_proxy=True would refuse this: AZURE_KUBERNETES_SNI_NAME is set without"
+        in out.getvalue()
+    )
