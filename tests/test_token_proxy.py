@@ -143,6 +143,30 @@ def test_a_supplied_transport_is_gone_around_with_a_warning(
     assert "AKS token proxy" in caplog.text
 
 
+def test_the_async_face_without_aiohttp_checks_the_ca_and_name_too(
+    proxy: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import msi_credential._transport.aio as aio
+    from msi_credential.aio import ManagedIdentityCredential
+
+    monkeypatch.setattr(aio, "aiohttp", None)  # azure-core's requests-in-a-thread transport
+
+    async def token(environ: dict[str, str]) -> Any:
+        async with ManagedIdentityCredential(
+            _environ=environ, enable_azure_proxy=True, share_cache=False, retry_total=0
+        ) as credential:
+            return await credential.get_token(STORAGE)
+
+    asyncio.run(token(proxy.environ))
+    with pytest.raises(ManagedIdentityError) as caught:
+        asyncio.run(token(environ_with(proxy, AZURE_KUBERNETES_SNI_NAME="other.msi-emulator.invalid")))
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert [r.server_name for r in proxy.requests] == [TOKEN_PROXY_SERVER_NAME]
+
+
 # ------------------------------------------------------------------------------------------------ TLS is checked
 
 
@@ -152,9 +176,10 @@ def test_a_wrong_ca_sends_nothing(face: Any, proxy: Emulator) -> None:
     error = refused(face, proxy, _environ=environ)
 
     assert error.error_code == "endpoint_unreachable"
-    assert "AZURE_KUBERNETES_TOKEN_PROXY" in error.message
+    assert error.message.startswith("AKS token proxy at AZURE_KUBERNETES_TOKEN_PROXY (https://127.0.0.1:")
+    assert error.client_request_id is not None and error.client_request_id in error.message
     assert proxy.requests == []
-    assert proxy.assertion not in str(error)
+    assert proxy.assertion not in str(error) and proxy.assertion not in repr(error)
 
 
 def test_system_cas_do_not_trust_the_proxy(face: Any, proxy: Emulator) -> None:

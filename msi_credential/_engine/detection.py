@@ -52,7 +52,7 @@ class TokenProxy:
 
     url: str  # the proxy's base URL, as given (for messages)
     ca_file: Optional[str] = None
-    ca_data: Optional[str] = None
+    ca_data: Optional[str] = field(default=None, repr=False)  # PEM: public, but long
     server_name: Optional[str] = None
 
 

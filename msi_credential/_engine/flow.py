@@ -356,8 +356,9 @@ class Engine:
     ) -> ManagedIdentityError:
         source = self.source
         where = f"{self.config.endpoint_variable or 'the endpoint'} ({self._shown_endpoint(secrets)})"
+        name = "AKS token proxy" if self.config.token_proxy is not None else label(source)
         message = (
-            f"{label(source)} at {where} did not answer after {retries + 1} attempt(s): "
+            f"{name} at {where} did not answer after {retries + 1} attempt(s): "
             f"{scrub(outcome.detail, secrets)}"
         )
         if source is ManagedIdentitySource.IMDS:
