@@ -11,6 +11,7 @@ from ._version import VERSION
 
 if TYPE_CHECKING:
     from ._credential import ManagedIdentityCredential
+    from ._environment import get_managed_identity_source
     from ._errors import CredentialUnavailableError, ManagedIdentityError
     from ._integrations import ManagedIdentityAuth, get_bearer_token_provider
 
@@ -22,6 +23,7 @@ __all__ = [
     "ManagedIdentityError",
     "ManagedIdentitySource",
     "get_bearer_token_provider",
+    "get_managed_identity_source",
 ]
 
 _LAZY = {
@@ -30,6 +32,7 @@ _LAZY = {
     "CredentialUnavailableError": "._errors",
     "ManagedIdentityAuth": "._integrations",
     "get_bearer_token_provider": "._integrations",
+    "get_managed_identity_source": "._environment",
 }
 
 

@@ -21,6 +21,7 @@ class ManagedIdentityError(ClientAuthenticationError):
         status_code: Optional[int] = None,
         correlation_id: Optional[str] = None,
         source: Optional[ManagedIdentitySource] = None,
+        client_request_id: Optional[str] = None,
     ) -> None:
         super().__init__(message=message)
         self.error_code = error_code
@@ -28,6 +29,8 @@ class ManagedIdentityError(ClientAuthenticationError):
         self.status_code = status_code
         self.correlation_id = correlation_id
         self.source = source
+        # The x-ms-client-request-id of the request this error is about (the host's logs name it).
+        self.client_request_id = client_request_id
 
     def __repr__(self) -> str:
         return (
@@ -47,6 +50,7 @@ class ManagedIdentityError(ClientAuthenticationError):
                 self.status_code,
                 self.correlation_id,
                 self.source,
+                self.client_request_id,
             ),
         )
 
@@ -62,6 +66,7 @@ def _rebuild(
     status_code: Optional[int],
     correlation_id: Optional[str],
     source: Optional[ManagedIdentitySource],
+    client_request_id: Optional[str] = None,
 ) -> ManagedIdentityError:
     factory = unavailable if kind == "unavailable" else failed
     return factory(
@@ -70,7 +75,17 @@ def _rebuild(
         status_code=status_code,
         correlation_id=correlation_id,
         source=source,
+        client_request_id=client_request_id,
     )
+
+
+def with_client_request_id(error: ManagedIdentityError, client_request_id: str) -> ManagedIdentityError:
+    """Name the request an error is about, in its message (next to the server's correlation id) and attribute."""
+    if error.client_request_id is None:
+        error.client_request_id = client_request_id
+        error.message = f"{error.message} [x-ms-client-request-id {client_request_id}]"
+        error.args = (error.message, *error.args[1:])
+    return error
 
 
 _interop_class: Optional[type[CredentialUnavailableError]] = None
@@ -105,6 +120,7 @@ def failed(
     status_code: Optional[int] = None,
     correlation_id: Optional[str] = None,
     source: Optional[ManagedIdentitySource] = None,
+    client_request_id: Optional[str] = None,
 ) -> ManagedIdentityError:
     """A ManagedIdentityError: the endpoint refused or answered with something unusable."""
     return ManagedIdentityError(
@@ -113,6 +129,7 @@ def failed(
         status_code=status_code,
         correlation_id=correlation_id,
         source=source,
+        client_request_id=client_request_id,
     )
 
 
@@ -123,6 +140,7 @@ def unavailable(
     status_code: Optional[int] = None,
     correlation_id: Optional[str] = None,
     source: Optional[ManagedIdentitySource] = None,
+    client_request_id: Optional[str] = None,
 ) -> CredentialUnavailableError:
     """A CredentialUnavailableError (interoperable with azure-identity's chains when it is imported)."""
     return _unavailable_class()(
@@ -131,4 +149,5 @@ def unavailable(
         status_code=status_code,
         correlation_id=correlation_id,
         source=source,
+        client_request_id=client_request_id,
     )

@@ -128,6 +128,7 @@ def build_engine(
         platform=kwargs.pop("_platform", None) or sys.platform,
         path_exists=kwargs.pop("_path_exists", None) or os.path.exists,
         arc_key_directory=kwargs.pop("_arc_key_directory", None),
+        enable_azure_proxy=_flag(kwargs.pop("enable_azure_proxy", False), "enable_azure_proxy"),
     )
     options = EngineOptions(
         connect_timeout=_timeout(kwargs, "connection_timeout"),
@@ -135,8 +136,18 @@ def build_engine(
         retry=_retry_settings(kwargs),
         capabilities=_capabilities(client_capabilities),
         share_cache=_flag(share_cache, "share_cache"),
+        client_request_id=_client_request_id(kwargs),
     )
     return Engine(config, identity, options, clock)
+
+
+def _client_request_id(kwargs: Mapping[str, Any]) -> str | bool:
+    """What azure-core's RequestIdPolicy would send (its keywords stay for it): the engine sets the header itself,
+    so an error can name it."""
+    if "request_id" in kwargs:
+        fixed = kwargs["request_id"]
+        return fixed if isinstance(fixed, str) and fixed else False
+    return kwargs.get("auto_request_id", True) is not False
 
 
 def _flag(value: object, name: str) -> bool:

@@ -390,8 +390,11 @@ def _relative(seconds: float) -> str:
 
 
 def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -> int:
+    from ._environment import get_managed_identity_source
+
+    source = get_managed_identity_source() if environ is os.environ else None
     config = detect(dict(environ), platform=sys.platform, path_exists=os.path.exists)
-    print(f"source:    {config.source.value}", file=out)
+    print(f"source:    {(source or config.source).value}", file=out)
     print(f"endpoint:  {config.endpoint}", file=out)
     print(f"because:   {_reason(config)}", file=out)
     print("variables:", file=out)
@@ -406,6 +409,16 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         print(f"  {name:<34} {shown}", file=out)
     if config.problem is not None:
         print(f"problem:   {config.problem[0]}: {config.problem[1]}", file=out)
+    if config.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+        proxied = detect(
+            dict(environ), platform=sys.platform, path_exists=os.path.exists, enable_azure_proxy=True
+        )
+        if proxied.token_proxy is not None:
+            print(
+                f"proxy:     with enable_azure_proxy=True, token requests go to {proxied.endpoint}", file=out
+            )
+        elif proxied.problem is not None and config.problem is None:
+            print(f"proxy:     enable_azure_proxy=True would refuse this: {proxied.problem[1]}", file=out)
     if not args.probe:
         print("probe:     not run (use --probe to check that the endpoint answers)", file=out)
         return EXIT_OK
@@ -533,15 +546,21 @@ def _demo(out: TextIO) -> int:
     print(header, file=out)
     print("-" * len(header), file=out)
     failures = 0
-    for source in [*_EMULATED_SOURCES, ManagedIdentitySource.WORKLOAD_IDENTITY]:
+    rows = [(source, False) for source in [*_EMULATED_SOURCES, ManagedIdentitySource.WORKLOAD_IDENTITY]]
+    rows.append((ManagedIdentitySource.WORKLOAD_IDENTITY, True))  # through the AKS token proxy
+    for source, token_proxy in rows:
+        name = "+ token proxy" if token_proxy else source.value
         try:
-            emulator = Emulator(source).start()
+            emulator = Emulator(source, token_proxy=token_proxy).start()
         except RuntimeError as error:
-            print(f"{source.value:<18}skipped: {error}", file=out)
+            print(f"{name:<18}skipped: {error}", file=out)
             continue
         try:
             credential = ManagedIdentityCredential(
-                _environ=emulator.environ, share_cache=False, **emulator.credential_kwargs
+                _environ=emulator.environ,
+                share_cache=False,
+                enable_azure_proxy=token_proxy,
+                **emulator.credential_kwargs,
             )
             with credential:
                 started = time.perf_counter()
@@ -555,18 +574,20 @@ def _demo(out: TextIO) -> int:
                 assert first.token == second.token
                 audience = decode_jwt(first.token).get("aud", "?")
                 print(
-                    f"{source.value:<18}{credential.source.value:<18}{first_ms:>8.1f}ms{first_requests:>10}"
+                    f"{name:<18}{credential.source.value:<18}{first_ms:>8.1f}ms{first_requests:>10}"
                     f"{second_us:>9.1f}us{second_requests:>10}  {audience}",
                     file=out,
                 )
         except ManagedIdentityError as error:
             failures += 1
-            print(f"{source.value:<18}failed: {error.error_code}: {error.message}", file=out)
+            print(f"{name:<18}failed: {error.error_code}: {error.message}", file=out)
         finally:
             emulator.stop()
     print(
         "\n1st call: token request(s) sent to the endpoint (Azure Arc answers a 401 challenge first, so 2).\n"
-        "2nd call: served from the in-memory cache, no request.",
+        "2nd call: served from the in-memory cache, no request.\n"
+        "+ token proxy: workload identity with enable_azure_proxy=True, through the emulated AKS token proxy "
+        "(its own CA and server name).",
         file=out,
     )
     return EXIT_FAILED if failures else EXIT_OK

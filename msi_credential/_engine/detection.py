@@ -34,10 +34,26 @@ VARIABLES = (
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
     "AZURE_AUTHORITY_HOST",
+    # AKS identity bindings: read only when the credential opts in (enable_azure_proxy=True)
+    "AZURE_KUBERNETES_TOKEN_PROXY",
+    "AZURE_KUBERNETES_CA_FILE",
+    "AZURE_KUBERNETES_CA_DATA",
+    "AZURE_KUBERNETES_SNI_NAME",
 )
+TOKEN_PROXY_VARIABLES = VARIABLES[-4:]
 _TENANT_PATTERN = re.compile(r"[A-Za-z0-9.-]+")
 _URL_SAFE = re.compile(r"[!-\"$-~]*")  # printable ASCII without spaces and '#'
 _HEADER_VALUE = re.compile(r"[ -~]+")  # printable ASCII: what every HTTP stack sends as it is
+
+
+@dataclass(frozen=True)
+class TokenProxy:
+    """Where workload identity's token request goes instead of the authority, and how its TLS is checked."""
+
+    url: str  # the proxy's base URL, as given (for messages)
+    ca_file: Optional[str] = None
+    ca_data: Optional[str] = field(default=None, repr=False)  # PEM: public, but long
+    server_name: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,9 @@ class SourceConfig:
     tenant_id: Optional[str] = None
     client_id: Optional[str] = None
     token_file: Optional[str] = None
+    # AKS identity bindings (enable_azure_proxy=True): the token request goes to this proxy, over TLS checked
+    # against this CA (PEM text, or a file read for every request; neither: the system CAs) and this server name.
+    token_proxy: Optional[TokenProxy] = None
     # Set when the configuration is unusable: raised at the first get_token, before any socket.
     problem: Optional[tuple[str, str]] = None
 
@@ -77,14 +96,20 @@ def detect(
     platform: str,
     path_exists: Callable[[str], bool],
     arc_key_directory: Optional[str] = None,
+    enable_azure_proxy: bool = False,
 ) -> SourceConfig:
     """Apply docs/protocols.md section 1, first match wins. ``platform`` is ``sys.platform``; ``path_exists`` stats.
 
-    A secret that could not go into a header (control characters) makes the configuration unusable.
+    ``enable_azure_proxy``: workload identity honours the AKS token proxy variables (section 10); without it they
+    are ignored. A secret that could not go into a header (control characters) makes the configuration unusable.
     """
     config = _detect(environ, platform=platform, path_exists=path_exists, arc_key_directory=arc_key_directory)
     if config.problem is not None:
         return config
+    if enable_azure_proxy and config.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+        config = _with_token_proxy(config, environ)
+        if config.problem is not None:
+            return config
     for variable in _endpoint_variables(config):
         value = _get(environ, variable) or ""
         if not _URL_SAFE.fullmatch(value):
@@ -106,6 +131,102 @@ def detect(
             problem=("invalid_secret", f"{variable} contains control or non-ASCII characters"),
         )
     return config
+
+
+_SERVER_NAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+
+
+def _with_token_proxy(config: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
+    """docs/protocols.md section 10, AKS identity bindings: the endpoint becomes the proxy's URL with the token
+    request's path appended, or the configuration is refused naming the variable."""
+    proxy = _get(environ, "AZURE_KUBERNETES_TOKEN_PROXY")
+    ca_file = _get(environ, "AZURE_KUBERNETES_CA_FILE")
+    ca_data = _get(environ, "AZURE_KUBERNETES_CA_DATA")
+    server_name = _get(environ, "AZURE_KUBERNETES_SNI_NAME")
+    if proxy is None:
+        given = [name for name in TOKEN_PROXY_VARIABLES[1:] if _get(environ, name) is not None]
+        if not given:
+            return config  # opted in, but this cluster has no identity binding: Entra as usual
+        return replace(
+            config,
+            problem=(
+                "invalid_token_proxy",
+                f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} set without "
+                "AZURE_KUBERNETES_TOKEN_PROXY",
+            ),
+        )
+    base = _token_proxy_base(proxy)
+    if base is None:
+        return replace(
+            config,
+            problem=(
+                "invalid_token_proxy",
+                "AZURE_KUBERNETES_TOKEN_PROXY must be an https:// URL with a host and no user info, query or "
+                "fragment",
+            ),
+        )
+    if ca_file is not None and ca_data is not None:
+        return replace(
+            config,
+            problem=(
+                "invalid_token_proxy_ca",
+                "AZURE_KUBERNETES_CA_FILE and AZURE_KUBERNETES_CA_DATA are both set; set at most one",
+            ),
+        )
+    if ca_data is not None and ca_problem(ca_data) is not None:
+        return replace(
+            config,
+            problem=(
+                "invalid_token_proxy_ca",
+                f"AZURE_KUBERNETES_CA_DATA is not usable: {ca_problem(ca_data)}",
+            ),
+        )
+    if server_name is not None and not _SERVER_NAME.fullmatch(server_name):
+        return replace(
+            config,
+            problem=(
+                "invalid_token_proxy_sni",
+                "AZURE_KUBERNETES_SNI_NAME is not a DNS name (letters, digits, '-' and '.')",
+            ),
+        )
+    # The token request keeps its own path, appended to the proxy's (an empty proxy path counts as '/').
+    path = urlsplit(config.endpoint).path
+    return replace(
+        config,
+        endpoint=base + "/" + path.lstrip("/"),
+        endpoint_variable="AZURE_KUBERNETES_TOKEN_PROXY",
+        token_proxy=TokenProxy(proxy, ca_file=ca_file, ca_data=ca_data, server_name=server_name),
+    )
+
+
+def _token_proxy_base(url: str) -> Optional[str]:
+    """``https://host[:port][/path]`` without a trailing '/', or None when the URL breaks a rule."""
+    if not _URL_SAFE.fullmatch(url) or "?" in url or "#" in url or "\\" in url:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "https" or not parts.hostname or "@" in parts.netloc:
+        return None
+    return f"https://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def ca_problem(pem: str) -> Optional[str]:
+    """Why this text is not a usable PEM CA bundle, or None. Parsing certificates is computation, not I/O."""
+    if not _PEM_CERTIFICATE.search(pem):
+        return "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+    import ssl
+
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError):
+        return "its PEM certificates do not parse"
+    return None
 
 
 def _endpoint_variables(config: SourceConfig) -> tuple[str, ...]:

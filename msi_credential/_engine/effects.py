@@ -25,6 +25,12 @@ class Request:
     pin_sha1: Optional[str] = None
     # Only workload identity may go through a proxy (docs/protocols.md section 9).
     use_proxies: bool = False
+    # AKS token proxy (workload identity with enable_azure_proxy=True): over a connection of the driver's own, no
+    # proxies, the server's certificate checked against ``tls_ca`` (PEM; None: the system CAs) for the name
+    # ``tls_server_name`` (sent as SNI; None: the URL's host).
+    token_proxy: bool = False
+    tls_ca: Optional[str] = field(default=None, repr=False)
+    tls_server_name: Optional[str] = None
     # Seconds this attempt may take in all (connect, headers, a slow body): what is left of the call's deadline.
     budget: float = 120.0
 
@@ -84,5 +90,13 @@ class ReadAssertion:
     path: str
 
 
-Effect = Union[Send, Sleep, ReadKeyFile, ReadAssertion]
+@dataclass(frozen=True)
+class ReadProxyCA:
+    """AKS token proxy: read AZURE_KUBERNETES_CA_FILE (the cluster rotates it). Empty content is not an error
+    here: the engine keeps the CA it had."""
+
+    path: str
+
+
+Effect = Union[Send, Sleep, ReadKeyFile, ReadAssertion, ReadProxyCA]
 EffectResult = Union[Response, TransportFailure, KeyFileResult, None]

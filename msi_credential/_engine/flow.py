@@ -7,6 +7,7 @@ import logging
 import ntpath
 import posixpath
 import re
+import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
@@ -14,16 +15,17 @@ from urllib.parse import urlsplit
 
 from azure.core.credentials import AccessTokenInfo
 
-from .._errors import ManagedIdentityError, failed, unavailable
+from .._errors import ManagedIdentityError, failed, unavailable, with_client_request_id
 from .._source import ManagedIdentitySource
 from . import cache
-from .detection import SourceConfig
+from .detection import SourceConfig, ca_problem
 from .effects import (
     Effect,
     EffectResult,
     KeyFileResult,
     ReadAssertion,
     ReadKeyFile,
+    ReadProxyCA,
     Request,
     Response,
     Send,
@@ -59,6 +61,9 @@ class EngineOptions:
     retry: RetrySettings = field(default_factory=RetrySettings)
     capabilities: tuple[str, ...] = ()
     share_cache: bool = True
+    # x-ms-client-request-id: True, a new one per attempt (azure-core's RequestIdPolicy default); a string, that
+    # one (request_id=); False, none (auto_request_id=False or request_id=None).
+    client_request_id: Union[str, bool] = True
 
 
 class Engine:
@@ -93,6 +98,9 @@ class Engine:
             options.capabilities,
         )
         self.bucket = cache.bucket_for(key, shared=options.share_cache)
+        self._proxy_ca: Optional[str] = (
+            None  # the AKS token proxy CA last read (kept while the file is empty)
+        )
 
     @property
     def source(self) -> ManagedIdentitySource:
@@ -185,75 +193,133 @@ class Engine:
         schedule = RetrySchedule(self.options.retry, self.spec.retry)
         began = self.clock()
         secrets = list(self.config.secrets)
-        while True:
-            assertion = None
-            if self.spec.reads_assertion:
-                read = yield ReadAssertion(self.config.token_file or "")
-                assert isinstance(read, KeyFileResult)
-                if read.error is not None:
-                    raise failed(read.error[1], error_code=read.error[0], source=source)
-                assertion = read.content
-                secrets.append(assertion or "")
-            parts = RequestParts(
-                resource=resource,
-                connect_timeout=connect_timeout,
-                read_timeout=read_timeout,
-                capabilities=self.options.capabilities
-                if source is ManagedIdentitySource.SERVICE_FABRIC
-                or source is ManagedIdentitySource.WORKLOAD_IDENTITY
-                else (),
-                token_sha256_to_refresh=revocation,
-                claims=claims if source is ManagedIdentitySource.WORKLOAD_IDENTITY else None,
-                client_assertion=assertion,
-            )
-            request = self.spec.build(self.config, self.identity, parts)
-            # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
-            budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
-            request = replace(
-                request,
-                budget=budget,
-                connect_timeout=min(request.connect_timeout, budget),
-                read_timeout=min(request.read_timeout, budget),
-            )
-            start = self.clock()
-            outcome = yield Send(request)
-            if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:
-                outcome = yield from self._arc_challenge(request, outcome, secrets)
-            if isinstance(outcome, TransportFailure):
-                self._check_transport_failure(outcome, first_contact, secrets)
-                delay = schedule.next_delay(
-                    status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
+        request_id: Optional[str] = None  # the x-ms-client-request-id of the attempt on the wire
+        try:
+            while True:
+                request_id = None
+                assertion = None
+                if self.spec.reads_assertion:
+                    read = yield ReadAssertion(self.config.token_file or "")
+                    assert isinstance(read, KeyFileResult)
+                    if read.error is not None:
+                        raise failed(read.error[1], error_code=read.error[0], source=source)
+                    assertion = read.content
+                    secrets.append(assertion or "")
+                proxy = self.config.token_proxy
+                proxy_ca = proxy.ca_data if proxy is not None else None
+                if proxy is not None and proxy.ca_file is not None:
+                    read = yield ReadProxyCA(proxy.ca_file)
+                    assert isinstance(read, KeyFileResult)
+                    proxy_ca = self._current_proxy_ca(read)
+                parts = RequestParts(
+                    resource=resource,
+                    connect_timeout=connect_timeout,
+                    read_timeout=read_timeout,
+                    capabilities=self.options.capabilities
+                    if source is ManagedIdentitySource.SERVICE_FABRIC
+                    or source is ManagedIdentitySource.WORKLOAD_IDENTITY
+                    else (),
+                    token_sha256_to_refresh=revocation,
+                    claims=claims if source is ManagedIdentitySource.WORKLOAD_IDENTITY else None,
+                    client_assertion=assertion,
                 )
-                if delay is None:
-                    raise self._unreachable(outcome, schedule.retries, secrets)
-                _LOGGER.info(
-                    "%s: %s; retrying in %.1f s", label(source), scrub(outcome.detail, secrets), delay
+                request = self.spec.build(self.config, self.identity, parts)
+                # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
+                budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
+                request_id = self._new_request_id()
+                headers = dict(request.headers)
+                if request_id is not None:
+                    headers["x-ms-client-request-id"] = request_id
+                request = replace(
+                    request,
+                    headers=headers,
+                    budget=budget,
+                    connect_timeout=min(request.connect_timeout, budget),
+                    read_timeout=min(request.read_timeout, budget),
                 )
-                yield Sleep(delay)
-                continue
-            assert isinstance(outcome, Response)
-            if imds:
-                _answered_imds.add(self.config.endpoint)
-                if first_contact and self.options.connect_timeout is None:
-                    connect_timeout = 2.0  # IMDS is here: its retries get the normal connect timeout
-                first_contact = False
-            if 200 <= outcome.status < 300:
-                token = parse_token(outcome, source=source, start=start)
-                if self.spec.challenge and self.identity.user_assigned:
-                    self._check_arc_echo(token)
-                return token
-            if schedule.retried(outcome.status):
-                delay = schedule.next_delay(
-                    status=outcome.status,
-                    headers=outcome.headers,
-                    now=self.clock(),
-                    elapsed=self.clock() - began,
-                )
-                if delay is not None:
-                    _LOGGER.info("%s: HTTP %d; retrying in %.1f s", label(source), outcome.status, delay)
+                if proxy is not None:
+                    # the assertion goes to the proxy only: no environment or caller proxy in between
+                    request = replace(
+                        request,
+                        use_proxies=False,
+                        token_proxy=True,
+                        tls_ca=proxy_ca,
+                        tls_server_name=proxy.server_name,
+                    )
+                start = self.clock()
+                outcome = yield Send(request)
+                if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:
+                    outcome = yield from self._arc_challenge(request, outcome, secrets)
+                if isinstance(outcome, TransportFailure):
+                    self._check_transport_failure(outcome, first_contact, secrets)
+                    delay = schedule.next_delay(
+                        status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
+                    )
+                    if delay is None:
+                        raise self._unreachable(outcome, schedule.retries, secrets)
+                    _LOGGER.info(
+                        "%s: %s; retrying in %.1f s", label(source), scrub(outcome.detail, secrets), delay
+                    )
                     yield Sleep(delay)
                     continue
-            raise error_from_response(outcome, source=source, secrets=secrets)
+                assert isinstance(outcome, Response)
+                if imds:
+                    _answered_imds.add(self.config.endpoint)
+                    if first_contact and self.options.connect_timeout is None:
+                        connect_timeout = 2.0  # IMDS is here: its retries get the normal connect timeout
+                    first_contact = False
+                if 200 <= outcome.status < 300:
+                    token = parse_token(outcome, source=source, start=start)
+                    if self.spec.challenge and self.identity.user_assigned:
+                        self._check_arc_echo(token)
+                    return token
+                if schedule.retried(outcome.status):
+                    delay = schedule.next_delay(
+                        status=outcome.status,
+                        headers=outcome.headers,
+                        now=self.clock(),
+                        elapsed=self.clock() - began,
+                    )
+                    if delay is not None:
+                        _LOGGER.info("%s: HTTP %d; retrying in %.1f s", label(source), outcome.status, delay)
+                        yield Sleep(delay)
+                        continue
+                raise error_from_response(outcome, source=source, secrets=secrets)
+        except ManagedIdentityError as error:
+            if request_id is not None:
+                with_client_request_id(error, request_id)
+            raise
+
+    def _new_request_id(self) -> Optional[str]:
+        wanted = self.options.client_request_id
+        if wanted is False:
+            return None
+        if isinstance(wanted, str):
+            return wanted
+        return str(uuid.uuid4())
+
+    def _current_proxy_ca(self, read: KeyFileResult) -> str:
+        """The CA to check the token proxy with: the file's, or the previous one while the file is empty
+        (mid-rotation) or unusable; with none usable yet, failed ``invalid_token_proxy_ca`` before any request."""
+        content = read.content if read.error is None else None
+        if content:
+            if content == self._proxy_ca:
+                return content
+            why = ca_problem(content)
+            if why is None:
+                if self._proxy_ca is not None:
+                    _LOGGER.info("%s: AZURE_KUBERNETES_CA_FILE changed; using the new CA", label(self.source))
+                self._proxy_ca = content
+                return content
+            problem = f"AZURE_KUBERNETES_CA_FILE is not usable: {why}"
+        elif read.error is None:
+            problem = "AZURE_KUBERNETES_CA_FILE is empty"
+        else:
+            problem = read.error[1]
+        if self._proxy_ca is not None:
+            _LOGGER.info("%s: %s; keeping the previous CA", label(self.source), problem)
+            return self._proxy_ca
+        raise failed(problem, error_code="invalid_token_proxy_ca", source=self.source)
 
     def _shown_endpoint(self, secrets: list[str]) -> str:
         """The endpoint for a message: no user info, query or fragment, and no secret (a variable may carry one)."""
@@ -290,8 +356,9 @@ class Engine:
     ) -> ManagedIdentityError:
         source = self.source
         where = f"{self.config.endpoint_variable or 'the endpoint'} ({self._shown_endpoint(secrets)})"
+        name = "AKS token proxy" if self.config.token_proxy is not None else label(source)
         message = (
-            f"{label(source)} at {where} did not answer after {retries + 1} attempt(s): "
+            f"{name} at {where} did not answer after {retries + 1} attempt(s): "
             f"{scrub(outcome.detail, secrets)}"
         )
         if source is ManagedIdentitySource.IMDS:

@@ -11,6 +11,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Coroutine
 from typing import Any, Callable, Optional
 
@@ -23,6 +24,7 @@ from .._engine.effects import (
     EffectResult,
     ReadAssertion,
     ReadKeyFile,
+    ReadProxyCA,
     Request,
     Response,
     Send,
@@ -37,12 +39,13 @@ from .common import (
     UserTransport,
     environment_proxy_applies,
     to_http_request,
+    token_proxy_context,
     transport_failure,
     user_proxies,
 )
 from .files import read_file
 from .policies import build_policies
-from .sync import pinned_session
+from .sync import pinned_session, token_proxy_session
 
 _LOGGER = logging.getLogger("msi_credential")
 
@@ -162,6 +165,14 @@ class AsyncDriver:
             self._user_pipeline = AsyncPipeline(transport=transport, policies=self._policies)
         self._user = UserTransport(transport)
         self._user_tuple_timeouts = transport is not None and _takes_tuple_timeouts(transport)
+        self._proxy_context: Optional[tuple[Optional[str], ssl.SSLContext]] = None
+
+    def token_proxy_context(self, ca_pem: Optional[str]) -> ssl.SSLContext:
+        """The AKS token proxy's TLS context for this CA, made again only when the CA changes."""
+        cached = self._proxy_context
+        if cached is None or cached[0] != ca_pem:
+            cached = self._proxy_context = (ca_pem, token_proxy_context(ca_pem))
+        return cached[1]
 
     async def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
@@ -179,7 +190,7 @@ class AsyncDriver:
                 elif isinstance(effect, Sleep):
                     await self._sleep(effect.seconds)
                     result = None
-                elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
+                elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
                     # never in the event loop's thread: a file read can block (a FIFO, a slow mount)
                     result = await asyncio.get_running_loop().run_in_executor(None, read_file, effect)
                 else:  # pragma: no cover - the engine yields nothing else
@@ -240,7 +251,11 @@ class _FlowPipelines:
         """The caller's pipeline when one was given, except where it would carry the secret past the pin or
         through an environment proxy (then ours, with a warning: common.UserTransport)."""
         driver = self._driver
-        if request.pin_sha1 is not None:
+        if request.token_proxy:
+            driver._user.warn_once("token_proxy")
+            digest = hashlib.sha256((request.tls_ca or "").encode("utf-8")).hexdigest()
+            key = f"token_proxy:{digest}:{request.tls_server_name or ''}"
+        elif request.pin_sha1 is not None:
             driver._user.warn_once("pin")
             key = "pinned"
         elif driver._user_pipeline is not None:
@@ -270,7 +285,22 @@ class _FlowPipelines:
     def _make(self, key: str, request: Request) -> tuple[AsyncPipeline[Any, Any], dict[str, Any]]:
         driver = self._driver
         extra: dict[str, Any] = {}
-        if key == "pinned":
+        if key.startswith("token_proxy:"):
+            # no environment proxies, only the cluster's CA, and the SNI name sent and verified
+            if aiohttp is not None:
+                transport = _default_transport(use_env_settings=False)
+                extra = {"ssl": driver.token_proxy_context(request.tls_ca)}
+                if request.tls_server_name:
+                    extra["server_hostname"] = request.tls_server_name
+            else:
+                from azure.core.pipeline.transport import AsyncioRequestsTransport
+
+                transport = AsyncioRequestsTransport(
+                    session=token_proxy_session(request.tls_ca, request.tls_server_name),
+                    session_owner=True,
+                    use_env_settings=False,
+                )
+        elif key == "pinned":
             assert request.pin_sha1 is not None
             if aiohttp is not None:
                 transport = _default_transport(use_env_settings=False)

@@ -205,10 +205,22 @@ def transport_failure(
     return None
 
 
+def token_proxy_context(ca_pem: Optional[str]) -> ssl.SSLContext:
+    """TLS to the AKS token proxy: certificates checked against the cluster's CA only, or the system CAs."""
+    if ca_pem:
+        return ssl.create_default_context(cadata=ca_pem)
+    return ssl.create_default_context()
+
+
 _BYPASS_REASONS = {
     "pin": (
         "Service Fabric: the supplied transport is not used for the token request; it goes over a connection "
         "of our own, pinned to IDENTITY_SERVER_THUMBPRINT, so the secret reaches only the pinned server"
+    ),
+    "token_proxy": (
+        "workload identity through the AKS token proxy: the supplied transport is not used for the token request; "
+        "it goes over a connection of our own that checks the proxy's certificate against the cluster's CA and "
+        "server name, so the client assertion reaches only the proxy"
     ),
     "proxy": (
         "the supplied transport is not used for the token request: it would send it through the proxy that "

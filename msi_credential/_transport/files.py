@@ -7,7 +7,7 @@ import stat
 import sys
 from typing import Optional
 
-from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult, ReadAssertion, ReadKeyFile
+from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult, ReadAssertion, ReadKeyFile, ReadProxyCA
 
 _HINT = (
     " (on Windows the process must be in the 'Hybrid agent extension applications' group)"
@@ -15,13 +15,35 @@ _HINT = (
     else " (on Linux the process must be in the 'himds' group)"
 )
 _MAX_ASSERTION_BYTES = 64 * 1024
+_MAX_CA_BYTES = 1024 * 1024
 
 
-def read_file(effect: ReadKeyFile | ReadAssertion) -> KeyFileResult:
-    """Perform a file effect of the engine: the same for both drivers (small local reads, done inline)."""
+def read_file(effect: ReadKeyFile | ReadAssertion | ReadProxyCA) -> KeyFileResult:
+    """Perform a file effect of the engine: the same for both drivers (small local reads; the async driver runs
+    them in an executor thread)."""
     if isinstance(effect, ReadKeyFile):
         return read_key_file(effect.path)
+    if isinstance(effect, ReadProxyCA):
+        return read_proxy_ca(effect.path)
     return read_assertion(effect.path)
+
+
+def read_proxy_ca(path: str) -> KeyFileResult:
+    """AZURE_KUBERNETES_CA_FILE's text (links followed: the cluster swaps them to rotate it). Empty is returned
+    as empty content: mid-rotation, the engine keeps the previous CA."""
+    code = "invalid_token_proxy_ca"
+    try:
+        data = _read_regular_file(path, _MAX_CA_BYTES + 1, follow_links=True)
+    except _NotRegular:
+        return KeyFileResult(error=(code, "AZURE_KUBERNETES_CA_FILE is not a regular file"))
+    except OSError as error:
+        return KeyFileResult(error=(code, f"cannot read AZURE_KUBERNETES_CA_FILE: {error.strerror}"))
+    if len(data) > _MAX_CA_BYTES:
+        return KeyFileResult(error=(code, "AZURE_KUBERNETES_CA_FILE is over 1 MiB"))
+    try:
+        return KeyFileResult(content=data.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        return KeyFileResult(error=(code, "AZURE_KUBERNETES_CA_FILE is not text (PEM)"))
 
 
 def read_key_file(path: str) -> KeyFileResult:

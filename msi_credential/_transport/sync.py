@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from .._engine.effects import (
     EffectResult,
     ReadAssertion,
     ReadKeyFile,
+    ReadProxyCA,
     Request,
     Response,
     Send,
@@ -39,6 +41,7 @@ from .common import (
     UndecodableBody,
     UserTransport,
     to_http_request,
+    token_proxy_context,
     transport_failure,
     user_proxies,
 )
@@ -115,6 +118,36 @@ class _PinnedAdapter(_WatchedAdapter):
         return {"assert_fingerprint": self._sha1, "assert_hostname": False}
 
 
+class _TokenProxyAdapter(_WatchedAdapter):
+    """AKS token proxy: the server's certificate must chain to the cluster's CA (only that CA: requests' certifi
+    bundle is not added) and name the SNI server name, which is also what the handshake sends."""
+
+    def __init__(self, ca_pem: Optional[str], server_name: Optional[str]) -> None:
+        self._context = token_proxy_context(ca_pem)
+        self._server_name = server_name
+        super().__init__()
+
+    def _pool_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"ssl_context": self._context}
+        if self._server_name:
+            kwargs.update(server_hostname=self._server_name, assert_hostname=self._server_name)
+        return kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        conn.cert_reqs = "CERT_REQUIRED"  # always checked, whatever connection_verify says
+        conn.ca_certs = None
+        conn.ca_cert_dir = None
+
+
+def token_proxy_session(ca_pem: Optional[str], server_name: Optional[str]) -> requests.Session:
+    """A requests session to the AKS token proxy: https only, no environment proxies, the proxy's CA and name."""
+    session = requests.Session()
+    session.trust_env = False
+    session.mount("https://", _TokenProxyAdapter(ca_pem, server_name))
+    session.mount("http://", _RefusingAdapter("the AKS token proxy is reached over https only"))
+    return session
+
+
 def watched_session(*, trust_env: bool) -> requests.Session:
     """A requests session for our own pipelines: every attempt's deadline reaches its sockets."""
     session = requests.Session()
@@ -130,15 +163,19 @@ def pinned_session(sha1: str) -> requests.Session:
     session = requests.Session()
     session.trust_env = False
     session.mount("https://", _PinnedAdapter(sha1))
-    session.mount("http://", _RefusingAdapter())
+    session.mount("http://", _RefusingAdapter("fingerprint pinning requires https"))
     return session
 
 
 class _RefusingAdapter(HTTPAdapter):
-    """Plain HTTP on a pinned session would skip the pin: refuse it."""
+    """Plain HTTP on a pinned or token proxy session would skip the TLS check: refuse it."""
+
+    def __init__(self, why: str) -> None:
+        self._why = why
+        super().__init__()
 
     def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        raise requests.exceptions.SSLError("fingerprint pinning requires https")
+        raise requests.exceptions.SSLError(self._why)
 
 
 class _Flight:
@@ -230,7 +267,7 @@ class SyncDriver:
             elif isinstance(effect, Sleep):
                 self._sleep(effect.seconds)
                 result = None
-            elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
+            elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
                 result = read_file(effect)
             else:  # pragma: no cover - the engine yields nothing else
                 raise TypeError(f"unknown effect {effect!r}")
@@ -288,6 +325,9 @@ class SyncDriver:
     def _pipeline_for(self, request: Request) -> tuple[Pipeline[Any, Any], dict[str, Any]]:
         if os.getpid() != self._pid:
             self._forget_inherited_pipelines()
+        if request.token_proxy:
+            self._user.warn_once("token_proxy")
+            return self._token_proxy_pipeline(request), {}
         if request.pin_sha1 is not None:
             self._user.warn_once("pin")
             return self._owned_pipeline("pin:" + request.pin_sha1, request.pin_sha1), {
@@ -312,6 +352,31 @@ class SyncDriver:
         for pipeline in inherited:
             with contextlib.suppress(Exception):
                 pipeline.__exit__()
+
+    def _token_proxy_pipeline(self, request: Request) -> Pipeline[Any, Any]:
+        """Ours, for the current CA and server name; a rotated CA gets a new one (new connections, new check)."""
+        digest = hashlib.sha256((request.tls_ca or "").encode("utf-8")).hexdigest()
+        key = f"token_proxy:{digest}:{request.tls_server_name or ''}"
+        pipeline = self._owned.get(key)
+        if pipeline is not None:
+            return pipeline
+        stale: list[Pipeline[Any, Any]] = []
+        with self._lock:
+            pipeline = self._owned.get(key)
+            if pipeline is None:
+                stale = [
+                    self._owned.pop(name) for name in list(self._owned) if name.startswith("token_proxy:")
+                ]
+                transport = RequestsTransport(
+                    session=token_proxy_session(request.tls_ca, request.tls_server_name),
+                    session_owner=True,
+                    use_env_settings=False,
+                )
+                pipeline = self._owned[key] = Pipeline(transport=transport, policies=self._policies)
+        for old in stale:
+            with contextlib.suppress(Exception):
+                old.__exit__()
+        return pipeline
 
     def _owned_pipeline(self, key: str, pin_sha1: Optional[str] = None) -> Pipeline[Any, Any]:
         pipeline = self._owned.get(key)

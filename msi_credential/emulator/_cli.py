@@ -88,6 +88,13 @@ def add_arguments(emulate: argparse.ArgumentParser) -> None:
         "serve normally (e.g. 503,503: two failures, then a token)",
     )
     emulate.add_argument(
+        "--token-proxy",
+        action="store_true",
+        help="workload identity: play the AKS token proxy (identity bindings) over https with its own CA and a "
+        "server name other than its address; prints AZURE_KUBERNETES_TOKEN_PROXY, AZURE_KUBERNETES_CA_FILE and "
+        "AZURE_KUBERNETES_SNI_NAME (clients opt in, e.g. enable_azure_proxy=True)",
+    )
+    emulate.add_argument(
         "--latency",
         metavar="SECONDS",
         type=_latency,
@@ -151,6 +158,10 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
     from . import ARC_KEY_DIRECTORY, Emulator, EmulatorSetupError, Fault, UserAssignedIdentity
 
     source = ManagedIdentitySource(args.source)
+    token_proxy = bool(getattr(args, "token_proxy", False))
+    if token_proxy and source is not ManagedIdentitySource.WORKLOAD_IDENTITY:
+        _error("--token-proxy needs --source workload_identity")
+        return EXIT_SETUP
     stop = stop or threading.Event()
     received: list[int] = []
     restore = _handle_stop_signals(stop, received)
@@ -169,6 +180,7 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
             default_client_id=args.client_id,
             tls=True if source is ManagedIdentitySource.WORKLOAD_IDENTITY else None,
             arc_key_directory=ARC_KEY_DIRECTORY if source is ManagedIdentitySource.AZURE_ARC else None,
+            token_proxy=token_proxy,
         )
         try:
             emulator.start()
@@ -299,6 +311,8 @@ def _document(emulator: Any, args: argparse.Namespace, variables: Mapping[str, s
     }
     if source is ManagedIdentitySource.AZURE_ARC:
         document["key_directory"] = emulator.key_directory
+    if emulator.token_proxy:
+        document["token_proxy"] = {"server_name": emulator.proxy_server_name, "path": emulator.proxy_path}
     if args.env_file:
         document["env_file"] = os.path.abspath(args.env_file)
     return document
@@ -341,7 +355,18 @@ def _lines(emulator: Any, args: argparse.Namespace, variables: Mapping[str, str]
             f"# Azure Arc: challenge key files are written to {emulator.key_directory}, as the agent does "
             "(readable by the himds group), and removed at stop"
         )
-    if source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+    if source is ManagedIdentitySource.WORKLOAD_IDENTITY and emulator.token_proxy:
+        lines += [
+            "# workload identity through the AKS token proxy (identity bindings): clients that opt in "
+            "(msi-credential and azure-identity: enable_azure_proxy=True) post the federated token file's assertion "
+            "to AZURE_KUBERNETES_TOKEN_PROXY, the token request's path appended to the proxy's",
+            f"# the proxy's certificate is for {emulator.proxy_server_name} (AZURE_KUBERNETES_SNI_NAME, sent as SNI "
+            "and verified instead of the address) and signed by a CA made for this run (AZURE_KUBERNETES_CA_FILE; "
+            "its key never leaves this process; removed at stop)",
+            "# clients that do not opt in go to AZURE_AUTHORITY_HOST, this same server, and refuse its certificate: "
+            "nothing is sent",
+        ]
+    elif source is ManagedIdentitySource.WORKLOAD_IDENTITY:
         lines.append(
             "# workload identity: the federated token file holds a fresh client assertion; Entra's v2.0 token "
             "endpoint is served over https at AZURE_AUTHORITY_HOST"

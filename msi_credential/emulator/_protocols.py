@@ -53,6 +53,8 @@ class RecordedRequest:
     form: dict[str, str]
     body: bytes
     scheme: str
+    # The TLS server name (SNI) the client sent, over https; None when it sent none (or over http).
+    server_name: Optional[str] = None
 
     def __repr__(self) -> str:
         # Header values and the body may carry secrets: show the header names only.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -57,6 +58,11 @@ _ARC_DIRECTORY_MODE = 0o770  # the agent's: its own user and the himds group
 _ARC_KEY_FILE_MODE = 0o640  # readable by the himds group, whose members may ask for tokens
 _ARC_GROUP = "himds"
 EMULATOR_EXTRA_HINT = "pip install 'msi-credential[emulator]'"
+# AKS token proxy (workload identity with token_proxy=True): the name its certificate is for, which is not the
+# address it listens on, so a client must send and verify it (AZURE_KUBERNETES_SNI_NAME); '.invalid' never resolves.
+TOKEN_PROXY_SERVER_NAME = "token-proxy.msi-emulator.invalid"
+TOKEN_PROXY_PATH = "/aks-token-proxy"
+_handshake = threading.local()  # the SNI each handler thread's TLS handshake received
 
 FaultBody = Union[bytes, str, Mapping[str, Any], None]
 
@@ -128,10 +134,12 @@ class _Server(ThreadingHTTPServer):
         ):  # answers are several writes: no Nagle/delayed-ACK stalls on keep-alive
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            if self.ssl_context is not None:
+            context = self.ssl_context  # read once: a CA rotation may swap it
+            if context is not None:
                 connection.settimeout(_HANDSHAKE_TIMEOUT)
+                _handshake.server_name = None
                 try:
-                    connection = self.ssl_context.wrap_socket(connection, server_side=True)
+                    connection = context.wrap_socket(connection, server_side=True)
                 except OSError as exc:  # includes ssl.SSLError: e.g. a client whose pin failed hung up
                     _LOGGER.debug("TLS handshake failed: %s", type(exc).__name__)
                     return
@@ -175,7 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         if headers.get("content-type", "").split(";", 1)[0].strip().lower() == wire.FORM_CONTENT_TYPE:
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         scheme = "https" if self.server.ssl_context is not None else "http"
-        request = RecordedRequest(self.command, path, query, headers, form, body, scheme)
+        server_name = getattr(_handshake, "server_name", None) if scheme == "https" else None
+        request = RecordedRequest(self.command, path, query, headers, form, body, scheme, server_name)
         fault = emulator._record(request)
 
         repeated = len(pairs) != len(query)
@@ -352,6 +361,11 @@ def _give_to_agent_group(target: int | str) -> None:
             os.chown(target, -1, gid)
 
 
+def _record_server_name(connection: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+    """The TLS server name the client sent (None: none), for the request recorded on this handler thread."""
+    _handshake.server_name = server_name
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
@@ -383,15 +397,28 @@ class Emulator:
         arc_key_directory: str | None = None,
         default_client_id: str | None = None,
         clock: Callable[[], float] = time.time,
+        token_proxy: bool = False,
+        proxy_path: str = TOKEN_PROXY_PATH,
     ) -> None:
         self.source = ManagedIdentitySource(source)
         self._spec = wire.SPECS[self.source]
+        if token_proxy:
+            if self.source is not ManagedIdentitySource.WORKLOAD_IDENTITY:
+                raise ValueError("only the workload identity emulator plays the AKS token proxy")
+            if tls is False or tls_cert is not None:
+                raise ValueError("the AKS token proxy is served over https with a CA made for the run")
+            if not proxy_path.startswith("/") or any(ch in proxy_path for ch in "?# "):
+                raise ValueError("proxy_path must be a URL path starting with '/'")
+            tls = True
         if tls is None:
             tls = self._spec.scheme == "https"
         if not tls and self._spec.scheme == "https":
             raise ValueError(f"{self.source.value} is served over https only")
         self._scheme = "https" if tls else "http"
-        self._path = self._spec.path.replace("{tenant}", tenant_id)
+        self.token_proxy = token_proxy
+        self.proxy_path = proxy_path.rstrip("/") if token_proxy else ""
+        self.proxy_server_name = TOKEN_PROXY_SERVER_NAME if token_proxy else None
+        self._path = self.proxy_path + self._spec.path.replace("{tenant}", tenant_id)
         self.host = host
         self.port = port
         self.identities: list[UserAssignedIdentity] = list(identities)
@@ -512,9 +539,10 @@ class Emulator:
     @property
     def environ(self) -> dict[str, str]:
         """The environment variables that point a credential at this emulator."""
+        base = self._base()
         values = {
             "url": self.url,
-            "base": self._base(),
+            "base": base,
             "secret": self.secret,
             "thumbprint": self.thumbprint,
             "default_client_id": self.default_client_id,
@@ -522,7 +550,16 @@ class Emulator:
             "tenant": self.tenant_id,
             "client_id": self.system_identity.client_id,
         }
-        return wire.environment(self._spec, values)
+        environ = wire.environment(self._spec, values)
+        if self.token_proxy and self._ca_file is not None:
+            # Without enable_azure_proxy a client goes to AZURE_AUTHORITY_HOST: this same loopback server, whose
+            # certificate names neither its address nor a public CA, so the handshake fails and nothing is sent.
+            environ.update(
+                AZURE_KUBERNETES_TOKEN_PROXY=base + (self.proxy_path or "/"),
+                AZURE_KUBERNETES_CA_FILE=self._ca_file,
+                AZURE_KUBERNETES_SNI_NAME=TOKEN_PROXY_SERVER_NAME,
+            )
+        return environ
 
     @property
     def ca_file(self) -> str | None:
@@ -546,8 +583,8 @@ class Emulator:
         msal) and SSL_CERT_FILE (OpenSSL's default file: Python's ssl and aiohttp, Go, .NET on Linux, curl) replace
         the roots, so they name the bundle that keeps the public roots.
         """
-        if self._ca_file is None or self._ca_bundle is None:
-            return {}
+        if self._ca_file is None or self._ca_bundle is None or self.token_proxy:
+            return {}  # the token proxy's CA is named by AZURE_KUBERNETES_CA_FILE instead
         return {
             "NODE_EXTRA_CA_CERTS": self._ca_file,
             "REQUESTS_CA_BUNDLE": self._ca_bundle,
@@ -602,6 +639,27 @@ class Emulator:
                 self._retired_assertions.add(self._assertion)
             self._assertion = assertion
         return assertion
+
+    def rotate_proxy_ca(self) -> str:
+        """AKS token proxy: a new CA and server certificate, as the cluster rotates them. The server presents the new
+        certificate from now on, the CA file (AZURE_KUBERNETES_CA_FILE) is replaced atomically with the new CA, and
+        open connections are closed so clients must handshake again. Returns the CA file's path."""
+        if not self.token_proxy:
+            raise RuntimeError("only the AKS token proxy emulator (token_proxy=True) has a CA to rotate")
+        with self._lock:
+            server = self._server
+        if server is None or self._ca_file is None:
+            raise RuntimeError("start the emulator first")
+        certfile, keyfile, ca_pem = self._issue_proxy_certificate(os.path.dirname(self._ca_file))
+        server.ssl_context = self._server_context(certfile, keyfile)
+        _write_atomically(self._ca_file, ca_pem)
+        os.chmod(self._ca_file, 0o644)
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
+        return self._ca_file
 
     # ------------------------------------------------------------------ scripting and inspection
 
@@ -729,6 +787,14 @@ class Emulator:
         return self._issue(params["resource"], identity, selectors, int(self._clock()))
 
     def _answer_workload(self, request: RecordedRequest) -> Reply:
+        if self.token_proxy:
+            # the proxy forwards what is under its path to Entra, the path below it unchanged
+            prefix = self.proxy_path + "/"
+            if not request.path.startswith(prefix):
+                return wire.entra_error(
+                    404, "not_found", None, f"No endpoint at {request.path}.", now=self._clock()
+                )
+            request = dataclasses.replace(request, path=request.path[len(self.proxy_path) :])
         with self._lock:
             path, retired = self._token_file, set(self._retired_assertions)
         now = self._clock()
@@ -833,15 +899,56 @@ class Emulator:
     # ------------------------------------------------------------------ files
 
     def _prepare_tls(self) -> ssl.SSLContext:
-        if self._tls_cert is None:
+        if self.token_proxy:
+            certfile, keyfile = self._make_proxy_certificate()
+        elif self._tls_cert is None:
             certfile, keyfile = self._make_certificate()
         else:
             certfile, keyfile = self._tls_cert
+        return self._server_context(certfile, keyfile)
+
+    def _server_context(self, certfile: str, keyfile: str) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(certfile, keyfile)
+        # Any server name is answered with this certificate, as most TLS servers do: refusing a wrong SNI is the
+        # client's job, and the recorded server_name shows what it sent.
+        context.sni_callback = _record_server_name
         self.thumbprint = _leaf_thumbprint(certfile)
         return context
+
+    def _make_proxy_certificate(self) -> tuple[str, str]:
+        """The AKS token proxy's first CA and certificate, in a directory of this run; the CA file is
+        AZURE_KUBERNETES_CA_FILE."""
+        directory = os.path.realpath(tempfile.mkdtemp(prefix="msi-emulator-proxy-"))
+        self._temp_dirs.append(directory)
+        certfile, keyfile, ca_pem = self._issue_proxy_certificate(directory)
+        ca_file = os.path.join(directory, "token-proxy-ca.pem")
+        _write_atomically(ca_file, ca_pem)
+        os.chmod(ca_file, 0o644)
+        os.chmod(directory, 0o755)  # noqa: S103 - public CA files; the server keys inside stay 0600
+        self._ca_file = ca_file
+        return certfile, keyfile
+
+    def _issue_proxy_certificate(self, directory: str) -> tuple[str, str, str]:
+        """A new CA (its key only in memory) and a server certificate it signs for TOKEN_PROXY_SERVER_NAME only."""
+        try:
+            import trustme
+        except ImportError:
+            raise EmulatorSetupError(
+                "the AKS token proxy emulator serves https with a certificate authority made for each run, "
+                f"which needs the emulator extra: {EMULATOR_EXTRA_HINT}"
+            ) from None
+        authority = trustme.CA(organization_name="msi-credential emulator AKS token proxy (this run only)")
+        leaf = authority.issue_cert(TOKEN_PROXY_SERVER_NAME)
+        serial = uuid.uuid4().hex[:12]
+        certfile = os.path.join(directory, f"server-cert-{serial}.pem")
+        keyfile = os.path.join(directory, f"server-key-{serial}.pem")
+        leaf.cert_chain_pems[0].write_to_path(certfile)
+        descriptor = os.open(keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(leaf.private_key_pem.bytes())
+        return certfile, keyfile, authority.cert_pem.bytes().decode("ascii")
 
     def _make_certificate(self) -> tuple[str, str]:
         """A certificate authority made for this run and a loopback server certificate it signs; the CA's key
