@@ -312,3 +312,20 @@ async def test_the_async_face_shares_through_the_machine_cache(emulator_factory:
         first = (await credential.get_token(STORAGE)).token
     assert _credential(emulator, runtime).get_token(STORAGE).token == first
     assert len(_token_requests(emulator)) == 1
+
+
+def test_a_process_holding_the_token_in_memory_never_touches_the_machine_cache(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msi_credential._transport import machine_cache
+
+    emulator = emulator_factory("app_service")
+    credential = _credential(emulator, _runtime_dir(tmp_path))
+    first = credential.get_token(STORAGE).token
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("the machine cache was consulted on a cache hit")
+
+    monkeypatch.setattr(machine_cache, "perform", refuse)
+    assert credential.get_token(STORAGE).token == first
+    assert credential.get_token_info(STORAGE + "/.default").token == first
