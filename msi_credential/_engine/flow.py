@@ -141,7 +141,9 @@ class Engine:
             name = hashlib.sha256(f"{self.machine_key}\0{resource}".encode()).hexdigest()
         directory = self.options.machine_cache_dir or ""
         if name is not None and claims is None:
-            found = yield MachineLookup(directory, name, self.clock(), self.options.machine_cache_wait)
+            # a bounded wait, and never more than half the call's deadline: the request needs the rest
+            wait = min(self.options.machine_cache_wait, self.options.retry.deadline / 2)
+            found = yield MachineLookup(directory, name, self.clock(), wait)
             assert isinstance(found, MachineFound)
             shared = found.entry
             if shared is not None and self.clock() < min(shared.refresh_on, shared.expires_on):
