@@ -33,6 +33,7 @@ class CredentialBase:
         resource_id: Optional[str] = None,
         client_capabilities: Optional[Iterable[str]] = None,
         share_cache: bool = True,
+        machine_cache: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         if client_capabilities is not None and not isinstance(client_capabilities, str):
@@ -46,6 +47,8 @@ class CredentialBase:
             share_cache=share_cache,
             kwargs=kwargs,
         )
+        if self._arguments is not None:
+            self._arguments["machine_cache"] = machine_cache
         sleep = kwargs.pop("_sleep", None)
         self._engine = build_engine(
             client_id=client_id,
@@ -54,6 +57,7 @@ class CredentialBase:
             identity_config=identity_config,
             client_capabilities=client_capabilities,
             share_cache=share_cache,
+            machine_cache=machine_cache,
             kwargs=kwargs,
         )
         # The hot path reads these two directly: a dict lookup and a clock read.
@@ -103,6 +107,7 @@ def build_engine(
     client_capabilities: Optional[Iterable[str]],
     share_cache: bool,
     kwargs: dict[str, Any],
+    machine_cache: Optional[bool] = None,
 ) -> Engine:
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
@@ -137,6 +142,7 @@ def build_engine(
         capabilities=_capabilities(client_capabilities),
         share_cache=_flag(share_cache, "share_cache"),
         client_request_id=_client_request_id(kwargs),
+        **_machine_cache_options(machine_cache, environ, kwargs),
     )
     return Engine(config, identity, options, clock)
 
@@ -148,6 +154,39 @@ def _client_request_id(kwargs: Mapping[str, Any]) -> str | bool:
         fixed = kwargs["request_id"]
         return fixed if isinstance(fixed, str) and fixed else False
     return kwargs.get("auto_request_id", True) is not False
+
+
+def _machine_cache_options(
+    value: Optional[bool], environ: Mapping[str, str], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """machine_cache= (or MSI_CREDENTIAL_MACHINE_CACHE=1 when the keyword is not given): the directory to use.
+
+    Private keywords: ``_machine_cache_dir`` (a directory instead of the default), ``_machine_cache_wait``.
+    """
+    from ._transport import machine_cache as files
+
+    directory = kwargs.pop("_machine_cache_dir", None)
+    wait = kwargs.pop("_machine_cache_wait", None)
+    if value is None:
+        setting = environ.get("MSI_CREDENTIAL_MACHINE_CACHE", "").strip().lower()
+        if setting not in ("", "0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError("MSI_CREDENTIAL_MACHINE_CACHE must be 1 or 0")
+        enabled = setting in ("1", "true", "yes", "on")
+    else:
+        enabled = _flag(value, "machine_cache")
+    if not enabled:
+        return {}
+    if not files.available():
+        import logging
+
+        logging.getLogger("msi_credential").info(
+            "machine cache: not available on this platform (no flock); using the in-process cache only"
+        )
+        return {}
+    options: dict[str, Any] = {"machine_cache_dir": directory or files.default_directory(dict(environ))}
+    if wait is not None:
+        options["machine_cache_wait"] = _number(wait, "_machine_cache_wait", minimum=0, strict=False)
+    return options
 
 
 def _flag(value: object, name: str) -> bool:
@@ -214,7 +253,13 @@ def _capabilities(values: Optional[Iterable[str]]) -> tuple[str, ...]:
 
 # Private keywords that say nothing secret and still mean the same in another process; the others (_environ,
 # which holds the secrets, injected clocks and sleepers) are not carried.
-_CARRIED_PRIVATE = ("_platform", "_arc_key_directory", "_deadline")
+_CARRIED_PRIVATE = (
+    "_platform",
+    "_arc_key_directory",
+    "_deadline",
+    "_machine_cache_dir",
+    "_machine_cache_wait",
+)
 
 
 def _picklable_arguments(

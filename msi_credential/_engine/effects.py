@@ -98,5 +98,45 @@ class ReadProxyCA:
     path: str
 
 
-Effect = Union[Send, Sleep, ReadKeyFile, ReadAssertion, ReadProxyCA]
-EffectResult = Union[Response, TransportFailure, KeyFileResult, None]
+@dataclass(frozen=True)
+class MachineEntry:
+    """A token as the machine cache stores it (``refresh_on`` / ``mandatory_at`` are the cache's windows)."""
+
+    token: str = field(repr=False)
+    expires_on: int
+    refresh_on: float
+    mandatory_at: float
+    token_type: str = "Bearer"
+    info_refresh_on: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class MachineLookup:
+    """Machine cache: the entry ``name`` in ``directory`` if it is fresh at ``now``; else take the entry's lock,
+    waiting at most ``wait`` seconds for a process that holds it, and read again. The driver keeps the lock until
+    the flow ends (a process that dies releases it: the kernel drops its locks)."""
+
+    directory: str
+    name: str
+    now: float
+    wait: float
+
+
+@dataclass(frozen=True)
+class MachineFound:
+    entry: Optional[MachineEntry] = None
+    locked: bool = False
+
+
+@dataclass(frozen=True)
+class MachineStore:
+    """Machine cache: write the entry (temporary file, fsync, rename) for the other processes."""
+
+    directory: str
+    name: str
+    entry: MachineEntry
+
+
+MachineEffect = Union[MachineLookup, MachineStore]
+Effect = Union[Send, Sleep, ReadKeyFile, ReadAssertion, ReadProxyCA, MachineLookup, MachineStore]
+EffectResult = Union[Response, TransportFailure, KeyFileResult, MachineFound, None]

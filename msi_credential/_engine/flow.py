@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import ntpath
 import posixpath
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
 from urllib.parse import urlsplit
 
-from azure.core.credentials import AccessTokenInfo
+from azure.core.credentials import AccessToken, AccessTokenInfo
 
 from .._errors import ManagedIdentityError, failed, unavailable, with_client_request_id
 from .._source import ManagedIdentitySource
@@ -23,6 +24,10 @@ from .effects import (
     Effect,
     EffectResult,
     KeyFileResult,
+    MachineEntry,
+    MachineFound,
+    MachineLookup,
+    MachineStore,
     ReadAssertion,
     ReadKeyFile,
     ReadProxyCA,
@@ -44,6 +49,12 @@ _LOGGER = logging.getLogger("msi_credential")
 Flow = Generator[Effect, EffectResult, AccessTokenInfo]
 _MIN_BUDGET = 0.05  # seconds: an attempt that starts at all gets at least this long
 Clock = Callable[[], float]
+# Seconds a process waits for another one's token request for the same token before asking the endpoint itself.
+MACHINE_CACHE_WAIT = 5.0
+# Sources the machine cache never serves (README "Sharing tokens between processes"): Service Fabric's secret is
+# per application and it revokes tokens through token_sha256_to_refresh; workload identity's token follows the
+# federated token file that each pod (each process) reads for itself.
+MACHINE_CACHE_EXCLUDED = (ManagedIdentitySource.SERVICE_FABRIC, ManagedIdentitySource.WORKLOAD_IDENTITY)
 
 # IMDS endpoints that have answered in this process: before the first answer, fail fast (docs/protocols.md section 7).
 _answered_imds: set[str] = set()
@@ -64,6 +75,9 @@ class EngineOptions:
     # x-ms-client-request-id: True, a new one per attempt (azure-core's RequestIdPolicy default); a string, that
     # one (request_id=); False, none (auto_request_id=False or request_id=None).
     client_request_id: Union[str, bool] = True
+    # the machine cache's directory when machine_cache is on (and the platform has flock), else None
+    machine_cache_dir: Optional[str] = None
+    machine_cache_wait: float = MACHINE_CACHE_WAIT
 
 
 class Engine:
@@ -101,6 +115,11 @@ class Engine:
         self._proxy_ca: Optional[str] = (
             None  # the AKS token proxy CA last read (kept while the file is empty)
         )
+        # The machine cache's key: the in-process key and the endpoint's secrets, hashed (names carry no secret).
+        self.machine_key: Optional[str] = None
+        if options.machine_cache_dir is not None and config.source not in MACHINE_CACHE_EXCLUDED:
+            material = json.dumps([repr(key), list(config.secrets)])
+            self.machine_key = hashlib.sha256(material.encode("utf-8")).hexdigest()
 
     @property
     def source(self) -> ManagedIdentitySource:
@@ -125,6 +144,32 @@ class Engine:
                 return entry.info
             if now < entry.mandatory_at and now < entry.next_attempt_at:
                 return entry.info
+        name = None
+        if self.machine_key is not None:
+            name = hashlib.sha256(f"{self.machine_key}\0{resource}".encode()).hexdigest()
+        directory = self.options.machine_cache_dir or ""
+        if name is not None and claims is None:
+            # a bounded wait, and never more than half the call's deadline: the request needs the rest
+            wait = min(self.options.machine_cache_wait, self.options.retry.deadline / 2)
+            found = yield MachineLookup(directory, name, self.clock(), wait)
+            assert isinstance(found, MachineFound)
+            shared = found.entry
+            if shared is not None and self.clock() < min(shared.refresh_on, shared.expires_on):
+                info = AccessTokenInfo(
+                    shared.token,
+                    shared.expires_on,
+                    token_type=shared.token_type,
+                    refresh_on=shared.info_refresh_on,
+                )
+                stored = cache.CacheEntry(
+                    info=info,
+                    access_token=AccessToken(info.token, info.expires_on),
+                    refresh_on=shared.refresh_on,
+                    mandatory_at=shared.mandatory_at,
+                )
+                cache.store(self.bucket, resource, stored, self.clock())
+                _LOGGER.info("%s: token for %s from the machine cache", label(self.source), resource)
+                return info
         start = self.clock()
         try:
             token = yield from self.request(resource, claims=claims, cached=entry)
@@ -146,7 +191,21 @@ class Engine:
             token_type=token.token_type,
             refresh_on=token.refresh_on,
         )
-        cache.store(self.bucket, resource, cache.CacheEntry.create(info, start), self.clock())
+        created = cache.CacheEntry.create(info, start)
+        cache.store(self.bucket, resource, created, self.clock())
+        if name is not None:
+            yield MachineStore(
+                directory,
+                name,
+                MachineEntry(
+                    token=token.token,
+                    expires_on=token.expires_on,
+                    refresh_on=created.refresh_on,
+                    mandatory_at=created.mandatory_at,
+                    token_type=token.token_type,
+                    info_refresh_on=token.refresh_on,
+                ),
+            )
         _LOGGER.info("%s: got a token for %s, expires at %d", label(self.source), resource, token.expires_on)
         return info
 

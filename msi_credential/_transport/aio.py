@@ -22,6 +22,8 @@ from azure.core.pipeline.transport import AsyncHttpTransport
 from .._engine.cache import Bucket
 from .._engine.effects import (
     EffectResult,
+    MachineLookup,
+    MachineStore,
     ReadAssertion,
     ReadKeyFile,
     ReadProxyCA,
@@ -32,6 +34,7 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
+from . import machine_cache
 from .common import (
     NO_PROXIES,
     BodyReader,
@@ -178,6 +181,7 @@ class AsyncDriver:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
         pipelines = _FlowPipelines(self)
         result: EffectResult = None
+        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
         try:
             while True:
                 try:
@@ -193,9 +197,15 @@ class AsyncDriver:
                 elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
                     # never in the event loop's thread: a file read can block (a FIFO, a slow mount)
                     result = await asyncio.get_running_loop().run_in_executor(None, read_file, effect)
+                elif isinstance(effect, (MachineLookup, MachineStore)):
+                    # file work and a bounded wait for another process's lock: never in the loop's thread
+                    result = await asyncio.get_running_loop().run_in_executor(
+                        None, machine_cache.perform, effect, held
+                    )
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
         finally:
+            machine_cache.release_all(held)
             flow.close()
             await pipelines.close()
 

@@ -23,6 +23,8 @@ from urllib3.util.retry import Retry
 from .._engine.cache import Bucket
 from .._engine.effects import (
     EffectResult,
+    MachineLookup,
+    MachineStore,
     ReadAssertion,
     ReadKeyFile,
     ReadProxyCA,
@@ -34,7 +36,7 @@ from .._engine.effects import (
 )
 from .._engine.flow import Flow
 from .._errors import failed
-from . import deadline
+from . import deadline, machine_cache
 from .common import (
     NO_PROXIES,
     BodyReader,
@@ -256,21 +258,27 @@ class SyncDriver:
     def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end, performing each effect it yields."""
         result: EffectResult = None
-        while True:
-            try:
-                effect = flow.send(result)
-            except StopIteration as stop:
-                value: AccessTokenInfo = stop.value
-                return value
-            if isinstance(effect, Send):
-                result = self.send(effect.request)
-            elif isinstance(effect, Sleep):
-                self._sleep(effect.seconds)
-                result = None
-            elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
-                result = read_file(effect)
-            else:  # pragma: no cover - the engine yields nothing else
-                raise TypeError(f"unknown effect {effect!r}")
+        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        try:
+            while True:
+                try:
+                    effect = flow.send(result)
+                except StopIteration as stop:
+                    value: AccessTokenInfo = stop.value
+                    return value
+                if isinstance(effect, Send):
+                    result = self.send(effect.request)
+                elif isinstance(effect, Sleep):
+                    self._sleep(effect.seconds)
+                    result = None
+                elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
+                    result = read_file(effect)
+                elif isinstance(effect, (MachineLookup, MachineStore)):
+                    result = machine_cache.perform(effect, held)
+                else:  # pragma: no cover - the engine yields nothing else
+                    raise TypeError(f"unknown effect {effect!r}")
+        finally:
+            machine_cache.release_all(held)
 
     def send(self, request: Request) -> Response | TransportFailure:
         """One attempt in the calling thread, bounded in all (connect, headers, body) by the request's budget.

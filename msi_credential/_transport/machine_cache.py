@@ -1,0 +1,267 @@
+"""The machine cache's file work (``machine_cache=True``): tokens shared by one user's processes on this machine.
+
+Performed by the drivers for the engine's MachineLookup / MachineStore effects (the async driver runs them in an
+executor). Safety rules, all checked here on every use:
+
+- the directory is ``$XDG_RUNTIME_DIR/msi-credential`` when XDG_RUNTIME_DIR is set, else
+  ``<tempdir>/msi-credential-<uid>``; it is created 0700; a directory (or XDG_RUNTIME_DIR itself) that is a link,
+  not owned by this user, or open to the group or others is refused: a warning, and the credential keeps to its
+  in-process cache;
+- an entry or lock file not owned by this user, or readable by others, is never trusted (warning); an entry that is
+  corrupt, truncated, too large or written for another key is ignored, and replaced by the next store;
+- writes go to a temporary file in the same directory, fsync, rename: a reader sees the old entry or the new one;
+- the lock is ``fcntl.flock`` on ``<name>.lock``: the kernel releases it when its holder dies, so a killed process
+  stalls nobody; a waiter gives up after the engine's bound and asks the endpoint itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+from typing import Optional
+
+from .._engine.effects import MachineEntry, MachineFound, MachineLookup, MachineStore
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the engine never yields machine effects there
+    fcntl = None  # type: ignore[assignment]
+
+_LOGGER = logging.getLogger("msi_credential")
+_MAX_ENTRY_BYTES = 64 * 1024
+_POLL = 0.01
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+# Lock files this process holds (descriptors): a forked child closes its copies (the parent keeps the lock).
+_held: set[int] = set()
+
+
+def available() -> bool:
+    return fcntl is not None and hasattr(os, "geteuid")
+
+
+def default_directory(environ: dict[str, str]) -> str:
+    """Where the machine cache lives for this environment (not yet checked or created)."""
+    runtime = environ.get("XDG_RUNTIME_DIR", "").strip()
+    if runtime:
+        return os.path.join(runtime, "msi-credential")
+    return os.path.join(tempfile.gettempdir(), f"msi-credential-{os.geteuid()}")
+
+
+def _warn(what: str, message: str) -> None:
+    with _warned_lock:
+        if what in _warned:
+            return
+        _warned.add(what)
+    _LOGGER.warning("machine cache: %s; using the in-process cache only", message)
+
+
+def _private(info: os.stat_result) -> bool:
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o077
+
+
+def _checked_directory(directory: str) -> bool:
+    """Create the directory 0700 if missing; True when it (and XDG_RUNTIME_DIR above it) is ours and private."""
+    parent = os.path.dirname(directory)
+    if os.path.basename(directory) == "msi-credential":  # under XDG_RUNTIME_DIR: that must be private too
+        try:
+            above = os.lstat(parent)
+        except OSError:
+            _warn(parent, f"{parent} (XDG_RUNTIME_DIR) does not exist")
+            return False
+        if not stat.S_ISDIR(above.st_mode) or not _private(above):
+            _warn(parent, f"{parent} (XDG_RUNTIME_DIR) is not a directory private to this user")
+            return False
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as error:
+        _warn(directory, f"cannot create {directory}: {error.strerror}")
+        return False
+    try:
+        info = os.lstat(directory)
+    except OSError as error:
+        _warn(directory, f"cannot stat {directory}: {error.strerror}")
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        _warn(directory, f"{directory} is not a directory (a link or a file is refused)")
+        return False
+    if not _private(info):
+        _warn(directory, f"{directory} is not owned by this user with mode 0700 (refused)")
+        return False
+    return True
+
+
+def _read_entry(directory: str, name: str) -> Optional[MachineEntry]:
+    path = os.path.join(directory, name)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        if not _private(info):
+            _warn(path, f"{path} is not owned by this user with mode 0600: not trusted, will be replaced")
+            return None
+        data = os.read(descriptor, _MAX_ENTRY_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
+    if len(data) > _MAX_ENTRY_BYTES:
+        return None
+    try:
+        body = json.loads(data.decode("utf-8"))
+        if not isinstance(body, dict) or body.get("v") != 1 or body.get("name") != name:
+            return None  # another format, or a file copied from another key: foreign
+        token, token_type = body["token"], body["token_type"]
+        expires_on, info_refresh_on = body["expires_on"], body["info_refresh_on"]
+        refresh_on, mandatory_at = body["refresh_on"], body["mandatory_at"]
+        if not isinstance(token, str) or not token or not isinstance(token_type, str):
+            return None
+        if isinstance(expires_on, bool) or not isinstance(expires_on, int):
+            return None
+        if info_refresh_on is not None and (
+            isinstance(info_refresh_on, bool) or not isinstance(info_refresh_on, int)
+        ):
+            return None
+        if not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in (refresh_on, mandatory_at)
+        ):
+            return None
+        return MachineEntry(
+            token=token,
+            expires_on=expires_on,
+            refresh_on=float(refresh_on),
+            mandatory_at=float(mandatory_at),
+            token_type=token_type,
+            info_refresh_on=info_refresh_on,
+        )
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+
+
+def _fresh(entry: Optional[MachineEntry], now: float) -> bool:
+    return entry is not None and now < entry.refresh_on and now < entry.expires_on
+
+
+def _open_lock(directory: str, name: str) -> Optional[int]:
+    path = os.path.join(directory, name + ".lock")
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError:
+        return None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or not _private(info):
+        os.close(descriptor)
+        _warn(path, f"{path} is not owned by this user with mode 0600 (refused)")
+        return None
+    return descriptor
+
+
+def lookup(effect: MachineLookup, held: list[int]) -> MachineFound:
+    """The fresh entry, else the lock (appended to ``held``) and whatever the previous holder stored."""
+    if not available() or not _checked_directory(effect.directory):
+        return MachineFound()
+    entry = _read_entry(effect.directory, effect.name)
+    if _fresh(entry, effect.now):
+        return MachineFound(entry=entry)
+    descriptor = _open_lock(effect.directory, effect.name)
+    if descriptor is None:
+        return MachineFound()
+    began = time.monotonic()
+    waiter = threading.Event()
+    while True:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            waited = time.monotonic() - began
+            if waited >= effect.wait:
+                os.close(descriptor)
+                _LOGGER.info(
+                    "machine cache: another process held the token request for %.1f s; asking too", waited
+                )
+                return MachineFound()
+            waiter.wait(_POLL)  # a bounded poll: flock has no timeout
+        except OSError:
+            os.close(descriptor)
+            return MachineFound()
+    entry = _read_entry(effect.directory, effect.name)
+    now = effect.now + (time.monotonic() - began)
+    if _fresh(entry, now):
+        release(descriptor)
+        return MachineFound(entry=entry)
+    _held.add(descriptor)
+    held.append(descriptor)
+    return MachineFound(locked=True)
+
+
+def release(descriptor: int) -> None:
+    _held.discard(descriptor)
+    with contextlib.suppress(OSError):
+        os.close(descriptor)  # closing the only descriptor drops the flock
+
+
+def store(effect: MachineStore) -> None:
+    """Write the entry crash-safely: a temporary file beside it, fsync, rename over the old one."""
+    if not available() or not _checked_directory(effect.directory):
+        return
+    entry = effect.entry
+    body = json.dumps(
+        {
+            "v": 1,
+            "name": effect.name,
+            "token": entry.token,
+            "token_type": entry.token_type,
+            "expires_on": entry.expires_on,
+            "info_refresh_on": entry.info_refresh_on,
+            "refresh_on": entry.refresh_on,
+            "mandatory_at": entry.mandatory_at,
+        }
+    ).encode("utf-8")
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=effect.directory)  # 0600
+    except OSError:
+        return
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(body)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, os.path.join(effect.directory, effect.name))
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+
+
+def perform(effect: MachineLookup | MachineStore, held: list[int]) -> Optional[MachineFound]:
+    if isinstance(effect, MachineLookup):
+        return lookup(effect, held)
+    store(effect)
+    return None
+
+
+def release_all(held: list[int]) -> None:
+    while held:
+        release(held.pop())
+
+
+def _after_fork_in_child() -> None:
+    for descriptor in list(_held):
+        release(descriptor)  # the child's copy only: the parent still holds the lock
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
