@@ -13,8 +13,10 @@ TESTS = Path(__file__).resolve().parent
 
 # Real waiting or timing, where it is the point: the soak runs for a wall-clock minute; Azurite's start-up is a
 # child process the fixture polls and times (a printed figure, not an assertion); the emulator's own test of its
-# `delay` knob can only observe a delay on the clock.
+# `delay` knob can only observe a delay on the clock; the machine cache worker process reports its wall time to
+# benchmarks/machine_cache.py (a printed figure, never asserted).
 WALL_CLOCK_ALLOWED = {
+    "machine_cache_worker.py": 2,
     "test_soak.py": 7,
     "e2e/conftest.py": 3,
     "test_emulator.py": 4,
