@@ -494,6 +494,42 @@ def test_failed_handshake_does_not_break_the_server(emulators: Any, tls_cert: tu
 # ---------------------------------------------------------------------------------------------- strict checks
 
 
+# The emulator takes its api-versions and selector names from the engine's source modules, so a wrong value there
+# would pass every credential test: these pin them over the wire as literals (the happy paths above send the right
+# ones, API_VERSIONS; test_sources.py pins the engine's).
+@pytest.mark.parametrize("source", sorted(API_VERSIONS))
+def test_each_source_takes_only_its_documented_api_version(emulators: Any, source: str) -> None:
+    emulator = emulators(source, tls=True) if source == "service_fabric" else emulators(source)
+    others = sorted(set(API_VERSIONS.values()) - {API_VERSIONS[source]})
+
+    assert token_request(emulator).status == 200
+    for version in others:
+        answer = token_request(emulator, **{"api-version": version})
+        assert answer.status == 400, (version, answer.body)
+
+
+@pytest.mark.parametrize(
+    ("source", "taken", "ignored"),
+    [
+        ("imds", {"client_id", "object_id", "msi_res_id"}, {"mi_res_id", "clientid"}),
+        ("azure_arc", {"client_id", "object_id", "msi_res_id"}, {"mi_res_id", "clientid"}),
+        ("app_service", {"client_id", "object_id", "mi_res_id"}, {"msi_res_id", "clientid"}),
+        ("machine_learning", {"clientid"}, {"client_id", "object_id", "msi_res_id", "mi_res_id"}),
+        ("service_fabric", set(), {"client_id", "object_id", "msi_res_id", "mi_res_id", "clientid"}),
+    ],
+)
+def test_each_source_takes_only_its_documented_selector_names(
+    emulators: Any, source: str, taken: set[str], ignored: set[str]
+) -> None:
+    emulator = emulators(source, tls=True) if source == "service_fabric" else emulators(source)
+    for name in sorted(taken):
+        answer = token_request(emulator, **{name: "no-such-identity"})
+        assert answer.status in (400, 404), (name, answer.body)  # looked up, and not found
+    for name in sorted(ignored):
+        answer = token_request(emulator, **{name: "no-such-identity"})
+        assert answer.status == 200, (name, answer.body)  # not a selector here: the system identity answers
+
+
 def test_imds_requires_the_metadata_header(emulators: Any) -> None:
     emulator = emulators("imds")
 

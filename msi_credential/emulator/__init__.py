@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from ._protocols import RecordedRequest, UserAssignedIdentity
-from ._server import ARC_KEY_DIRECTORY, TOKEN_PROXY_SERVER_NAME, Emulator, EmulatorSetupError, Fault
+from ._server import ARC_KEY_DIRECTORY, TOKEN_PROXY_SERVER_NAME, Emulator, Fault
 from ._tokens import decode_jwt, mint_jwt
+from ._wire import EmulatorSetupError, RecordedRequest, UserAssignedIdentity
 
 __all__ = [
     "ARC_KEY_DIRECTORY",

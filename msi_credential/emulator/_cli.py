@@ -11,13 +11,14 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import Any, Optional, TextIO
+from typing import Any, Optional, TextIO, TypeVar
 
 from msi_credential._source import ManagedIdentitySource
+
+from ._wire import write_atomically
 
 EXIT_OK = 0
 EXIT_SETUP = 2  # bad arguments, a busy port, a missing extra or a place the emulator may not write
@@ -27,6 +28,7 @@ _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
 _MAX_LATENCY = 600.0
+_Number = TypeVar("_Number", int, float)
 
 # What each trust variable does, printed above it (shell and dotenv forms).
 _TRUST_COMMENTS = {
@@ -113,11 +115,15 @@ def _port(text: str) -> int:
     return value
 
 
-def _lifetime(text: str) -> int:
+def _seconds(text: str, kind: Callable[[str], _Number]) -> _Number:
     try:
-        value = int(text)
+        return kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+
+
+def _lifetime(text: str) -> int:
+    value = _seconds(text, int)
     if not 1 <= value <= 7 * 24 * 3600:
         raise argparse.ArgumentTypeError("lifetime must be 1 second to 7 days")
     return value
@@ -141,10 +147,7 @@ def _statuses(text: str) -> list[int]:
 
 
 def _latency(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    value = _seconds(text, float)
     if not 0.0 <= value <= _MAX_LATENCY:  # also refuses nan
         raise argparse.ArgumentTypeError(f"latency must be 0 to {_MAX_LATENCY:g} seconds")
     return value
@@ -268,16 +271,7 @@ def _handle_stop_signals(stop: threading.Event, received: list[int]) -> Any:
 def _write_env_file(path: str, variables: Mapping[str, str]) -> None:
     """The variables in dotenv form, owner-readable only (they carry the endpoint's secret), in one rename."""
     text = "".join(f"{name}={_dotenv_quote(value)}\n" for name, value in variables.items())
-    directory = os.path.dirname(os.path.abspath(path))
-    descriptor, staging = tempfile.mkstemp(dir=directory, prefix=".msi-emulator-env-")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(staging, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(staging)
-        raise
+    write_atomically(path, text, prefix=".msi-emulator-env-", encoding="utf-8")
 
 
 def _dotenv_quote(value: str) -> str:

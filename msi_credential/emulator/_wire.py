@@ -1,0 +1,127 @@
+"""What every emulated endpoint shares on the wire: the recorded request, the reply, identities and path rules."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+JsonBody = Union[bytes, Mapping[str, Any]]
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+class EmulatorSetupError(RuntimeError):
+    """The emulator cannot start as asked: a missing optional dependency, or a place it may not write."""
+
+
+@dataclass(frozen=True)
+class UserAssignedIdentity:
+    """The ids of one managed identity."""
+
+    client_id: str
+    object_id: str
+    resource_id: str
+
+
+@dataclass(frozen=True, repr=False)
+class RecordedRequest:
+    """One request as the emulator received it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    form: dict[str, str]
+    body: bytes
+    scheme: str
+    # The TLS server name (SNI) the client sent, over https; None when it sent none (or over http).
+    server_name: Optional[str] = None
+
+    def __repr__(self) -> str:
+        # Header values and the body may carry secrets: show the header names only.
+        return (
+            f"RecordedRequest(method={self.method!r}, path={self.path!r}, headers={sorted(self.headers)!r})"
+        )
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, JSON object (or raw bytes) and extra headers."""
+
+    status: int
+    body: JsonBody = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Minted:
+    """An access token the emulator minted, with the times and identity its answer states."""
+
+    token: str
+    resource: str
+    identity: UserAssignedIdentity
+    now: int
+    lifetime: int
+
+
+def media_type(headers: Mapping[str, str]) -> str:
+    """The request's Content-Type without parameters, in lower case ('' when absent)."""
+    return headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def encode_body(body: JsonBody) -> bytes:
+    """The bytes of a reply body: JSON for a mapping."""
+    if isinstance(body, Mapping):
+        return json.dumps(dict(body)).encode("utf-8")
+    return body
+
+
+def secret_matches(given: str | None, secret: str) -> bool:
+    """Whether ``given`` is ``secret``, compared in constant time."""
+    return given is not None and hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8"))
+
+
+def path_matches(expected: str, path: str) -> bool:
+    """Whether ``path`` names the endpoint at ``expected`` as the services take it: any letter case, and one
+    trailing slash allowed (msal-node asks IMDS for ``/metadata/identity/oauth2/token/``)."""
+    if path.endswith("/") and len(path) > 1:
+        path = path[:-1]
+    return path.lower() == expected.lower()
+
+
+def find_identity(
+    identities: Iterable[UserAssignedIdentity], attribute: str, value: str
+) -> UserAssignedIdentity | None:
+    """The identity whose ``attribute`` (client_id, object_id or resource_id) is ``value``, in any letter case."""
+    wanted = value.lower()
+    for identity in identities:
+        if str(getattr(identity, attribute)).lower() == wanted:
+            return identity
+    return None
+
+
+def write_atomically(path: str, text: str, *, prefix: str = ".staging-", encoding: str = "ascii") -> None:
+    """Replace the file at ``path`` with ``text`` in one rename (owner-readable only, as mkstemp makes it)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    descriptor, staging = tempfile.mkstemp(dir=directory, prefix=prefix)
+    try:
+        with os.fdopen(descriptor, "w", encoding=encoding) as stream:
+            stream.write(text)
+        os.replace(staging, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(staging)
+        raise
+
+
+def write_private(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Create the file at ``path`` (it must not exist) with ``mode`` and write ``data``."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(data)
