@@ -13,7 +13,7 @@ from ._styles import APP_SERVICE_ERRORS, expires_on_text
 class AppService(TokenEndpoint):
     source = ManagedIdentitySource.APP_SERVICE
     expects = Expects(
-        "/msi/token", engine.API_VERSION, engine.SELECTORS.items(), secret_header="x-identity-header"
+        "/msi/token", engine.API_VERSION, engine.SPEC.selectors.items(), secret_header="x-identity-header"
     )
     answers = Answers(APP_SERVICE_ERRORS, expires_on_text, client_id=True)
     environment = {"IDENTITY_ENDPOINT": "url", "IDENTITY_HEADER": "secret"}

@@ -33,7 +33,7 @@ _ARC_GROUP = "himds"
 
 class AzureArc(TokenEndpoint):
     source = ManagedIdentitySource.AZURE_ARC
-    expects = Expects(IMDS_PATH, engine.API_VERSION, engine.SELECTORS.items(), metadata=True)
+    expects = Expects(IMDS_PATH, engine.API_VERSION, engine.SPEC.selectors.items(), metadata=True)
     environment = {"IDENTITY_ENDPOINT": "url", "IMDS_ENDPOINT": "base"}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -11,6 +11,6 @@ from ._endpoint import Answers, Expects, TokenEndpoint
 
 class Imds(TokenEndpoint):
     source = ManagedIdentitySource.IMDS
-    expects = Expects(IMDS_PATH, engine.API_VERSION, engine.SELECTORS.items(), metadata=True)
+    expects = Expects(IMDS_PATH, engine.API_VERSION, engine.SPEC.selectors.items(), metadata=True)
     answers = Answers(client_id=True)
     environment = {"AZURE_POD_IDENTITY_AUTHORITY_HOST": "base"}

@@ -15,7 +15,7 @@ from ._styles import APP_SERVICE_ERRORS, expires_on_number
 
 class MachineLearning(TokenEndpoint):
     source = ManagedIdentitySource.MACHINE_LEARNING
-    expects = Expects("/MSI/auth", engine.API_VERSION, engine.SELECTORS.items(), secret_header="secret")
+    expects = Expects("/MSI/auth", engine.API_VERSION, engine.SPEC.selectors.items(), secret_header="secret")
     answers = Answers(APP_SERVICE_ERRORS, expires_on_number)
     environment = dict(
         MSI_ENDPOINT="url", MSI_SECRET="secret", DEFAULT_IDENTITY_CLIENT_ID="default_client_id"
