@@ -453,44 +453,40 @@ def test_token_file_removed_after_a_first_token(face: Any, emulator: Emulator) -
 # ---------------------------------------------------------------------------------------------- configuration
 
 
+AUTHORITIES_REFUSED = [
+    "http://login.microsoftonline.com",
+    "http://10.0.0.1:8080",
+    "http://169.254.169.254",
+    "http://127.0.0.1.evil.example",
+    "http://127.0.0.1@evil.example",
+    "ftp://login.microsoftonline.com",
+    "https://login.microsoftonline.com?x=1",
+]
+TENANTS_REFUSED = ["bad/tenant", "t?x=1", "t@x", "t%2f", "..", "tenant id"]
+
+
 @pytest.mark.parametrize(
-    "authority",
+    ("variable", "value", "code"),
     [
-        "http://login.microsoftonline.com",
-        "http://10.0.0.1:8080",
-        "http://169.254.169.254",
-        "http://127.0.0.1.evil.example",
-        "http://127.0.0.1@evil.example",
-        "ftp://login.microsoftonline.com",
-        "https://login.microsoftonline.com?x=1",
+        *(("AZURE_AUTHORITY_HOST", authority, "invalid_endpoint") for authority in AUTHORITIES_REFUSED),
+        *(("AZURE_TENANT_ID", tenant, "invalid_tenant_id") for tenant in TENANTS_REFUSED),
+    ],
+    ids=[
+        *(f"authority-{value}" for value in AUTHORITIES_REFUSED),
+        *(f"tenant-{value}" for value in TENANTS_REFUSED),
     ],
 )
-def test_authority_must_be_https_or_loopback_http_before_any_socket(
-    face: Any, emulator: Emulator, socket_guard: list[str], authority: str
+def test_authority_not_https_or_loopback_or_bad_tenant_fails_naming_the_variable_before_any_socket(
+    face: Any, emulator: Emulator, socket_guard: list[str], variable: str, value: str, code: str
 ) -> None:
-    credential = face.credential(emulator, _environ=environ_with(emulator, AZURE_AUTHORITY_HOST=authority))
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(STORAGE)
-
-    assert_failed(caught.value, "invalid_endpoint")
-    assert "AZURE_AUTHORITY_HOST" in str(caught.value)
-    assert socket_guard == []
-    assert emulator.requests == []
-
-
-@pytest.mark.parametrize("tenant", ["bad/tenant", "t?x=1", "t@x", "t%2f", "..", "tenant id"])
-def test_invalid_tenant_fails_before_any_request(
-    face: Any, emulator: Emulator, socket_guard: list[str], tenant: str
-) -> None:
-    credential = face.credential(emulator, _environ=environ_with(emulator, AZURE_TENANT_ID=tenant))
+    credential = face.credential(emulator, _environ=environ_with(emulator, **{variable: value}))
     assert credential.source is ManagedIdentitySource.WORKLOAD_IDENTITY
 
     with pytest.raises(ManagedIdentityError) as caught:
         credential.get_token(STORAGE)
 
-    assert_failed(caught.value, "invalid_tenant_id")
-    assert "AZURE_TENANT_ID" in str(caught.value)
+    assert_failed(caught.value, code)
+    assert variable in str(caught.value)
     assert emulator.requests == []
     assert socket_guard == []
 
