@@ -101,19 +101,6 @@ def test_imds_bad_request_is_not_retried(face: Any, emulator_factory: Any) -> No
     assert face.sleeps == []
 
 
-def test_imds_cached_token_is_served_without_a_request(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds")
-    credential = face.credential(emulator)
-
-    first = credential.get_token(STORAGE)
-    second = credential.get_token("https://storage.azure.com")
-    info = credential.get_token_info(STORAGE)
-
-    assert first.token == second.token == info.token
-    assert emulator.tokens_issued == 1
-    assert info.refresh_on is not None and info.refresh_on < info.expires_on
-
-
 def test_imds_claims_bypass_the_cache(face: Any, emulator_factory: Any) -> None:
     emulator = emulator_factory("imds")
     credential = face.credential(emulator)

@@ -340,3 +340,79 @@ def test_source_retries_throttling_and_server_errors_doubling_the_wait_then_succ
     assert decode_jwt(token.token)["aud"] == source.audience
     assert len(emulator.requests) == len(statuses) + 1
     assert face.sleeps == sleeps
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+ALL_SOURCES = [*EXACT_REQUEST, WORKLOAD_IDENTITY]
+WITH_SECRET = [source for source in EXACT_REQUEST if source.header_from_variable]
+
+
+@pytest.mark.parametrize("source", WITH_SECRET, ids=ids)
+def test_source_wrong_secret_fails_as_rejected_without_echoing_it(
+    face: Any, start: Callable[..., Emulator], source: Source
+) -> None:
+    emulator = start(source)
+    [variable] = source.header_from_variable.values()
+    environ = dict(emulator.environ, **{variable: "not-the-right-secret-value"})
+    credential = face.credential(emulator, _environ=environ)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(source.scope)
+
+    assert not isinstance(caught.value, CredentialUnavailableError)
+    assert caught.value.status_code in (401, 403)
+    assert "not-the-right-secret-value" not in str(caught.value)
+    assert "not-the-right-secret-value" not in repr(caught.value)
+
+
+# Not IMDS: it retries 404 too (an identity just assigned may not have reached it yet).
+@pytest.mark.parametrize("source", [s for s in ALL_SOURCES if s is not IMDS], ids=ids)
+def test_source_retries_a_server_error_but_not_404(
+    face: Any, start: Callable[..., Emulator], source: Source
+) -> None:
+    emulator = start(source)
+    emulator.script(Fault(500), Fault(404))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(source.scope)
+
+    assert caught.value.status_code == 404
+    assert len(emulator.requests) == 2
+    assert face.sleeps == [1.0]
+
+
+# Not IMDS: its first contact takes an answer that is not IMDS's for no IMDS (test_imds_non_json_answer_means_not_imds).
+@pytest.mark.parametrize("source", [s for s in ALL_SOURCES if s is not IMDS], ids=ids)
+def test_source_redirect_is_refused_and_not_followed(
+    face: Any, start: Callable[..., Emulator], source: Source
+) -> None:
+    emulator = start(source)
+    emulator.script(Fault(302, b"", {"Location": "http://127.0.0.1:9/steal"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(source.scope)
+
+    assert caught.value.error_code == "unexpected_redirect"
+    assert len(emulator.requests) == 1
+
+
+# ---------------------------------------------------------------------------------------------- the cache
+
+
+@pytest.mark.parametrize("source", ALL_SOURCES, ids=ids)
+def test_source_cached_token_is_served_for_scope_or_resource_and_token_info_without_a_request(
+    face: Any, start: Callable[..., Emulator], source: Source
+) -> None:
+    emulator = start(source)
+    credential = face.credential(emulator)
+
+    first = credential.get_token(source.scope)
+    second = credential.get_token(source.audience)
+    info = credential.get_token_info(source.scope)
+
+    assert first.token == second.token == info.token
+    assert emulator.tokens_issued == 1
+    assert info.refresh_on is not None and info.refresh_on < info.expires_on
