@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trustme
 
-from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
+from msi_credential import CredentialUnavailableError, ManagedIdentityError
 from msi_credential.emulator import Fault, decode_jwt
 
 VAULT = "https://vault.azure.net/.default"
@@ -25,23 +25,6 @@ def tls_cert(tmp_path: Path) -> tuple[str, str]:
     server.cert_chain_pems[0].write_to_path(str(cert))
     server.private_key_pem.write_to_path(str(key))
     return str(cert), str(key)
-
-
-def test_service_fabric_returns_a_token_over_pinned_tls(
-    face: Any, emulator_factory: Any, tls_cert: tuple[str, str]
-) -> None:
-    emulator = emulator_factory("service_fabric", tls_cert=tls_cert)
-    credential = face.credential(emulator)
-    assert credential.source is ManagedIdentitySource.SERVICE_FABRIC
-
-    token = credential.get_token(VAULT)
-
-    assert decode_jwt(token.token)["aud"] == "https://vault.azure.net"
-    [request] = emulator.requests
-    assert request.scheme == "https"
-    assert request.method == "GET"
-    assert request.query == {"api-version": "2019-07-01-preview", "resource": "https://vault.azure.net"}
-    assert request.headers["secret"] == emulator.environ["IDENTITY_HEADER"]
 
 
 def test_service_fabric_thumbprint_may_have_colons_and_upper_case(
@@ -69,20 +52,6 @@ def test_service_fabric_wrong_thumbprint_sends_nothing(
     assert emulator.environ["IDENTITY_HEADER"] not in str(caught.value)
 
 
-def test_service_fabric_plain_http_endpoint_is_refused(face: Any) -> None:
-    environ = {
-        "IDENTITY_ENDPOINT": "http://127.0.0.1:2377/metadata/identity/oauth2/token",
-        "IDENTITY_HEADER": "sf-secret",
-        "IDENTITY_SERVER_THUMBPRINT": "a" * 40,
-    }
-    credential = face.credential(_environ=environ)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(VAULT)
-
-    assert caught.value.error_code == "invalid_endpoint"
-
-
 def test_service_fabric_malformed_thumbprint_is_refused(face: Any) -> None:
     environ = {
         "IDENTITY_ENDPOINT": "https://127.0.0.1:2377/metadata/identity/oauth2/token",
@@ -95,20 +64,6 @@ def test_service_fabric_malformed_thumbprint_is_refused(face: Any) -> None:
         credential.get_token(VAULT)
 
     assert caught.value.error_code == "invalid_thumbprint"
-
-
-@pytest.mark.parametrize("keyword", ["client_id", "object_id", "resource_id"])
-def test_service_fabric_refuses_user_assigned_ids(
-    face: Any, emulator_factory: Any, tls_cert: tuple[str, str], keyword: str
-) -> None:
-    emulator = emulator_factory("service_fabric", tls_cert=tls_cert)
-    credential = face.credential(emulator, **{keyword: "55555555-5555-5555-5555-555555555555"})
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(VAULT)
-
-    assert caught.value.error_code == "user_assigned_not_supported"
-    assert emulator.requests == []
 
 
 def test_service_fabric_claims_send_revocation_hash_and_capabilities(

@@ -174,14 +174,12 @@ def test_missing_client_id_fails_at_first_get_token_before_any_request(
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"object_id": IDENTITY.object_id},
-        {"resource_id": IDENTITY.resource_id},
         {"identity_config": {"object_id": IDENTITY.object_id}},
         {"identity_config": {"msi_res_id": IDENTITY.resource_id}},
     ],
-    ids=["object_id", "resource_id", "config-object_id", "config-msi_res_id"],
+    ids=["config-object_id", "config-msi_res_id"],
 )
-def test_object_id_and_resource_id_are_refused_before_any_request(
+def test_object_id_and_resource_id_in_identity_config_are_refused_before_any_request(
     face: Any, emulator: Emulator, kwargs: dict[str, Any]
 ) -> None:
     credential = face.credential(emulator, **kwargs)
@@ -189,6 +187,7 @@ def test_object_id_and_resource_id_are_refused_before_any_request(
     with pytest.raises(ManagedIdentityError) as caught:
         credential.get_token(STORAGE)
 
+    # The keywords: test_credential_sources.py::test_source_refuses_a_selector_it_does_not_take_before_any_request
     assert_failed(caught.value, "user_assigned_not_supported")
     assert emulator.requests == []
 
@@ -294,26 +293,6 @@ def test_transient_statuses_are_retried(face: Any, emulator: Emulator, status: i
     assert face.sleeps == [1.0]
     assert len(emulator.requests) == 2
     assert {request.form["client_assertion"] for request in emulator.requests} == {emulator.assertion}
-
-
-def test_429_then_503_then_success_sleeps_one_then_two(face: Any, emulator: Emulator) -> None:
-    emulator.script(Fault(429), Fault(503))
-    credential = face.credential(emulator)
-
-    token = credential.get_token(STORAGE)
-
-    assert decode_jwt(token.token)["aud"] == "https://storage.azure.com"
-    assert face.sleeps == [1.0, 2.0]
-    assert len(emulator.requests) == 3
-
-
-def test_retry_after_is_honoured(face: Any, emulator: Emulator) -> None:
-    emulator.script(Fault(429, headers={"Retry-After": "3"}))
-    credential = face.credential(emulator)
-
-    credential.get_token(STORAGE)
-
-    assert face.sleeps == [3.0]
 
 
 def test_retries_stop_after_three_with_the_last_error(face: Any, emulator: Emulator) -> None:
@@ -474,44 +453,40 @@ def test_token_file_removed_after_a_first_token(face: Any, emulator: Emulator) -
 # ---------------------------------------------------------------------------------------------- configuration
 
 
+AUTHORITIES_REFUSED = [
+    "http://login.microsoftonline.com",
+    "http://10.0.0.1:8080",
+    "http://169.254.169.254",
+    "http://127.0.0.1.evil.example",
+    "http://127.0.0.1@evil.example",
+    "ftp://login.microsoftonline.com",
+    "https://login.microsoftonline.com?x=1",
+]
+TENANTS_REFUSED = ["bad/tenant", "t?x=1", "t@x", "t%2f", "..", "tenant id"]
+
+
 @pytest.mark.parametrize(
-    "authority",
+    ("variable", "value", "code"),
     [
-        "http://login.microsoftonline.com",
-        "http://10.0.0.1:8080",
-        "http://169.254.169.254",
-        "http://127.0.0.1.evil.example",
-        "http://127.0.0.1@evil.example",
-        "ftp://login.microsoftonline.com",
-        "https://login.microsoftonline.com?x=1",
+        *(("AZURE_AUTHORITY_HOST", authority, "invalid_endpoint") for authority in AUTHORITIES_REFUSED),
+        *(("AZURE_TENANT_ID", tenant, "invalid_tenant_id") for tenant in TENANTS_REFUSED),
+    ],
+    ids=[
+        *(f"authority-{value}" for value in AUTHORITIES_REFUSED),
+        *(f"tenant-{value}" for value in TENANTS_REFUSED),
     ],
 )
-def test_authority_must_be_https_or_loopback_http_before_any_socket(
-    face: Any, emulator: Emulator, socket_guard: list[str], authority: str
+def test_authority_not_https_or_loopback_or_bad_tenant_fails_naming_the_variable_before_any_socket(
+    face: Any, emulator: Emulator, socket_guard: list[str], variable: str, value: str, code: str
 ) -> None:
-    credential = face.credential(emulator, _environ=environ_with(emulator, AZURE_AUTHORITY_HOST=authority))
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(STORAGE)
-
-    assert_failed(caught.value, "invalid_endpoint")
-    assert "AZURE_AUTHORITY_HOST" in str(caught.value)
-    assert socket_guard == []
-    assert emulator.requests == []
-
-
-@pytest.mark.parametrize("tenant", ["bad/tenant", "t?x=1", "t@x", "t%2f", "..", "tenant id"])
-def test_invalid_tenant_fails_before_any_request(
-    face: Any, emulator: Emulator, socket_guard: list[str], tenant: str
-) -> None:
-    credential = face.credential(emulator, _environ=environ_with(emulator, AZURE_TENANT_ID=tenant))
+    credential = face.credential(emulator, _environ=environ_with(emulator, **{variable: value}))
     assert credential.source is ManagedIdentitySource.WORKLOAD_IDENTITY
 
     with pytest.raises(ManagedIdentityError) as caught:
         credential.get_token(STORAGE)
 
-    assert_failed(caught.value, "invalid_tenant_id")
-    assert "AZURE_TENANT_ID" in str(caught.value)
+    assert_failed(caught.value, code)
+    assert variable in str(caught.value)
     assert emulator.requests == []
     assert socket_guard == []
 
