@@ -532,3 +532,45 @@ def test_default_client_ids_that_only_upper_case_alike_keep_separate_tokens() ->
 
     assert script.run(first.acquire(RESOURCE)).token == "one"
     assert script.run(other.acquire(RESOURCE)).token == "two"
+
+
+# ------------------------------------------------------------------------------------------ client request ids
+
+
+def test_each_attempt_carries_a_new_client_request_id_and_the_error_names_the_last() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), error_response(503))
+
+    error = failure(script, engine(APP_SERVICE, clock, retry_total=1).acquire(RESOURCE))
+
+    ids = [request.headers["x-ms-client-request-id"] for request in script.sent]
+    assert len(set(ids)) == 2 and all(len(value) == 36 for value in ids)
+    assert error.client_request_id == ids[-1] and ids[-1] in str(error)
+
+
+def test_a_fixed_request_id_is_sent_on_every_attempt() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), token_response("t"))
+
+    script.run(engine(APP_SERVICE, clock, request_id="fixed-id").acquire(RESOURCE))
+
+    assert [request.headers["x-ms-client-request-id"] for request in script.sent] == ["fixed-id", "fixed-id"]
+
+
+def test_without_automatic_request_ids_nothing_is_sent_and_the_error_names_none() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(400))
+
+    error = failure(script, engine(APP_SERVICE, clock, auto_request_id=False).acquire(RESOURCE))
+
+    assert "x-ms-client-request-id" not in script.sent[0].headers
+    assert error.client_request_id is None and "x-ms-client-request-id" not in str(error)
+
+
+def test_an_error_before_any_request_names_no_client_request_id() -> None:
+    clock = Clock()
+    script = Script(clock).queue(KeyFileResult(error=("federated_token_file_unreadable", "cannot be read")))
+
+    error = failure(script, engine(WORKLOAD, clock).acquire(RESOURCE))
+
+    assert error.client_request_id is None and "x-ms-client-request-id" not in str(error)
