@@ -100,6 +100,7 @@ class Engine:
             options.capabilities,
         )
         self.bucket = cache.bucket_for(key, shared=options.share_cache)
+        self.hit = cache.hit_reader(self.bucket, clock)
         self._proxy_ca: Optional[str] = (
             None  # the AKS token proxy CA last read (kept while the file is empty)
         )
