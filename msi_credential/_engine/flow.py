@@ -233,9 +233,9 @@ class Engine:
                 connect_timeout = absence.first_connect_timeout
         read_timeout = READ_TIMEOUT if self.options.read_timeout is None else self.options.read_timeout
         revocation = None
-        if claims and cached is not None and self.spec.supports_revocation:
+        if claims and cached is not None and spec.supports_revocation:
             revocation = hashlib.sha256(cached.info.token.encode("utf-8")).hexdigest()
-        schedule = RetrySchedule(self.options.retry, self.spec.retry)
+        schedule = RetrySchedule(self.options.retry, spec.retry)
         began = self.clock()
         secrets = list(self.config.secrets)
         request_id: Optional[str] = None  # the x-ms-client-request-id of the attempt on the wire
@@ -243,7 +243,7 @@ class Engine:
             while True:
                 request_id = None
                 assertion = None
-                if self.spec.reads_assertion:
+                if spec.reads_assertion:
                     read = yield ReadAssertion(self.config.token_file or "")
                     assert isinstance(read, KeyFileResult)
                     if read.error is not None:
@@ -265,7 +265,7 @@ class Engine:
                     claims=claims,
                     client_assertion=assertion,
                 )
-                request = self.spec.build(self.config, self.identity, parts)
+                request = spec.build(self.config, self.identity, parts)
                 # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
                 budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
                 request_id = self._new_request_id()
@@ -308,9 +308,8 @@ class Engine:
                 if absence is not None:
                     _answered.add(endpoint)
                     if first_contact and self.options.connect_timeout is None:
-                        connect_timeout = (
-                            CONNECT_TIMEOUT  # it is here: its retries get the normal connect timeout
-                        )
+                        # it is here: its retries get the normal connect timeout
+                        connect_timeout = CONNECT_TIMEOUT
                     first_contact = False
                 if 200 <= outcome.status < 300:
                     token = parse_token(outcome, source=source, start=start)
