@@ -50,13 +50,17 @@ def hit_reader(
     get = bucket.get
 
     def hit(scopes: tuple[Any, ...]) -> Optional[CacheEntry]:
-        if len(scopes) == 1:
-            try:
-                entry = get(scopes[0])
-            except TypeError:  # an unhashable scope: the slow path raises the ValueError
-                return None
-            if entry is not None and clock() < entry.refresh_on:
-                return entry
+        # unpacking rather than len(): as fast as the inline copies this replaced (a try costs nothing unraised)
+        try:
+            (scope,) = scopes
+        except ValueError:  # not one scope: the slow path raises the ValueError
+            return None
+        try:
+            entry = get(scope)
+        except TypeError:  # an unhashable scope: likewise
+            return None
+        if entry is not None and clock() < entry.refresh_on:
+            return entry
         return None
 
     return hit
