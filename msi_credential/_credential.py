@@ -36,12 +36,9 @@ class ManagedIdentityCredential(CredentialBase):
         **kwargs: Any,
     ) -> AccessToken:
         """A token for the one scope's resource. ``tenant_id`` and ``enable_cae`` do not change the request."""
-        if claims is None and len(scopes) == 1:
-            try:
-                entry = self._bucket.get(scopes[0])
-            except TypeError:
-                entry = None
-            if entry is not None and self._clock() < entry.refresh_on:
+        if claims is None:
+            entry = self._hit(scopes)
+            if entry is not None:
                 return entry.access_token
         from azure.core.credentials import AccessToken
 
@@ -51,12 +48,9 @@ class ManagedIdentityCredential(CredentialBase):
     def get_token_info(self, *scopes: str, options: Optional[TokenRequestOptions] = None) -> AccessTokenInfo:
         """Like get_token, with ``refresh_on``; ``options`` may carry ``claims``."""
         claims = options.get("claims") if options else None
-        if claims is None and len(scopes) == 1:
-            try:
-                entry = self._bucket.get(scopes[0])
-            except TypeError:
-                entry = None
-            if entry is not None and self._clock() < entry.refresh_on:
+        if claims is None:
+            entry = self._hit(scopes)
+            if entry is not None:
                 return entry.info
         return self._acquire(scopes, claims)
 

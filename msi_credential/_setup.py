@@ -60,9 +60,10 @@ class CredentialBase:
             machine_cache=machine_cache,
             kwargs=kwargs,
         )
-        # The hot path reads these two directly: a dict lookup and a clock read.
         self._bucket = self._engine.bucket
         self._clock = self._engine.clock
+        # The hot path, both faces: a dict lookup and a clock read (cache.hit_reader), bound once here.
+        self._hit = self._engine.hit
         self._start_driver(sleep, kwargs)
 
     def _start_driver(self, sleep: Any, kwargs: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional, TextIO
 from urllib.parse import urlsplit
 
-from ._engine.detection import VARIABLES, SourceConfig, detect
+from ._engine.detection import VARIABLES, detect, detection_reason
 from ._errors import CredentialUnavailableError, ManagedIdentityError
 from ._source import ManagedIdentitySource
 from ._version import VERSION
@@ -396,7 +396,7 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
     config = detect(dict(environ), platform=sys.platform, path_exists=os.path.exists)
     print(f"source:    {(source or config.source).value}", file=out)
     print(f"endpoint:  {config.endpoint}", file=out)
-    print(f"because:   {_reason(config)}", file=out)
+    print(f"because:   {detection_reason(config)}", file=out)
     print("variables:", file=out)
     for name in VARIABLES:
         value = environ.get(name)
@@ -433,25 +433,6 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         answered, detail = _probe(config.endpoint)
     print(f"probe:     {'answers' if answered else 'no answer'} ({detail})", file=out)
     return EXIT_OK if answered else EXIT_UNAVAILABLE
-
-
-def _reason(config: SourceConfig) -> str:
-    reasons = {
-        ManagedIdentitySource.SERVICE_FABRIC: "IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set",
-        ManagedIdentitySource.APP_SERVICE: "IDENTITY_ENDPOINT and IDENTITY_HEADER are set",
-        ManagedIdentitySource.MACHINE_LEARNING: "MSI_ENDPOINT and MSI_SECRET are set",
-        ManagedIdentitySource.CLOUD_SHELL: "MSI_ENDPOINT is set without MSI_SECRET",
-        ManagedIdentitySource.WORKLOAD_IDENTITY: "AZURE_FEDERATED_TOKEN_FILE and AZURE_TENANT_ID are set",
-    }
-    if config.source is ManagedIdentitySource.AZURE_ARC:
-        if config.endpoint_variable:
-            return "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set"
-        return "the Azure Connected Machine agent (himds) is installed"
-    if config.source is ManagedIdentitySource.IMDS:
-        if config.pod_identity:
-            return "no other source's variables; AZURE_POD_IDENTITY_AUTHORITY_HOST replaces the IMDS address"
-        return "no other source's variables are set (the default: Azure VMs, AKS, Container Instances)"
-    return reasons[config.source]
 
 
 def _probe(endpoint: str) -> tuple[bool, str]:

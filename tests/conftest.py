@@ -33,12 +33,12 @@ def clear_managed_identity_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def fresh_engine_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     cache.clear_shared_cache()
-    flow.forget_imds_answers()
+    flow.forget_answers()
     # The azure-identity interop error class is made once per process: each test makes its own.
     monkeypatch.setattr(_errors, "_interop_class", None)
     yield
     cache.clear_shared_cache()
-    flow.forget_imds_answers()
+    flow.forget_answers()
 
 
 def _is_loopback(address: Any, family: int) -> bool:

@@ -10,7 +10,7 @@ import pytest
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
-from msi_credential._engine.flow import valid_key_path
+from msi_credential._engine.sources.azure_arc import valid_key_path
 
 from .scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
 

@@ -6,7 +6,7 @@ import os
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
@@ -38,6 +38,32 @@ class CacheEntry:
             refresh_on=refresh_on,
             mandatory_at=info.expires_on - margin,
         )
+
+
+def hit_reader(
+    bucket: Bucket, clock: Callable[[], float]
+) -> Callable[[tuple[Any, ...]], Optional[CacheEntry]]:
+    """The cache hit, written once for both faces: ``hit(scopes)`` is the entry for the one scope while it needs no
+    refresh, else None (then the caller takes the slow path, which validates the scopes and consults the refresh
+    windows). A dict lookup and a clock read: ``bucket.get`` and the clock are bound here, once per credential.
+    """
+    get = bucket.get
+
+    def hit(scopes: tuple[Any, ...]) -> Optional[CacheEntry]:
+        # unpacking rather than len(): as fast as the inline copies this replaced (a try costs nothing unraised)
+        try:
+            (scope,) = scopes
+        except ValueError:  # not one scope: the slow path raises the ValueError
+            return None
+        try:
+            entry = get(scope)
+        except TypeError:  # an unhashable scope: likewise
+            return None
+        if entry is not None and clock() < entry.refresh_on:
+            return entry
+        return None
+
+    return hit
 
 
 def store(bucket: Bucket, resource: str, entry: CacheEntry, now: float) -> None:

@@ -337,6 +337,26 @@ def _detect(
     return SourceConfig(ManagedIdentitySource.IMDS, IMDS_DEFAULT_HOST + IMDS_PATH, "")
 
 
+def detection_reason(config: SourceConfig) -> str:
+    """Why detection chose this source: the row of the table above that matched, for `msi-credential detect`."""
+    reasons = {
+        ManagedIdentitySource.SERVICE_FABRIC: "IDENTITY_ENDPOINT, IDENTITY_HEADER and IDENTITY_SERVER_THUMBPRINT are set",
+        ManagedIdentitySource.APP_SERVICE: "IDENTITY_ENDPOINT and IDENTITY_HEADER are set",
+        ManagedIdentitySource.MACHINE_LEARNING: "MSI_ENDPOINT and MSI_SECRET are set",
+        ManagedIdentitySource.CLOUD_SHELL: "MSI_ENDPOINT is set without MSI_SECRET",
+        ManagedIdentitySource.WORKLOAD_IDENTITY: "AZURE_FEDERATED_TOKEN_FILE and AZURE_TENANT_ID are set",
+    }
+    if config.source is ManagedIdentitySource.AZURE_ARC:
+        if config.endpoint_variable:
+            return "IDENTITY_ENDPOINT and IMDS_ENDPOINT are set"
+        return "the Azure Connected Machine agent (himds) is installed"
+    if config.source is ManagedIdentitySource.IMDS:
+        if config.pod_identity:
+            return "no other source's variables; AZURE_POD_IDENTITY_AUTHORITY_HOST replaces the IMDS address"
+        return "no other source's variables are set (the default: Azure VMs, AKS, Container Instances)"
+    return reasons[config.source]
+
+
 def _origin(url: str) -> str:
     """Scheme, host and port of a URL: AZURE_POD_IDENTITY_AUTHORITY_HOST replaces only those."""
     try:

@@ -138,5 +138,10 @@ class MachineStore:
 
 
 MachineEffect = Union[MachineLookup, MachineStore]
-Effect = Union[Send, Sleep, ReadKeyFile, ReadAssertion, ReadProxyCA, MachineLookup, MachineStore]
+FileRead = Union[ReadKeyFile, ReadAssertion, ReadProxyCA]
+Effect = Union[Send, Sleep, FileRead, MachineEffect]
+# The effects a driver performs alike, by group: local file reads (_transport/files.py) and the machine cache
+# (_transport/machine_cache.py). Each driver dispatches on these, so a new effect of a group is added here only.
+FILE_READS = (ReadKeyFile, ReadAssertion, ReadProxyCA)
+MACHINE_EFFECTS = (MachineLookup, MachineStore)
 EffectResult = Union[Response, TransportFailure, KeyFileResult, MachineFound, None]

@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import ntpath
-import posixpath
-import re
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass, field, replace
@@ -29,9 +26,7 @@ from .effects import (
     MachineLookup,
     MachineStore,
     ReadAssertion,
-    ReadKeyFile,
     ReadProxyCA,
-    Request,
     Response,
     Send,
     Sleep,
@@ -41,28 +36,25 @@ from .identity import Identity
 from .response import Token, error_from_response, label, parse_token, scrub
 from .retry import RetrySchedule, RetrySettings
 from .sources import SPECS, RequestParts
-from .sources import workload_identity as _workload
-from .sources.azure_arc import ECHO_NAMES
 
 _LOGGER = logging.getLogger("msi_credential")
 
 Flow = Generator[Effect, EffectResult, AccessTokenInfo]
 _MIN_BUDGET = 0.05  # seconds: an attempt that starts at all gets at least this long
 Clock = Callable[[], float]
+CONNECT_TIMEOUT = 2.0  # seconds, unless connection_timeout= or the source's first contact says otherwise
+READ_TIMEOUT = 10.0  # seconds, unless read_timeout= says otherwise
 # Seconds a process waits for another one's token request for the same token before asking the endpoint itself.
 MACHINE_CACHE_WAIT = 5.0
-# Sources the machine cache never serves (README "Sharing tokens between processes"): Service Fabric's secret is
-# per application and it revokes tokens through token_sha256_to_refresh; workload identity's token follows the
-# federated token file that each pod (each process) reads for itself.
-MACHINE_CACHE_EXCLUDED = (ManagedIdentitySource.SERVICE_FABRIC, ManagedIdentitySource.WORKLOAD_IDENTITY)
 
-# IMDS endpoints that have answered in this process: before the first answer, fail fast (docs/protocols.md section 7).
-_answered_imds: set[str] = set()
+# Endpoints of sources that may not be there (SourceSpec.absence) that have answered in this process: before the
+# first answer, their first contact fails fast (docs/protocols.md section 7).
+_answered: set[str] = set()
 
 
-def forget_imds_answers() -> None:
-    """Tests: make the next IMDS contact a first contact again."""
-    _answered_imds.clear()
+def forget_answers() -> None:
+    """Tests: make the next contact with any endpoint a first contact again."""
+    _answered.clear()
 
 
 @dataclass(frozen=True)
@@ -96,12 +88,8 @@ class Engine:
         self.spec = SPECS[config.source]
         self.clock = clock
         # Everything that changes which token comes back: the selector, the client id a source takes from the
-        # environment (workload identity, Machine Learning), extra identity_config parameters, capabilities.
-        effective_client_id = (
-            _workload.client_id(config, identity)
-            if config.source is ManagedIdentitySource.WORKLOAD_IDENTITY
-            else None
-        ) or (config.default_client_id if not identity.user_assigned else None)
+        # environment (SourceSpec.client_id), extra identity_config parameters, capabilities.
+        effective_client_id = self.spec.client_id(config, identity)
         key = (
             config.source.value,
             config.endpoint,
@@ -112,12 +100,13 @@ class Engine:
             options.capabilities,
         )
         self.bucket = cache.bucket_for(key, shared=options.share_cache)
+        self.hit = cache.hit_reader(self.bucket, clock)
         self._proxy_ca: Optional[str] = (
             None  # the AKS token proxy CA last read (kept while the file is empty)
         )
         # The machine cache's key: the in-process key and the endpoint's secrets, hashed (names carry no secret).
         self.machine_key: Optional[str] = None
-        if options.machine_cache_dir is not None and config.source not in MACHINE_CACHE_EXCLUDED:
+        if options.machine_cache_dir is not None and self.spec.machine_cache:
             material = json.dumps([repr(key), list(config.secrets)])
             self.machine_key = hashlib.sha256(material.encode("utf-8")).hexdigest()
 
@@ -221,14 +210,9 @@ class Engine:
                 error_code="user_assigned_not_supported",
                 source=self.source,
             )
-        if self.source is ManagedIdentitySource.WORKLOAD_IDENTITY and not _workload.client_id(
-            self.config, self.identity
-        ):
-            raise failed(
-                "workload identity needs a client id: pass client_id= or set AZURE_CLIENT_ID",
-                error_code="missing_client_id",
-                source=self.source,
-            )
+        problem = self.spec.check(self.config, self.identity) if self.spec.check is not None else None
+        if problem is not None:
+            raise failed(problem[1], error_code=problem[0], source=self.source)
 
     def request(
         self,
@@ -239,17 +223,19 @@ class Engine:
     ) -> Generator[Effect, EffectResult, Token]:
         """One token request with its retries: the protocol of the detected source."""
         self.check_usable()
-        source = self.source
-        imds = source is ManagedIdentitySource.IMDS
-        first_contact = imds and not self.config.pod_identity and self.config.endpoint not in _answered_imds
+        source, spec, endpoint = self.source, self.spec, self.config.endpoint
+        absence = spec.absence
+        first_contact = absence is not None and absence.fails_fast(self.config) and endpoint not in _answered
         connect_timeout = self.options.connect_timeout
         if connect_timeout is None:
-            connect_timeout = 1.0 if first_contact else 2.0
-        read_timeout = 10.0 if self.options.read_timeout is None else self.options.read_timeout
+            connect_timeout = CONNECT_TIMEOUT
+            if first_contact and absence is not None:
+                connect_timeout = absence.first_connect_timeout
+        read_timeout = READ_TIMEOUT if self.options.read_timeout is None else self.options.read_timeout
         revocation = None
-        if claims and cached is not None and self.spec.supports_revocation:
+        if claims and cached is not None and spec.supports_revocation:
             revocation = hashlib.sha256(cached.info.token.encode("utf-8")).hexdigest()
-        schedule = RetrySchedule(self.options.retry, self.spec.retry)
+        schedule = RetrySchedule(self.options.retry, spec.retry)
         began = self.clock()
         secrets = list(self.config.secrets)
         request_id: Optional[str] = None  # the x-ms-client-request-id of the attempt on the wire
@@ -257,7 +243,7 @@ class Engine:
             while True:
                 request_id = None
                 assertion = None
-                if self.spec.reads_assertion:
+                if spec.reads_assertion:
                     read = yield ReadAssertion(self.config.token_file or "")
                     assert isinstance(read, KeyFileResult)
                     if read.error is not None:
@@ -274,15 +260,12 @@ class Engine:
                     resource=resource,
                     connect_timeout=connect_timeout,
                     read_timeout=read_timeout,
-                    capabilities=self.options.capabilities
-                    if source is ManagedIdentitySource.SERVICE_FABRIC
-                    or source is ManagedIdentitySource.WORKLOAD_IDENTITY
-                    else (),
+                    capabilities=self.options.capabilities,
                     token_sha256_to_refresh=revocation,
-                    claims=claims if source is ManagedIdentitySource.WORKLOAD_IDENTITY else None,
+                    claims=claims,
                     client_assertion=assertion,
                 )
-                request = self.spec.build(self.config, self.identity, parts)
+                request = spec.build(self.config, self.identity, parts)
                 # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
                 budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
                 request_id = self._new_request_id()
@@ -307,8 +290,8 @@ class Engine:
                     )
                 start = self.clock()
                 outcome = yield Send(request)
-                if self.spec.challenge and isinstance(outcome, Response) and outcome.status == 401:
-                    outcome = yield from self._arc_challenge(request, outcome, secrets)
+                if spec.challenge is not None and isinstance(outcome, Response) and outcome.status == 401:
+                    outcome = yield from spec.challenge(self.config, request, outcome, secrets)
                 if isinstance(outcome, TransportFailure):
                     self._check_transport_failure(outcome, first_contact, secrets)
                     delay = schedule.next_delay(
@@ -322,15 +305,16 @@ class Engine:
                     yield Sleep(delay)
                     continue
                 assert isinstance(outcome, Response)
-                if imds:
-                    _answered_imds.add(self.config.endpoint)
+                if absence is not None:
+                    _answered.add(endpoint)
                     if first_contact and self.options.connect_timeout is None:
-                        connect_timeout = 2.0  # IMDS is here: its retries get the normal connect timeout
+                        # it is here: its retries get the normal connect timeout
+                        connect_timeout = CONNECT_TIMEOUT
                     first_contact = False
                 if 200 <= outcome.status < 300:
                     token = parse_token(outcome, source=source, start=start)
-                    if self.spec.challenge and self.identity.user_assigned:
-                        self._check_arc_echo(token)
+                    if spec.confirm is not None:
+                        spec.confirm(self.identity, token.body)
                     return token
                 if schedule.retried(outcome.status):
                     delay = schedule.next_delay(
@@ -402,11 +386,12 @@ class Engine:
                 error_code="thumbprint_mismatch",
                 source=source,
             )
-        if first_contact:
+        absence = self.spec.absence
+        if first_contact and absence is not None:
             raise unavailable(
-                f"IMDS did not answer at {self._shown_endpoint(secrets)} ({scrub(outcome.detail, secrets)}); "
-                "managed identity is not available here",
-                error_code="imds_unreachable",
+                f"{label(source)} did not answer at {self._shown_endpoint(secrets)} "
+                f"({scrub(outcome.detail, secrets)}); managed identity is not available here",
+                error_code=absence.code,
                 source=source,
             )
 
@@ -420,84 +405,6 @@ class Engine:
             f"{name} at {where} did not answer after {retries + 1} attempt(s): "
             f"{scrub(outcome.detail, secrets)}"
         )
-        if source is ManagedIdentitySource.IMDS:
-            return unavailable(message, error_code="imds_unreachable", source=source)
+        if self.spec.absence is not None:
+            return unavailable(message, error_code=self.spec.absence.code, source=source)
         return failed(message, error_code="endpoint_unreachable", source=source)
-
-    def _arc_challenge(
-        self, request: Request, response: Response, secrets: list[str]
-    ) -> Generator[Effect, EffectResult, Union[Response, TransportFailure]]:
-        """docs/protocols.md section 5, steps 3 to 10."""
-        source = self.source
-
-        def refuse(code: str, why: str) -> ManagedIdentityError:
-            return failed(f"{label(source)}: {why}", error_code=code, status_code=401, source=source)
-
-        header = response.headers.get("www-authenticate")
-        if header is None or not header.strip():
-            raise refuse("arc_challenge_missing", "401 without a WWW-Authenticate challenge")
-        prefix = "basic realm="
-        if not header.strip()[: len(prefix)].lower() == prefix:
-            raise refuse("arc_challenge_invalid", "the challenge is not 'Basic realm=<key file>'")
-        path = header.strip()[len(prefix) :].strip().strip('"').strip()
-        if not path:
-            raise refuse("arc_challenge_invalid", "the challenge names no key file")
-        if self.config.platform not in ("linux", "windows"):
-            raise refuse(
-                "arc_platform_unsupported",
-                f"Azure Arc managed identity is supported on Linux and Windows, not {self.config.platform}",
-            )
-        if not valid_key_path(path, self.config.arc_key_directory, self.config.platform == "windows"):
-            raise refuse(
-                "arc_invalid_key_file",
-                f"the challenge names a key file outside {self.config.arc_key_directory} "
-                "or without the .key extension",
-            )
-        read = yield ReadKeyFile(path)
-        assert isinstance(read, KeyFileResult)
-        if read.error is not None or not read.content:
-            code, why = read.error or ("arc_invalid_key_file", "the key file is empty")
-            raise refuse(code, why)
-        secrets.append(read.content)
-        headers = dict(request.headers)
-        headers["Authorization"] = f"Basic {read.content}"
-        outcome = yield Send(replace(request, headers=headers))
-        assert isinstance(outcome, (Response, TransportFailure))
-        if isinstance(outcome, Response) and outcome.status == 401:
-            raise refuse("arc_challenge_rejected", "the agent refused the key file's secret")
-        return outcome
-
-    def _check_arc_echo(self, token: Token) -> None:
-        """Old agents ignore the requested identity and return the system one: the answer must name it."""
-        wanted = (self.identity.value or "").lower()
-        for name in ECHO_NAMES[self.identity.kind]:
-            echoed = token.body.get(name)
-            if isinstance(echoed, str) and echoed.strip().lower() == wanted:
-                return
-        raise failed(
-            f"{label(self.source)} did not confirm the requested {self.identity.describe()}; "
-            "the token was discarded (the agent may not support user-assigned identities)",
-            error_code="arc_identity_not_confirmed",
-            status_code=200,
-            source=self.source,
-        )
-
-
-_WINDOWS_SEPARATORS = re.compile(r"[\\/]")
-
-
-def valid_key_path(path: str, directory: str, windows: bool) -> bool:
-    """An absolute path without '..', directly in the key directory, named '*.key'."""
-    if windows:
-        if not ntpath.isabs(path) or ".." in _WINDOWS_SEPARATORS.split(path):
-            return False
-        parent, name = ntpath.split(path)
-        return (
-            parent.rstrip("\\/").lower() == directory.rstrip("\\/").lower()
-            and name.lower().endswith(".key")
-            and len(name) > 4
-        )
-    if not posixpath.isabs(path) or ".." in path.split("/"):
-        return False
-    parent, name = posixpath.split(path)
-    return parent == directory.rstrip("/") and name.endswith(".key") and len(name) > 4

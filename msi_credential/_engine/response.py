@@ -14,18 +14,12 @@ from .._errors import ManagedIdentityError, failed, unavailable
 from .._source import ManagedIdentitySource
 from .effects import MAX_BODY_BYTES, Response
 from .expiry import ExpiryError, token_times
+from .sources import SPECS, ErrorAnswer
 
 _DESCRIPTION_LIMIT = 500
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces or control characters
-_RESOURCE_NOT_FOUND = re.compile(r"\bAADSTS(500011|50001)\b")
-_SERVICE_FABRIC_CODES = {
-    "SecretHeaderNotFound": "secret_header_not_found",
-    "ArgumentNullOrEmpty": "invalid_resource",
-    "InvalidApiVersion": "invalid_api_version",
-    "InternalServerError": "internal_server_error",
-}
 
 
 @dataclass(frozen=True)
@@ -131,11 +125,13 @@ def parse_token(
         )
     data = load_json_object(response.body)
     if data is None:
-        if source is ManagedIdentitySource.IMDS:
+        absence = SPECS[source].absence
+        if absence is not None:
+            name = label(source)
             raise unavailable(
-                f"IMDS answered {response.status} with a body that is not JSON: this is not IMDS, "
+                f"{name} answered {response.status} with a body that is not JSON: this is not {name}, "
                 "managed identity is not available here",
-                error_code="imds_unreachable",
+                error_code=absence.code,
                 status_code=response.status,
                 source=source,
             )
@@ -222,50 +218,24 @@ def error_from_response(
             source=source,
         )
 
-    if source is ManagedIdentitySource.IMDS and load_json_object(body) is None:
+    spec = SPECS[source]
+    if spec.absence is not None and load_json_object(body) is None:
         return make_unavailable(
-            "imds_unreachable",
-            "did not answer like IMDS (the body is not JSON); managed identity is not available here",
+            spec.absence.code,
+            f"did not answer like {spec.label} (the body is not JSON); managed identity is not available here",
         )
     if 300 <= status < 400:
         return make_failed("unexpected_redirect", "redirected the token request; redirects are refused")
-    if source is ManagedIdentitySource.IMDS:
-        if status == 403 and "unreachable" in (description or "").lower():
-            return make_unavailable("imds_unreachable", "is unreachable from this host")
-        if status == 400:
-            text = f"{server_code or ''} {description}"
-            if server_code == "invalid_resource" or _RESOURCE_NOT_FOUND.search(text):
-                return make_failed("invalid_resource", "refused the resource")
-            return make_unavailable(
-                "identity_not_found", "has no such identity assigned (identity not found)"
-            )
-    if (
-        source is ManagedIdentitySource.APP_SERVICE
-        and status == 400
-        and "managed identity" in description.lower()
-    ):
-        return make_unavailable("identity_not_found", "could not load the managed identity")
-    if source is ManagedIdentitySource.SERVICE_FABRIC:
-        if status == 404 or server_code == "ManagedIdentityNotFound":
-            return make_unavailable("identity_not_found", "has no managed identity for this application")
-        if server_code in _SERVICE_FABRIC_CODES:
-            return make_failed(_SERVICE_FABRIC_CODES[server_code])
+    if spec.read_error is not None:
+        meaning = spec.read_error(ErrorAnswer(status, server_code, description))
+        if meaning is not None:
+            make = make_unavailable if meaning.unavailable else make_failed
+            return make(meaning.error_code, meaning.summary)
     if 200 <= status < 300:
         return _invalid(source, status, "unexpected answer")
     return make_failed(snake_case(server_code) if server_code else f"http_{status}")
 
 
-_LABELS = {
-    ManagedIdentitySource.IMDS: "IMDS",
-    ManagedIdentitySource.APP_SERVICE: "App Service managed identity endpoint",
-    ManagedIdentitySource.AZURE_ARC: "Azure Arc managed identity endpoint",
-    ManagedIdentitySource.CLOUD_SHELL: "Cloud Shell managed identity endpoint",
-    ManagedIdentitySource.SERVICE_FABRIC: "Service Fabric managed identity endpoint",
-    ManagedIdentitySource.MACHINE_LEARNING: "Azure Machine Learning managed identity endpoint",
-    ManagedIdentitySource.WORKLOAD_IDENTITY: "Microsoft Entra token endpoint",
-}
-
-
 def label(source: ManagedIdentitySource) -> str:
     """A human name for the source, for messages."""
-    return _LABELS[source]
+    return SPECS[source].label

@@ -21,12 +21,9 @@ from azure.core.pipeline.transport import AsyncHttpTransport
 
 from .._engine.cache import Bucket
 from .._engine.effects import (
+    FILE_READS,
+    MACHINE_EFFECTS,
     EffectResult,
-    MachineLookup,
-    MachineStore,
-    ReadAssertion,
-    ReadKeyFile,
-    ReadProxyCA,
     Request,
     Response,
     Send,
@@ -194,10 +191,10 @@ class AsyncDriver:
                 elif isinstance(effect, Sleep):
                     await self._sleep(effect.seconds)
                     result = None
-                elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
+                elif isinstance(effect, FILE_READS):
                     # never in the event loop's thread: a file read can block (a FIFO, a slow mount)
                     result = await asyncio.get_running_loop().run_in_executor(None, read_file, effect)
-                elif isinstance(effect, (MachineLookup, MachineStore)):
+                elif isinstance(effect, MACHINE_EFFECTS):
                     # file work and a bounded wait for another process's lock: never in the loop's thread
                     result = await asyncio.get_running_loop().run_in_executor(
                         None, machine_cache.perform, effect, held

@@ -7,7 +7,13 @@ import stat
 import sys
 from typing import Optional
 
-from .._engine.effects import MAX_KEY_FILE_BYTES, KeyFileResult, ReadAssertion, ReadKeyFile, ReadProxyCA
+from .._engine.effects import (
+    MAX_KEY_FILE_BYTES,
+    FileRead,
+    KeyFileResult,
+    ReadKeyFile,
+    ReadProxyCA,
+)
 
 _HINT = (
     " (on Windows the process must be in the 'Hybrid agent extension applications' group)"
@@ -18,7 +24,7 @@ _MAX_ASSERTION_BYTES = 64 * 1024
 _MAX_CA_BYTES = 1024 * 1024
 
 
-def read_file(effect: ReadKeyFile | ReadAssertion | ReadProxyCA) -> KeyFileResult:
+def read_file(effect: FileRead) -> KeyFileResult:
     """Perform a file effect of the engine: the same for both drivers (small local reads; the async driver runs
     them in an executor thread)."""
     if isinstance(effect, ReadKeyFile):

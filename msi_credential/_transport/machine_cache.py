@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Optional
 
-from .._engine.effects import MachineEntry, MachineFound, MachineLookup, MachineStore
+from .._engine.effects import MachineEffect, MachineEntry, MachineFound, MachineLookup, MachineStore
 
 try:
     import fcntl
@@ -246,7 +246,7 @@ def store(effect: MachineStore) -> None:
             os.unlink(temporary)
 
 
-def perform(effect: MachineLookup | MachineStore, held: list[int]) -> Optional[MachineFound]:
+def perform(effect: MachineEffect, held: list[int]) -> Optional[MachineFound]:
     if isinstance(effect, MachineLookup):
         return lookup(effect, held)
     store(effect)

@@ -22,12 +22,9 @@ from urllib3.util.retry import Retry
 
 from .._engine.cache import Bucket
 from .._engine.effects import (
+    FILE_READS,
+    MACHINE_EFFECTS,
     EffectResult,
-    MachineLookup,
-    MachineStore,
-    ReadAssertion,
-    ReadKeyFile,
-    ReadProxyCA,
     Request,
     Response,
     Send,
@@ -271,9 +268,9 @@ class SyncDriver:
                 elif isinstance(effect, Sleep):
                     self._sleep(effect.seconds)
                     result = None
-                elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
+                elif isinstance(effect, FILE_READS):
                     result = read_file(effect)
-                elif isinstance(effect, (MachineLookup, MachineStore)):
+                elif isinstance(effect, MACHINE_EFFECTS):
                     result = machine_cache.perform(effect, held)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")

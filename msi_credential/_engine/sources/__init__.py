@@ -12,7 +12,7 @@ from . import (
     service_fabric,
     workload_identity,
 )
-from ._spec import RequestParts, SourceSpec
+from ._spec import Absence, ErrorAnswer, ErrorMeaning, RequestParts, SourceSpec
 
 SPECS: dict[ManagedIdentitySource, SourceSpec] = {
     spec.source: spec
@@ -27,4 +27,4 @@ SPECS: dict[ManagedIdentitySource, SourceSpec] = {
     )
 }
 
-__all__ = ["SPECS", "RequestParts", "SourceSpec"]
+__all__ = ["SPECS", "Absence", "ErrorAnswer", "ErrorMeaning", "RequestParts", "SourceSpec"]

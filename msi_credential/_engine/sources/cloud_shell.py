@@ -23,4 +23,4 @@ def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Requ
     )
 
 
-SPEC = SourceSpec(ManagedIdentitySource.CLOUD_SHELL, {}, build)
+SPEC = SourceSpec(ManagedIdentitySource.CLOUD_SHELL, {}, build, label="Cloud Shell managed identity endpoint")

@@ -6,7 +6,7 @@ from ..._source import ManagedIdentitySource
 from ..detection import SourceConfig
 from ..effects import Request
 from ..identity import Identity, SelectorKind
-from ._spec import RequestParts, SourceSpec, query_params
+from ._spec import RequestParts, SourceSpec, get_request, query_params
 
 API_VERSION = "2017-09-01"
 SELECTORS: dict[SelectorKind, str] = {"client_id": "clientid"}
@@ -16,14 +16,13 @@ def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Requ
     first: tuple[tuple[str, str], ...] = ()
     if identity.value is None and config.default_client_id:
         first = (("clientid", config.default_client_id),)
-    return Request(
-        "GET",
-        config.endpoint,
-        params=query_params(SELECTORS, identity, API_VERSION, parts.resource, first=first),
-        headers={"secret": config.secret or "", "Metadata": "true"},
-        connect_timeout=parts.connect_timeout,
-        read_timeout=parts.read_timeout,
-    )
+    params = query_params(SELECTORS, identity, API_VERSION, parts.resource, first=first)
+    return get_request(config, parts, params, {"secret": config.secret or "", "Metadata": "true"})
 
 
-SPEC = SourceSpec(ManagedIdentitySource.MACHINE_LEARNING, SELECTORS, build)
+SPEC = SourceSpec(
+    ManagedIdentitySource.MACHINE_LEARNING,
+    SELECTORS,
+    build,
+    label="Azure Machine Learning managed identity endpoint",
+)

@@ -1,4 +1,9 @@
-"""Service Fabric: HTTPS to a pinned certificate (docs/protocols.md section 6); runtime ids are refused."""
+"""Service Fabric: HTTPS to a pinned certificate (docs/protocols.md section 6); runtime ids are refused.
+
+Client capabilities travel as ``xms_cc``; ``claims=`` revokes the cached token through ``token_sha256_to_refresh``.
+The machine cache never serves it: its secret is per application, and revocation goes through the token each
+process holds (README "Sharing tokens between processes").
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,15 @@ from ..._source import ManagedIdentitySource
 from ..detection import SourceConfig, normalise_thumbprint
 from ..effects import Request
 from ..identity import Identity
-from ._spec import RequestParts, SourceSpec, query_params
+from ._spec import ErrorAnswer, ErrorMeaning, RequestParts, SourceSpec, get_request, query_params
 
 API_VERSION = "2019-07-01-preview"
+_ERROR_CODES = {
+    "SecretHeaderNotFound": "secret_header_not_found",
+    "ArgumentNullOrEmpty": "invalid_resource",
+    "InvalidApiVersion": "invalid_api_version",
+    "InternalServerError": "internal_server_error",
+}
 
 
 def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Request:
@@ -17,15 +28,33 @@ def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Requ
         first.append(("xms_cc", ",".join(parts.capabilities)))
     if parts.token_sha256_to_refresh:
         first.append(("token_sha256_to_refresh", parts.token_sha256_to_refresh))
-    return Request(
-        "GET",
-        config.endpoint,
-        params=query_params({}, identity, API_VERSION, parts.resource, first=tuple(first)),
-        headers={"Secret": config.secret or ""},
-        connect_timeout=parts.connect_timeout,
-        read_timeout=parts.read_timeout,
+    params = query_params({}, identity, API_VERSION, parts.resource, first=tuple(first))
+    return get_request(
+        config,
+        parts,
+        params,
+        {"Secret": config.secret or ""},
         pin_sha1=normalise_thumbprint(config.thumbprint or ""),
     )
 
 
-SPEC = SourceSpec(ManagedIdentitySource.SERVICE_FABRIC, {}, build, supports_revocation=True)
+def read_error(answer: ErrorAnswer) -> ErrorMeaning | None:
+    """404 or ManagedIdentityNotFound: the application has no managed identity; its own codes, snake-cased."""
+    if answer.status == 404 or answer.code == "ManagedIdentityNotFound":
+        return ErrorMeaning(
+            "identity_not_found", "has no managed identity for this application", unavailable=True
+        )
+    if answer.code in _ERROR_CODES:
+        return ErrorMeaning(_ERROR_CODES[answer.code])
+    return None
+
+
+SPEC = SourceSpec(
+    ManagedIdentitySource.SERVICE_FABRIC,
+    {},
+    build,
+    label="Service Fabric managed identity endpoint",
+    supports_revocation=True,
+    machine_cache=False,
+    read_error=read_error,
+)

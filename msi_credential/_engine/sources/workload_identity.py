@@ -11,6 +11,9 @@ scrubs it from any error text the server echoes. Only ``client_id`` selects an i
 ``resource_id`` are failed ``user_assigned_not_supported``); without it ``AZURE_CLIENT_ID`` is used, and neither is
 failed ``missing_client_id``, both before any request. Entra's errors are all failed, never unavailable, and
 408, 429, 500, 502, 503, 504 and connection errors are retried on the standard schedule (section 7).
+
+Client capabilities and ``claims=`` travel merged in the form's ``claims``. The machine cache never serves it: the
+token follows the federated token file that each pod (each process) reads for itself.
 """
 
 from __future__ import annotations
@@ -29,6 +32,15 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 def client_id(config: SourceConfig, identity: Identity) -> str | None:
     return identity.value if identity.kind == "client_id" else config.client_id
+
+
+def check(config: SourceConfig, identity: Identity) -> tuple[str, str] | None:
+    if client_id(config, identity):
+        return None
+    return (
+        "missing_client_id",
+        "workload identity needs a client id: pass client_id= or set AZURE_CLIENT_ID",
+    )
 
 
 def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Request:
@@ -77,4 +89,13 @@ def _merged_claims(claims: str | None, capabilities: tuple[str, ...]) -> str | N
     return json.dumps(merged, separators=(",", ":"))
 
 
-SPEC = SourceSpec(ManagedIdentitySource.WORKLOAD_IDENTITY, SELECTORS, build, reads_assertion=True)
+SPEC = SourceSpec(
+    ManagedIdentitySource.WORKLOAD_IDENTITY,
+    SELECTORS,
+    build,
+    label="Microsoft Entra token endpoint",
+    reads_assertion=True,
+    client_id=client_id,
+    check=check,
+    machine_cache=False,
+)
