@@ -6,7 +6,6 @@ import time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Optional
 
-from ._observe import TokenTrace
 from ._setup import CredentialBase
 
 if TYPE_CHECKING:
@@ -55,19 +54,9 @@ class ManagedIdentityCredential(CredentialBase):
         return self._acquire(scopes, claims)
 
     def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
-        resource, checked_claims = self._prepare(scopes, claims)
-        engine, driver = self._engine, self._driver
-        trace = TokenTrace(engine, resource, checked_claims)  # the DEBUG record of where the token came from
+        trace, request = self._plan(scopes, claims)
         try:
-            if checked_claims is not None:
-                info = driver.run(trace.watch(engine.acquire(resource, checked_claims)))
-            else:
-                info = self._single_flight(
-                    self._bucket,
-                    resource,
-                    lambda: driver.run(trace.watch(engine.acquire(resource))),
-                    lambda: trace.still_valid(lambda: engine.still_valid(resource)),
-                )
+            info: AccessTokenInfo = request()
         except Exception as error:
             trace.report_failure(error)
             raise

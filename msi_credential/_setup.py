@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._engine.scopes import resource_from_scopes
+from ._observe import TokenTrace
 from ._source import ManagedIdentitySource
 
 if TYPE_CHECKING:
@@ -23,6 +24,9 @@ DEFAULT_TIMEOUT = 120.0  # seconds a get_token call may take in all, unless time
 
 class CredentialBase:
     """What both faces share: construction, the detected source, a repr without secrets."""
+
+    _driver: Any  # the face's SyncDriver or AsyncDriver
+    _single_flight: Callable[..., Any]  # the face's single-flight around a cache miss
 
     def __init__(
         self,
@@ -81,6 +85,22 @@ class CredentialBase:
         if claims is not None and not isinstance(claims, str):
             raise ValueError("claims must be a string (the claims challenge)")
         return resource, (claims if claims and claims.strip() else None)
+
+    def _plan(self, scopes: tuple[str, ...], claims: object) -> tuple[TokenTrace, Callable[[], Any]]:
+        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it
+        (the engine's flow run by this face's driver; single-flight unless claims force a request). The sync face
+        calls it, the async face awaits what it returns."""
+        resource, checked_claims = self._prepare(scopes, claims)
+        engine, driver = self._engine, self._driver
+        trace = TokenTrace(engine, resource, checked_claims)
+        if checked_claims is not None:
+            return trace, lambda: driver.run(trace.watch(engine.acquire(resource, checked_claims)))
+        return trace, lambda: self._single_flight(
+            self._bucket,
+            resource,
+            lambda: driver.run(trace.watch(engine.acquire(resource))),
+            lambda: trace.still_valid(lambda: engine.still_valid(resource)),
+        )
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled as its arguments: the copy detects its own environment where it is unpickled, with its own
