@@ -578,3 +578,19 @@ def test_storing_sweeps_the_bucket_once_it_reaches_its_sweep_size() -> None:
     assert len(bucket) == 62
     cache.store(bucket, "https://live", _entry(5000), now=1000.0)  # 64 keys: the sweep size
     assert sorted(bucket) == ["https://live", "https://live/.default"]
+
+
+def test_a_secret_echoed_percent_encoded_character_by_character_is_scrubbed() -> None:
+    assert scrub("echo %61%62%63%64 here", ["abcd"]) == "echo *** here"
+
+
+def test_a_secret_echoed_in_our_percent_encoding_is_scrubbed_leaving_other_escapes_alone() -> None:
+    assert scrub("a%20b%2Fcd at 100%25", ["a b/cd"]) == "*** at 100%25"
+
+
+def test_a_secret_echoed_as_unpadded_base64_is_scrubbed() -> None:
+    assert scrub("got YWJjZGU.", ["abcde"]) == "got ***."
+
+
+def test_every_secret_is_scrubbed_whatever_its_case_and_padding() -> None:
+    assert scrub("one ABCD two wxyz three YWJjZGU=", ["abcd", "wxyz", "abcde"]) == "one *** two *** three ***"
