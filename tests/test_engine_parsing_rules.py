@@ -594,3 +594,18 @@ def test_a_secret_echoed_as_unpadded_base64_is_scrubbed() -> None:
 
 def test_every_secret_is_scrubbed_whatever_its_case_and_padding() -> None:
     assert scrub("one ABCD two wxyz three YWJjZGU=", ["abcd", "wxyz", "abcde"]) == "one *** two *** three ***"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (10**15, 10**15),
+        (-(10**15), -(10**15)),
+        (10**15 + 1, None),
+        (1e15, 10**15),
+        (1e16, None),
+        (-1e16, None),
+    ],
+)
+def test_numbers_of_seconds_are_read_up_to_10_to_the_15(value: object, seconds: Optional[int]) -> None:
+    assert parse_seconds(value) == seconds
