@@ -226,6 +226,23 @@ def test_a_hit_is_kept_in_process_with_the_entrys_windows() -> None:
     assert len(script.lookups) == 3
 
 
+def test_where_each_token_came_from_is_logged_with_source_resource_and_expiry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    script = Script(clock).queue(token_response("requested"))
+
+    with caplog.at_level(logging.INFO, logger="msi_credential"):
+        script.run(shared(APP_SERVICE, clock).acquire(RESOURCE))
+        script.run(shared(APP_SERVICE, clock).acquire(RESOURCE))
+
+    label = "App Service managed identity endpoint"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"{label}: got a token for {RESOURCE}, expires at {int(START) + 3600}",
+        f"{label}: token for {RESOURCE} from the machine cache",
+    ]
+
+
 def test_an_entry_at_its_refresh_moment_is_stale_and_a_new_token_replaces_it() -> None:
     clock = Clock()
     stale = entry("stale", expires_on=START + 600, refresh_on=START)
@@ -634,3 +651,12 @@ def test_a_certificate_pin_mismatch_says_nothing_was_sent() -> None:
         "Service Fabric managed identity endpoint: the server certificate does not match "
         "IDENTITY_SERVER_THUMBPRINT; nothing was sent"
     )
+
+
+def test_the_connect_timeout_of_an_attempt_is_bounded_by_what_is_left_of_the_deadline() -> None:
+    clock = Clock()
+    script = Script(clock, send_takes=9.0).queue(error_response(503), token_response())
+
+    script.run(engine(APP_SERVICE, clock, _deadline=10, retry_total=1).acquire(RESOURCE))
+
+    assert [request.connect_timeout for request in script.sent] == [2.0, 0.05]
