@@ -1,6 +1,8 @@
 """A scripted driver for the sans-I/O engine: each effect gets the next canned answer, on an injected clock.
 
 No sockets, no threads, no real time: these tests run in milliseconds, which is what mutation testing needs.
+The machine cache is a dict of the script (``Script.machine``, entry name to entry) that several engines may share,
+as processes share the directory; a queued ``MachineFound`` answers the next lookup instead.
 """
 
 from __future__ import annotations
@@ -13,8 +15,13 @@ from azure.core.credentials import AccessTokenInfo
 
 from msi_credential._engine.effects import (
     KeyFileResult,
+    MachineEntry,
+    MachineFound,
+    MachineLookup,
+    MachineStore,
     ReadAssertion,
     ReadKeyFile,
+    ReadProxyCA,
     Request,
     Response,
     Send,
@@ -24,7 +31,7 @@ from msi_credential._engine.effects import (
 from msi_credential._engine.flow import Engine, Flow
 from msi_credential._setup import build_engine
 
-Answer = Union[Response, TransportFailure, KeyFileResult]
+Answer = Union[Response, TransportFailure, KeyFileResult, MachineFound]
 
 APP_SERVICE = {"IDENTITY_ENDPOINT": "http://127.0.0.1:9/msi/token", "IDENTITY_HEADER": "header-secret"}
 IMDS = {"AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"}
@@ -62,15 +69,31 @@ def error_response(status: int, headers: Optional[Mapping[str, str]] = None) -> 
 
 
 class Script:
-    """Runs engine flows, answering each Send / ReadKeyFile / ReadAssertion from a queue; records everything."""
+    """Runs engine flows, answering each Send / ReadKeyFile / ReadAssertion / ReadProxyCA from a queue and the
+    machine cache effects from ``machine`` (or a queued ``MachineFound``); records everything.
 
-    def __init__(self, clock: Clock, *, send_takes: float = 0.0) -> None:
+    ``send_takes`` / ``lookup_takes``: seconds the clock moves during each Send / MachineLookup (a lookup that waits
+    for another process's request)."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        send_takes: float = 0.0,
+        lookup_takes: float = 0.0,
+        machine: Optional[dict[str, MachineEntry]] = None,
+    ) -> None:
         self.clock = clock
         self.answers: list[Answer] = []
         self.sent: list[Request] = []
         self.sleeps: list[float] = []
         self.reads: list[str] = []
         self.send_takes = send_takes
+        self.lookup_takes = lookup_takes
+        self.machine: dict[str, MachineEntry] = {} if machine is None else machine
+        self.lookups: list[MachineLookup] = []
+        self.stores: list[MachineStore] = []
+        self.effects: list[object] = []  # every effect, in order
 
     def queue(self, *answers: Answer) -> Script:
         self.answers.extend(answers)
@@ -81,6 +104,7 @@ class Script:
         try:
             while True:
                 effect = flow.send(result)
+                self.effects.append(effect)
                 if isinstance(effect, Send):
                     self.sent.append(effect.request)
                     self.clock.now += self.send_takes
@@ -89,9 +113,20 @@ class Script:
                     self.sleeps.append(effect.seconds)
                     self.clock.now += effect.seconds
                     result = None
-                elif isinstance(effect, (ReadKeyFile, ReadAssertion)):
+                elif isinstance(effect, (ReadKeyFile, ReadAssertion, ReadProxyCA)):
                     self.reads.append(effect.path)
                     result = self.answers.pop(0)
+                elif isinstance(effect, MachineLookup):
+                    self.lookups.append(effect)
+                    self.clock.now += self.lookup_takes
+                    if self.answers and isinstance(self.answers[0], MachineFound):
+                        result = self.answers.pop(0)
+                    else:
+                        result = MachineFound(self.machine.get(effect.name))
+                elif isinstance(effect, MachineStore):
+                    self.stores.append(effect)
+                    self.machine[effect.name] = effect.entry
+                    result = None
                 else:  # pragma: no cover - a new effect kind
                     raise AssertionError(f"unexpected effect {effect!r}")
         except StopIteration as stop:
