@@ -672,3 +672,39 @@ def test_a_sweep_drops_a_token_from_its_expiry_on_not_before() -> None:
     assert "k" in bucket  # not yet expired
     bucket.sweep(1000.0)
     assert "k" not in bucket
+
+
+# ------------------------------------------------------------------------------ detection: string edges
+
+
+@pytest.mark.parametrize(
+    ("pod_host", "endpoint"),
+    [
+        ("http://[X/", "http://[X"),  # urlsplit refuses it: the value less its trailing slashes
+        ("proxyX/", "proxyX"),  # no scheme: likewise
+        ("http://127.0.0.1:1/some/path", "http://127.0.0.1:1"),
+    ],
+)
+def test_the_pod_identity_host_replaces_only_the_imds_origin(pod_host: str, endpoint: str) -> None:
+    config = _detect({"AZURE_POD_IDENTITY_AUTHORITY_HOST": pod_host}, opted_in=False)
+    assert config.endpoint == endpoint + "/metadata/identity/oauth2/token"
+
+
+def test_himds_on_windows_is_looked_for_under_program_files_as_given() -> None:
+    looked: list[str] = []
+    detect(
+        {"ProgramFiles": "D:\\ProgramsX"}, platform="win32", path_exists=lambda p: looked.append(p) or False
+    )
+    assert looked == ["D:\\ProgramsX\\AzureConnectedMachineAgent\\himds.exe"]
+
+
+def test_the_arc_key_directory_on_windows_keeps_the_program_data_path_as_given() -> None:
+    environ = {"IDENTITY_ENDPOINT": "http://127.0.0.1:40342/t", "IMDS_ENDPOINT": "http://127.0.0.1:40342"}
+    config = detect({**environ, "ProgramData": "D:\\DataX"}, platform="win32", path_exists=lambda _: False)
+    assert config.arc_key_directory == "D:\\DataX\\AzureConnectedMachineAgent\\Tokens"
+
+
+def test_an_authority_host_with_any_letter_is_accepted() -> None:
+    config = _detect(_workload(AZURE_AUTHORITY_HOST="https://login.eXample.test"), opted_in=False)
+    assert config.problem is None
+    assert config.endpoint == "https://login.eXample.test" + AUTHORITY_PATH
