@@ -30,6 +30,7 @@ from msi_credential._engine.detection import (
     detect,
     detection_reason,
 )
+from msi_credential._engine.response import secret_forms
 
 WORKLOAD = ManagedIdentitySource.WORKLOAD_IDENTITY
 TENANT = "tenant-1"
@@ -708,3 +709,30 @@ def test_an_authority_host_with_any_letter_is_accepted() -> None:
     config = _detect(_workload(AZURE_AUTHORITY_HOST="https://login.eXample.test"), opted_in=False)
     assert config.problem is None
     assert config.endpoint == "https://login.eXample.test" + AUTHORITY_PATH
+
+
+# ------------------------------------------------------------------------------ response: the forms of a secret
+
+
+@pytest.mark.parametrize(
+    ("secret", "forms"),
+    [
+        # base64 without padding that ends in 'X': only '=' is stripped, never a base64 character
+        ("secreW", {"secreW", "736563726557", "c2VjcmVX"}),
+        (
+            "a b/c~d",
+            {
+                "a b/c~d",
+                "a%20b%2Fc~d",
+                "a+b%2Fc~d",
+                "6120622f637e64",
+                "YSBiL2N+ZA==",
+                "YSBiL2N+ZA",
+                "YSBiL2N-ZA==",
+                "YSBiL2N-ZA",
+            },
+        ),
+    ],
+)
+def test_a_secret_is_scrubbed_in_exactly_its_echo_forms(secret: str, forms: set[str]) -> None:
+    assert secret_forms(secret) == forms
