@@ -736,3 +736,28 @@ def test_an_authority_host_with_any_letter_is_accepted() -> None:
 )
 def test_a_secret_is_scrubbed_in_exactly_its_echo_forms(secret: str, forms: set[str]) -> None:
     assert secret_forms(secret) == forms
+
+
+def test_detect_ignores_the_proxy_variables_unless_asked() -> None:
+    config = detect(
+        _workload(AZURE_KUBERNETES_TOKEN_PROXY=PROXY), platform="linux", path_exists=lambda _: False
+    )
+    assert config.token_proxy is None
+
+
+@pytest.mark.parametrize(
+    ("proxy", "tenant", "endpoint"),
+    [
+        ("https://h/a\\b", TENANT, None),  # a backslash anywhere is refused
+        ("https://h/pX", TENANT, "https://h/pX" + AUTHORITY_PATH),
+        ("https://h/p", "Xtenant", "https://h/p/Xtenant/oauth2/v2.0/token"),
+    ],
+)
+def test_the_proxy_and_token_paths_are_kept_character_for_character(
+    proxy: str, tenant: str, endpoint: Optional[str]
+) -> None:
+    config = _detect(_workload(AZURE_KUBERNETES_TOKEN_PROXY=proxy, AZURE_TENANT_ID=tenant))
+    if endpoint is None:
+        assert config.problem is not None and config.problem[0] == "invalid_token_proxy"
+    else:
+        assert config.problem is None and config.endpoint == endpoint
