@@ -1,7 +1,7 @@
 """The engine's messages, log lines and last edge rules, word for word (issue 13, mutation testing).
 
-An error's message and a log line are what a person reads to fix a deployment (docs/troubleshooting.md quotes
-them), so they are checked whole here, together with the fields the contract gives (`error_code`, `status_code`,
+An error's message and a log line are what a person reads to fix a deployment (docs/troubleshooting.md sends
+them there: "the message names the variable"), so they are checked whole here, together with the fields the contract gives (`error_code`, `status_code`,
 `source`). The edge rules are those the last mutation run of docs/mutation.md still found unchecked. All
 socket-free: the engine's functions, or its flows through the scripted driver of tests/scripted.py.
 """
