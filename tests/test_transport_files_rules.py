@@ -684,3 +684,37 @@ def test_build_policies_logs_only_the_safe_headers_and_query_parameters() -> Non
     } | {"api-version", "resource", "client_id", "object_id", "msi_res_id", "mi_res_id", "clientid", "xms_cc"}
     for secret in ("X-IDENTITY-HEADER", "secret", "Authorization", "WWW-Authenticate"):
         assert secret not in logging_policy.allowed_header_names
+
+
+class _WindowsOs(_Os):
+    """The os module as Windows shows it to files.py: no O_NONBLOCK or O_NOFOLLOW, and a set_blocking (CPython
+    3.12+) that works on pipes only and raises for a regular file."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("O_NONBLOCK", "O_NOFOLLOW"):
+            raise AttributeError(name)
+        return getattr(os, name)
+
+
+def _set_blocking_on_pipes_only(descriptor: int, blocking: bool) -> None:
+    raise OSError(87, "The parameter is incorrect")
+
+
+@pytest.mark.parametrize("follow_links", [True, False])
+def test_without_o_nonblock_the_descriptor_is_read_as_opened_and_set_blocking_is_never_called(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, follow_links: bool
+) -> None:
+    opened: list[int] = []
+
+    def open_recording(path: Any, flags: int, *args: Any) -> int:
+        opened.append(flags)
+        return os.open(path, flags, *args)
+
+    monkeypatch.setattr(
+        files, "os", _WindowsOs(open=open_recording, set_blocking=_set_blocking_on_pipes_only)
+    )
+
+    data = files._read_regular_file(_file(tmp_path, b"content"), 100, follow_links=follow_links)
+
+    assert data == b"content"
+    assert opened == [os.O_RDONLY | getattr(os, "O_BINARY", 0)]

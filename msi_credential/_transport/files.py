@@ -122,7 +122,8 @@ def _read_regular_file(
 ) -> bytes:
     """Open without blocking (a FIFO would wait for a writer forever) and, for the key file, without following
     links; then check what was opened, by its descriptor, before reading at most ``limit`` bytes."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # POSIX only: Windows has neither O_NONBLOCK nor FIFOs on disk
+    flags = os.O_RDONLY | nonblocking | getattr(os, "O_BINARY", 0)
     if not follow_links:
         flags |= getattr(os, "O_NOFOLLOW", 0)
     descriptor = os.open(path, flags)
@@ -132,7 +133,9 @@ def _read_regular_file(
             raise _NotRegular
         if expected is not None and (opened.st_dev, opened.st_ino) != (expected.st_dev, expected.st_ino):
             raise _NotRegular  # swapped between the check and the open
-        if hasattr(os, "set_blocking"):
+        if nonblocking:
+            # undo O_NONBLOCK for the read; only then: Windows' set_blocking (3.12+) works on pipes only and
+            # raises for a regular file
             os.set_blocking(descriptor, True)
         chunks: list[bytes] = []
         size = 0
