@@ -1,0 +1,1101 @@
+"""The machine cache's file rules (msi_credential/_transport/machine_cache.py), one function at a time.
+
+Socket-free and process-free: the functions are called directly on a cache directory made under tmp_path; the lock
+waits run on an injected monotonic clock and an injected poll (no thread, no sleep), a second open of the same lock
+file standing in for another process (flock locks belong to an open file, so the two exclude each other). The
+owner checks use a patched ``os.geteuid``, so they behave the same when the suite runs as root. In the mutation run
+(docs/mutation.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl as real_fcntl
+import json
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
+
+import pytest
+
+from msi_credential._engine.effects import MachineEntry, MachineFound, MachineLookup, MachineStore
+from msi_credential._transport import machine_cache
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="the machine cache is POSIX-only")
+
+NAME = "ab" * 32  # entry names are sha256 hex digests
+OTHER = "cd" * 32
+TAIL = "; using the in-process cache only"
+NOW = 1000.0
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fresh warning memory and held set, umask 022, and a scratch working directory (nothing lands elsewhere)."""
+    monkeypatch.setattr(machine_cache, "_warned", set())
+    monkeypatch.setattr(machine_cache, "_held", set())
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    old_umask = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(old_umask)
+        for descriptor in list(machine_cache._held):
+            machine_cache.release(descriptor)
+
+
+@pytest.fixture
+def cache_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o700)
+    os.chmod(directory, 0o700)
+    return directory
+
+
+@pytest.fixture
+def warnings(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[str]]]:
+    with caplog.at_level(logging.INFO, logger="msi_credential"):
+        yield lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def _body(name: str = NAME, **changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "v": 1,
+        "name": name,
+        "token": "tok-1",
+        "token_type": "PoP",
+        "expires_on": 2000,
+        "info_refresh_on": 1500,
+        "refresh_on": 1200,
+        "mandatory_at": 1800,
+    }
+    body.update(changes)
+    return body
+
+
+EXPECTED = MachineEntry(
+    token="tok-1",
+    expires_on=2000,
+    refresh_on=1200.0,
+    mandatory_at=1800.0,
+    token_type="PoP",
+    info_refresh_on=1500,
+)
+
+
+def _write(path: Path, content: Any, mode: int = 0o600) -> Path:
+    data = content if isinstance(content, bytes) else json.dumps(content).encode("utf-8")
+    path.write_bytes(data)
+    os.chmod(path, mode)
+    return path
+
+
+def _stat(mode: int, uid: Optional[int] = None) -> os.stat_result:
+    owner = os.geteuid() if uid is None else uid
+    return os.stat_result((mode, 1, 1, 1, owner, 0, 0, 0, 0, 0))
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _other_holder(directory: Path, name: str = NAME) -> int:
+    """Another process's hold on the lock: a second open file description of the lock file, flocked."""
+    descriptor = os.open(directory / (name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    real_fcntl.flock(descriptor, real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
+    return descriptor
+
+
+def _lock_is_free(directory: Path, name: str = NAME) -> bool:
+    descriptor = os.open(directory / (name + ".lock"), os.O_RDWR)
+    try:
+        real_fcntl.flock(descriptor, real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def _is_open(descriptor: int) -> bool:
+    try:
+        os.fstat(descriptor)
+        return True
+    except OSError:
+        return False
+
+
+class _Clock:
+    """time.monotonic for lookup: each call returns the next value (the last one repeats)."""
+
+    def __init__(self, *values: float) -> None:
+        self.values = list(values)
+        self.calls = 0
+
+    def monotonic(self) -> float:
+        self.calls += 1
+        return self.values.pop(0) if len(self.values) > 1 else self.values[0]
+
+
+def _inject(
+    monkeypatch: pytest.MonkeyPatch, clock: _Clock, on_poll: Optional[Callable[[], None]] = None
+) -> list[Any]:
+    """Inject the clock and the poll; each poll runs ``on_poll`` (another process acting meanwhile)."""
+    polls: list[Any] = []
+
+    class Event:
+        def wait(self, timeout: Any) -> bool:
+            polls.append(timeout)
+            if on_poll is None:
+                raise AssertionError("lookup polled where it must not wait")
+            on_poll()
+            return False
+
+    monkeypatch.setattr(machine_cache, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(machine_cache, "threading", SimpleNamespace(Event=Event))
+    return polls
+
+
+def _lookup(directory: Path, now: float = NOW, wait: float = 1.0, name: str = NAME) -> MachineLookup:
+    return MachineLookup(str(directory), name, now, wait)
+
+
+# ------------------------------------------------------------------------------------------ available, directory
+
+
+def test_available_is_true_on_posix_with_fcntl() -> None:
+    assert machine_cache.available() is True
+
+
+def test_available_is_false_without_fcntl(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine_cache, "fcntl", None)
+    assert machine_cache.available() is False
+
+
+def test_available_is_false_without_geteuid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "geteuid")
+    assert machine_cache.available() is False
+
+
+def test_default_directory_is_msi_credential_under_xdg_runtime_dir_stripped() -> None:
+    assert machine_cache.default_directory({"XDG_RUNTIME_DIR": "/run/user/7"}) == "/run/user/7/msi-credential"
+    assert machine_cache.default_directory({"XDG_RUNTIME_DIR": "  /run/u \n"}) == "/run/u/msi-credential"
+
+
+@pytest.mark.parametrize("environ", [{}, {"XDG_RUNTIME_DIR": ""}, {"XDG_RUNTIME_DIR": "  "}, {"HOME": "/h"}])
+def test_default_directory_without_xdg_runtime_dir_is_tempdir_msi_credential_uid(
+    environ: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)
+    assert machine_cache.default_directory(environ) == str(tmp_path / "tmp" / "msi-credential-4242")
+
+
+# ---------------------------------------------------------------------------------------------------- _warn
+
+
+def test_warn_logs_the_message_word_for_word_once_per_subject(warnings: Callable[[], list[str]]) -> None:
+    machine_cache._warn("/a", "first about a")
+    machine_cache._warn("/a", "second about a")
+    machine_cache._warn("/b", "about b")
+    assert warnings() == [
+        "machine cache: first about a; using the in-process cache only",
+        "machine cache: about b; using the in-process cache only",
+    ]
+    assert machine_cache._warned == {"/a", "/b"}
+
+
+def test_warn_logs_at_warning_level_on_the_msi_credential_logger(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="msi_credential"):
+        machine_cache._warn("x", "m")
+    assert [(r.name, r.levelno, r.msg, r.args) for r in caplog.records] == [
+        ("msi_credential", logging.WARNING, "machine cache: %s; using the in-process cache only", ("m",))
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- _private
+
+
+@pytest.mark.parametrize("mode", [0o700, 0o600, 0o400, 0o500, 0o000, 0o4700, 0o1700, 0o2700])
+def test_private_accepts_our_uid_with_no_group_or_other_bits(mode: int) -> None:
+    assert machine_cache._private(_stat(stat.S_IFDIR | mode)) is True
+    assert machine_cache._private(_stat(stat.S_IFREG | mode)) is True
+
+
+@pytest.mark.parametrize(
+    "mode", [0o701, 0o702, 0o704, 0o710, 0o720, 0o740, 0o777, 0o644, 0o077, 0o070, 0o007]
+)
+def test_private_refuses_any_group_or_other_bit(mode: int) -> None:
+    assert machine_cache._private(_stat(stat.S_IFREG | mode)) is False
+
+
+def test_private_refuses_another_owner() -> None:
+    assert machine_cache._private(_stat(stat.S_IFREG | 0o600, uid=os.geteuid() + 1)) is False
+    assert machine_cache._private(_stat(stat.S_IFREG | 0o600, uid=os.geteuid())) is True
+
+
+# ---------------------------------------------------------------------------------------- _checked_directory
+
+
+def test_checked_directory_creates_a_missing_directory_0700(tmp_path: Path) -> None:
+    directory = tmp_path / "msi-credential-0"
+    assert machine_cache._checked_directory(str(directory)) is True
+    assert stat.S_ISDIR(os.lstat(directory).st_mode)
+    assert _mode(directory) == 0o700
+
+
+def test_checked_directory_accepts_an_existing_private_directory(cache_dir: Path) -> None:
+    assert machine_cache._checked_directory(str(cache_dir)) is True
+    assert machine_cache._checked_directory(str(cache_dir)) is True
+
+
+def test_checked_directory_outside_xdg_does_not_check_the_parent(tmp_path: Path) -> None:
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    os.chmod(parent, 0o777)
+    assert machine_cache._checked_directory(str(parent / "msi-credential-0")) is True
+
+
+def test_checked_directory_under_a_private_xdg_runtime_dir_creates_msi_credential(tmp_path: Path) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    assert machine_cache._checked_directory(str(runtime / "msi-credential")) is True
+    assert _mode(runtime / "msi-credential") == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o750, 0o705, 0o777, 0o711])
+def test_checked_directory_refuses_an_existing_directory_open_to_group_or_others(
+    mode: int, cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    os.chmod(cache_dir, mode)
+    assert machine_cache._checked_directory(str(cache_dir)) is False
+    assert warnings() == [
+        f"machine cache: {cache_dir} is not owned by this user with mode 0700 (refused){TAIL}"
+    ]
+    assert _mode(cache_dir) == mode  # left as it is
+
+
+def test_checked_directory_refuses_a_directory_of_another_owner(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: os.lstat(cache_dir).st_uid + 1)
+    assert machine_cache._checked_directory(str(cache_dir)) is False
+    assert warnings() == [
+        f"machine cache: {cache_dir} is not owned by this user with mode 0700 (refused){TAIL}"
+    ]
+
+
+def test_checked_directory_warns_once_per_directory_refused(
+    tmp_path: Path, warnings: Callable[[], list[str]]
+) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    for directory in (first, second):
+        directory.mkdir()
+        os.chmod(directory, 0o755)
+    for directory in (first, second, first):
+        assert machine_cache._checked_directory(str(directory)) is False
+    assert warnings() == [
+        f"machine cache: {first} is not owned by this user with mode 0700 (refused){TAIL}",
+        f"machine cache: {second} is not owned by this user with mode 0700 (refused){TAIL}",
+    ]
+
+
+def test_checked_directory_refuses_a_symlink_to_a_private_directory(
+    tmp_path: Path, cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    link = tmp_path / "link"
+    link.symlink_to(cache_dir)
+    other = tmp_path / "link2"
+    other.symlink_to(cache_dir)
+    assert machine_cache._checked_directory(str(link)) is False
+    assert machine_cache._checked_directory(str(other)) is False
+    assert warnings() == [
+        f"machine cache: {link} is not a directory (a link or a file is refused){TAIL}",
+        f"machine cache: {other} is not a directory (a link or a file is refused){TAIL}",
+    ]
+    assert list(cache_dir.iterdir()) == []
+
+
+def test_checked_directory_refuses_a_file_in_its_place(
+    tmp_path: Path, warnings: Callable[[], list[str]]
+) -> None:
+    file = _write(tmp_path / "msi-credential-0", b"", 0o600)
+    assert machine_cache._checked_directory(str(file)) is False
+    assert warnings() == [f"machine cache: {file} is not a directory (a link or a file is refused){TAIL}"]
+
+
+def test_checked_directory_warns_when_it_cannot_create_the_directory(
+    tmp_path: Path, warnings: Callable[[], list[str]]
+) -> None:
+    first = tmp_path / "missing" / "msi-credential-0"
+    second = tmp_path / "missing" / "msi-credential-1"
+    assert machine_cache._checked_directory(str(first)) is False
+    assert machine_cache._checked_directory(str(second)) is False
+    assert warnings() == [
+        f"machine cache: cannot create {first}: No such file or directory{TAIL}",
+        f"machine cache: cannot create {second}: No such file or directory{TAIL}",
+    ]
+    assert not (tmp_path / "missing").exists()
+
+
+def test_checked_directory_warns_when_it_cannot_stat_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    first, second = tmp_path / "one", tmp_path / "two"
+    real_lstat = os.lstat
+
+    def lstat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if str(path) in (str(first), str(second)):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    assert machine_cache._checked_directory(str(first)) is False
+    assert machine_cache._checked_directory(str(second)) is False
+    assert warnings() == [
+        f"machine cache: cannot stat {first}: Permission denied{TAIL}",
+        f"machine cache: cannot stat {second}: Permission denied{TAIL}",
+    ]
+
+
+def test_checked_directory_refuses_a_missing_xdg_runtime_dir(
+    tmp_path: Path, warnings: Callable[[], list[str]]
+) -> None:
+    first, second = tmp_path / "gone1", tmp_path / "gone2"
+    assert machine_cache._checked_directory(str(first / "msi-credential")) is False
+    assert machine_cache._checked_directory(str(second / "msi-credential")) is False
+    assert warnings() == [
+        f"machine cache: {first} (XDG_RUNTIME_DIR) does not exist{TAIL}",
+        f"machine cache: {second} (XDG_RUNTIME_DIR) does not exist{TAIL}",
+    ]
+    assert not first.exists()
+
+
+@pytest.mark.parametrize("kind", ["open", "group", "file", "link", "foreign"])
+def test_checked_directory_refuses_an_xdg_runtime_dir_not_private_to_this_user(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    runtime = tmp_path / "runtime"
+    if kind == "file":
+        _write(runtime, b"", 0o600)
+    elif kind == "link":
+        target = tmp_path / "real-runtime"
+        target.mkdir(mode=0o700)
+        runtime.symlink_to(target)
+    else:
+        runtime.mkdir(mode=0o700)
+        os.chmod(runtime, {"open": 0o777, "group": 0o750, "foreign": 0o700}[kind])
+    if kind == "foreign":
+        monkeypatch.setattr(os, "geteuid", lambda: os.lstat(runtime).st_uid + 1)
+    assert machine_cache._checked_directory(str(runtime / "msi-credential")) is False
+    assert warnings() == [
+        f"machine cache: {runtime} (XDG_RUNTIME_DIR) is not a directory private to this user{TAIL}"
+    ]
+    assert not os.path.lexists(runtime / "msi-credential")
+    if kind == "link":
+        assert list((tmp_path / "real-runtime").iterdir()) == []
+
+
+def test_checked_directory_warns_once_per_xdg_runtime_dir_refused(
+    tmp_path: Path, warnings: Callable[[], list[str]]
+) -> None:
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    for runtime in (first, second):
+        runtime.mkdir()
+        os.chmod(runtime, 0o755)
+    for runtime in (first, second, first):
+        assert machine_cache._checked_directory(str(runtime / "msi-credential")) is False
+    assert warnings() == [
+        f"machine cache: {first} (XDG_RUNTIME_DIR) is not a directory private to this user{TAIL}",
+        f"machine cache: {second} (XDG_RUNTIME_DIR) is not a directory private to this user{TAIL}",
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ _read_entry
+
+
+def test_read_entry_returns_a_valid_entry_with_float_windows(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body())
+    entry = machine_cache._read_entry(str(cache_dir), NAME)
+    assert entry == EXPECTED
+    assert entry is not None
+    assert (entry.token, entry.token_type, entry.info_refresh_on) == ("tok-1", "PoP", 1500)
+    assert type(entry.refresh_on) is float and type(entry.mandatory_at) is float
+    assert type(entry.expires_on) is int
+
+
+def test_read_entry_accepts_float_windows_and_no_info_refresh_on(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(info_refresh_on=None, refresh_on=1200.5, mandatory_at=1800.25))
+    assert machine_cache._read_entry(str(cache_dir), NAME) == MachineEntry(
+        token="tok-1", expires_on=2000, refresh_on=1200.5, mandatory_at=1800.25, token_type="PoP"
+    )
+
+
+def test_read_entry_accepts_owner_only_bits_other_than_0600(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(), 0o400)
+    assert machine_cache._read_entry(str(cache_dir), NAME) == EXPECTED
+
+
+def test_read_entry_of_a_missing_file_is_none(cache_dir: Path) -> None:
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b'{"v": 1, "name": "',
+        b"\x00garbage",
+        b"\xff\xfe\xfd",
+        b"[]",
+        b'["v", 1]',
+        b'"v"',
+        b"1",
+        b"null",
+    ],
+)
+def test_read_entry_of_a_corrupt_or_non_object_file_is_none(content: bytes, cache_dir: Path) -> None:
+    _write(cache_dir / NAME, content)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"v": 2},
+        {"v": "1"},
+        {"v": None},
+        {"v": 2, "name": OTHER},
+        {"name": OTHER},
+        {"name": None},
+        {"token": ""},
+        {"token": 5},
+        {"token": None},
+        {"token": ["tok"]},
+        {"token_type": 5},
+        {"token_type": None},
+        {"token": "", "token_type": 5},
+        {"expires_on": "2000"},
+        {"expires_on": 2000.0},
+        {"expires_on": True},
+        {"expires_on": None},
+        {"info_refresh_on": "1500"},
+        {"info_refresh_on": 1500.0},
+        {"info_refresh_on": True},
+        {"info_refresh_on": False},
+        {"refresh_on": True},
+        {"refresh_on": "1200"},
+        {"refresh_on": None},
+        {"mandatory_at": False},
+        {"mandatory_at": "1800"},
+        {"mandatory_at": [1800]},
+    ],
+)
+def test_read_entry_with_a_wrong_field_or_type_is_none(changes: dict[str, Any], cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(**changes))
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+
+
+@pytest.mark.parametrize("missing", ["v", "name", "token", "token_type", "expires_on", "info_refresh_on",
+                                     "refresh_on", "mandatory_at"])  # fmt: skip
+def test_read_entry_missing_a_field_is_none(missing: str, cache_dir: Path) -> None:
+    body = _body()
+    del body[missing]
+    _write(cache_dir / NAME, body)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+
+
+def test_read_entry_written_for_another_key_is_none(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(name=OTHER))
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+
+
+def test_read_entry_of_exactly_64_kib_is_read_and_one_byte_more_is_not(cache_dir: Path) -> None:
+    data = json.dumps(_body()).encode("utf-8")
+    limit = 64 * 1024
+    _write(cache_dir / NAME, data + b" " * (limit - len(data)))
+    assert os.path.getsize(cache_dir / NAME) == limit
+    assert machine_cache._read_entry(str(cache_dir), NAME) == EXPECTED
+    _write(cache_dir / NAME, data + b" " * (limit + 1 - len(data)))
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o606])
+def test_read_entry_readable_or_writable_by_others_is_not_trusted(
+    mode: int, cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    path = _write(cache_dir / NAME, _body(), mode)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+    assert warnings() == [
+        f"machine cache: {path} is not owned by this user with mode 0600: not trusted, will be replaced{TAIL}"
+    ]
+
+
+def test_read_entry_of_another_owner_is_not_trusted_once_warned_per_file(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    first = _write(cache_dir / NAME, _body())
+    second = _write(cache_dir / OTHER, _body(name=OTHER))
+    monkeypatch.setattr(os, "geteuid", lambda: os.lstat(first).st_uid + 1)
+    for name in (NAME, OTHER, NAME):
+        assert machine_cache._read_entry(str(cache_dir), name) is None
+    assert warnings() == [
+        f"machine cache: {first} is not owned by this user with mode 0600: not trusted, will be replaced{TAIL}",
+        f"machine cache: {second} is not owned by this user with mode 0600: not trusted, will be replaced{TAIL}",
+    ]
+
+
+def test_read_entry_does_not_follow_a_symlink_to_a_valid_entry(
+    tmp_path: Path, cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    target = _write(tmp_path / "elsewhere", _body())
+    (cache_dir / NAME).symlink_to(target)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+    assert warnings() == []
+
+
+def test_read_entry_of_a_directory_is_none_without_a_warning(
+    cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    (cache_dir / NAME).mkdir(mode=0o700)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+    assert warnings() == []
+
+
+def test_read_entry_opens_a_fifo_without_blocking_and_ignores_it(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    fifo = cache_dir / NAME
+    os.mkfifo(fifo, 0o600)
+    real_open = os.open
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(fifo) and not flags & os.O_NONBLOCK:
+            raise AssertionError("a FIFO opened without O_NONBLOCK blocks the reader until a writer comes")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+    assert warnings() == []
+
+
+def test_read_entry_that_fails_to_read_is_none(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(cache_dir / NAME, _body())
+    opened: list[int] = []
+    real_open = os.open
+
+    def spy_open(*args: Any, **kwargs: Any) -> int:
+        descriptor = real_open(*args, **kwargs)
+        opened.append(descriptor)
+        return descriptor
+
+    def failing_read(descriptor: int, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "read", failing_read)
+    assert machine_cache._read_entry(str(cache_dir), NAME) is None
+    assert len(opened) == 1 and not _is_open(opened[0])
+
+
+# ----------------------------------------------------------------------------------------------------- _fresh
+
+
+def test_fresh_needs_an_entry_before_both_refresh_on_and_expires_on() -> None:
+    entry = MachineEntry(token="t", expires_on=2000, refresh_on=1200.0, mandatory_at=1800.0)
+    assert machine_cache._fresh(None, 0.0) is False
+    assert machine_cache._fresh(entry, 1199.5) is True
+    assert machine_cache._fresh(entry, 1200.0) is False  # at refresh_on: stale
+    assert machine_cache._fresh(entry, 1300.0) is False
+    late = MachineEntry(token="t", expires_on=2000, refresh_on=3000.0, mandatory_at=2500.0)
+    assert machine_cache._fresh(late, 1999.5) is True
+    assert machine_cache._fresh(late, 2000.0) is False  # at expires_on: expired
+    assert machine_cache._fresh(late, 2500.0) is False
+
+
+# -------------------------------------------------------------------------------------------------- _open_lock
+
+
+def test_open_lock_creates_name_lock_0600_in_the_directory_and_returns_its_descriptor(
+    cache_dir: Path,
+) -> None:
+    descriptor = machine_cache._open_lock(str(cache_dir), NAME)
+    assert descriptor is not None
+    try:
+        path = cache_dir / (NAME + ".lock")
+        assert stat.S_ISREG(os.lstat(path).st_mode)
+        assert _mode(path) == 0o600
+        assert os.fstat(descriptor).st_ino == os.lstat(path).st_ino
+        assert os.listdir(cache_dir) == [NAME + ".lock"]
+        assert os.listdir(".") == []
+        assert os.get_inheritable(descriptor) is False
+        os.write(descriptor, b"x")  # opened for writing too
+    finally:
+        os.close(descriptor)
+
+
+def test_open_lock_reuses_an_existing_private_lock_file(cache_dir: Path) -> None:
+    path = _write(cache_dir / (NAME + ".lock"), b"old", 0o600)
+    descriptor = machine_cache._open_lock(str(cache_dir), NAME)
+    assert descriptor is not None
+    try:
+        assert os.fstat(descriptor).st_ino == os.lstat(path).st_ino
+        assert path.read_bytes() == b"old"
+    finally:
+        os.close(descriptor)
+
+
+def test_open_lock_in_a_missing_directory_is_none(tmp_path: Path, warnings: Callable[[], list[str]]) -> None:
+    assert machine_cache._open_lock(str(tmp_path / "missing"), NAME) is None
+    assert warnings() == []
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o601])
+def test_open_lock_refuses_a_lock_file_open_to_others_once_per_file(
+    mode: int, cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    first = _write(cache_dir / (NAME + ".lock"), b"", mode)
+    second = _write(cache_dir / (OTHER + ".lock"), b"", mode)
+    for name in (NAME, OTHER, NAME):
+        assert machine_cache._open_lock(str(cache_dir), name) is None
+    assert warnings() == [
+        f"machine cache: {first} is not owned by this user with mode 0600 (refused){TAIL}",
+        f"machine cache: {second} is not owned by this user with mode 0600 (refused){TAIL}",
+    ]
+
+
+def test_open_lock_refuses_a_lock_file_of_another_owner(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    path = _write(cache_dir / (NAME + ".lock"), b"", 0o600)
+    monkeypatch.setattr(os, "geteuid", lambda: os.lstat(path).st_uid + 1)
+    assert machine_cache._open_lock(str(cache_dir), NAME) is None
+    assert warnings() == [f"machine cache: {path} is not owned by this user with mode 0600 (refused){TAIL}"]
+
+
+def test_open_lock_refuses_a_private_fifo_in_place_of_the_lock_file(
+    cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    path = cache_dir / (NAME + ".lock")
+    os.mkfifo(path, 0o600)
+    end = os.open(path, os.O_RDWR | os.O_NONBLOCK)  # someone holds it open: no open of it can block
+    try:
+        assert machine_cache._open_lock(str(cache_dir), NAME) is None
+    finally:
+        os.close(end)
+    assert warnings() == [f"machine cache: {path} is not owned by this user with mode 0600 (refused){TAIL}"]
+
+
+def test_open_lock_does_not_follow_a_symlink(
+    tmp_path: Path, cache_dir: Path, warnings: Callable[[], list[str]]
+) -> None:
+    target = _write(tmp_path / "target", b"", 0o600)
+    (cache_dir / (NAME + ".lock")).symlink_to(target)
+    dangling = cache_dir / (OTHER + ".lock")
+    dangling.symlink_to(tmp_path / "nowhere")
+    assert machine_cache._open_lock(str(cache_dir), NAME) is None
+    assert machine_cache._open_lock(str(cache_dir), OTHER) is None
+    assert not (tmp_path / "nowhere").exists()
+    assert warnings() == []
+
+
+def test_open_lock_of_a_directory_in_its_place_is_none(cache_dir: Path) -> None:
+    (cache_dir / (NAME + ".lock")).mkdir(mode=0o700)
+    assert machine_cache._open_lock(str(cache_dir), NAME) is None
+
+
+# ------------------------------------------------------------------------------------------------------ lookup
+
+
+def test_lookup_returns_a_fresh_entry_without_creating_or_taking_the_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body())
+    clock = _Clock(5.0)
+    _inject(monkeypatch, clock)
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir, now=1199.0), held) == MachineFound(entry=EXPECTED)
+    assert held == [] and machine_cache._held == set()
+    assert os.listdir(cache_dir) == [NAME]
+
+
+def test_lookup_returns_a_fresh_entry_at_once_while_another_process_holds_the_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body())
+    other = _other_holder(cache_dir)
+    try:
+        _inject(monkeypatch, _Clock(0.0))
+        held: list[int] = []
+        assert machine_cache.lookup(_lookup(cache_dir, now=NOW), held) == MachineFound(entry=EXPECTED)
+        assert held == []
+    finally:
+        os.close(other)
+
+
+def test_lookup_without_an_entry_takes_the_lock_and_keeps_it(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _inject(monkeypatch, _Clock(50.0))
+    held: list[int] = []
+    found = machine_cache.lookup(_lookup(cache_dir), held)
+    assert found == MachineFound(entry=None, locked=True)
+    assert found.locked is True
+    assert len(held) == 1 and machine_cache._held == set(held)
+    assert _mode(cache_dir / (NAME + ".lock")) == 0o600
+    assert not _lock_is_free(cache_dir)
+    machine_cache.release(held[0])
+    assert machine_cache._held == set()
+    assert _lock_is_free(cache_dir)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"refresh_on": NOW}, {"expires_on": int(NOW)}, {"refresh_on": 10, "v": 2}]
+)
+def test_lookup_with_a_stale_expired_or_foreign_entry_takes_the_lock(
+    changes: dict[str, Any], cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body(**changes))
+    _inject(monkeypatch, _Clock(50.0))
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir, now=NOW), held) == MachineFound(locked=True)
+    assert len(held) == 1 and not _lock_is_free(cache_dir)
+
+
+def test_lookup_in_a_refused_directory_finds_nothing_and_locks_nothing(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body())
+    os.chmod(cache_dir, 0o755)
+    _inject(monkeypatch, _Clock(0.0))
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir, now=NOW), held) == MachineFound()
+    assert held == [] and os.listdir(cache_dir) == [NAME]
+
+
+def test_lookup_when_not_available_finds_nothing_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(machine_cache, "fcntl", None)
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(tmp_path / "msi-credential-0"), held) == MachineFound()
+    assert held == [] and not (tmp_path / "msi-credential-0").exists()
+
+
+def test_lookup_with_a_refused_lock_file_finds_nothing(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
+) -> None:
+    lock = _write(cache_dir / (NAME + ".lock"), b"", 0o644)
+    _inject(monkeypatch, _Clock(0.0))
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir), held) == MachineFound()
+    assert held == [] and machine_cache._held == set()
+    assert warnings() == [f"machine cache: {lock} is not owned by this user with mode 0600 (refused){TAIL}"]
+
+
+def test_lookup_gives_up_when_the_wait_reaches_the_bound_and_logs_it(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = _other_holder(cache_dir)
+    try:
+        polls = _inject(monkeypatch, _Clock(100.0, 101.5))
+        held: list[int] = []
+        with caplog.at_level(logging.INFO, logger="msi_credential"):
+            assert machine_cache.lookup(_lookup(cache_dir, wait=1.5), held) == MachineFound()
+        assert polls == [] and held == [] and machine_cache._held == set()
+        assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+            (logging.INFO, "machine cache: another process held the token request for 1.5 s; asking too")
+        ]
+    finally:
+        os.close(other)
+    assert _lock_is_free(cache_dir)  # the waiter's descriptor is closed
+
+
+def test_lookup_with_a_zero_wait_gives_up_at_the_first_refusal(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = _other_holder(cache_dir)
+    try:
+        polls = _inject(monkeypatch, _Clock(7.0))
+        with caplog.at_level(logging.INFO, logger="msi_credential"):
+            assert machine_cache.lookup(_lookup(cache_dir, wait=0.0), []) == MachineFound()
+        assert polls == []
+        assert caplog.messages == [
+            "machine cache: another process held the token request for 0.0 s; asking too"
+        ]
+    finally:
+        os.close(other)
+
+
+def test_lookup_polls_every_10_ms_until_the_holder_leaves_then_holds_the_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = [_other_holder(cache_dir)]
+    rounds: list[int] = []
+
+    def holder_leaves_on_the_second_poll() -> None:
+        rounds.append(1)
+        if len(rounds) == 2:
+            os.close(other.pop())
+
+    polls = _inject(monkeypatch, _Clock(100.0, 100.4, 100.9, 100.95), holder_leaves_on_the_second_poll)
+    held: list[int] = []
+    try:
+        assert machine_cache.lookup(_lookup(cache_dir, wait=1.0), held) == MachineFound(locked=True)
+    finally:
+        for descriptor in other:
+            os.close(descriptor)
+    assert polls == [0.01, 0.01]
+    assert len(held) == 1 and machine_cache._held == set(held)
+    assert not _lock_is_free(cache_dir)
+
+
+def test_lookup_after_the_wait_returns_the_entry_the_holder_stored_and_drops_the_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = [_other_holder(cache_dir)]
+
+    def holder_stores_and_leaves() -> None:
+        _write(cache_dir / NAME, _body(refresh_on=NOW + 5, expires_on=int(NOW) + 10))
+        os.close(other.pop())
+
+    # the clock moves 4 s while waiting: the entry is still fresh (refresh_on is NOW + 5)
+    _inject(monkeypatch, _Clock(100.0, 100.5, 104.0), holder_stores_and_leaves)
+    held: list[int] = []
+    found = machine_cache.lookup(_lookup(cache_dir, now=NOW, wait=1.0), held)
+    assert found == MachineFound(
+        entry=dataclasses.replace(EXPECTED, refresh_on=NOW + 5, expires_on=int(NOW) + 10)
+    )
+    assert found.locked is False
+    assert held == [] and machine_cache._held == set()
+    assert _lock_is_free(cache_dir)
+
+
+def test_lookup_after_the_wait_counts_the_time_waited_against_the_entry(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = [_other_holder(cache_dir)]
+
+    def holder_stores_and_leaves() -> None:
+        _write(cache_dir / NAME, _body(refresh_on=NOW + 5, expires_on=int(NOW) + 10))
+        os.close(other.pop())
+
+    # the clock moves 6 s while waiting: at NOW + 6 the entry is stale, so this process asks itself
+    _inject(monkeypatch, _Clock(100.0, 100.5, 106.0), holder_stores_and_leaves)
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir, now=NOW, wait=1.0), held) == MachineFound(locked=True)
+    assert len(held) == 1 and not _lock_is_free(cache_dir)
+
+
+def test_lookup_when_flock_fails_finds_nothing_and_closes_the_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, int]] = []
+
+    def flock(descriptor: int, operation: int) -> None:
+        calls.append((descriptor, operation))
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(
+        machine_cache,
+        "fcntl",
+        SimpleNamespace(flock=flock, LOCK_EX=real_fcntl.LOCK_EX, LOCK_NB=real_fcntl.LOCK_NB),
+    )
+    _inject(monkeypatch, _Clock(0.0))
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir), held) == MachineFound()
+    assert held == [] and machine_cache._held == set()
+    assert len(calls) == 1 and calls[0][1] == real_fcntl.LOCK_EX | real_fcntl.LOCK_NB
+    assert not _is_open(calls[0][0])
+
+
+# ---------------------------------------------------------------------------------------- release, release_all
+
+
+def test_release_closes_the_descriptor_drops_it_from_held_and_frees_the_lock(cache_dir: Path) -> None:
+    descriptor = _other_holder(cache_dir)
+    machine_cache._held.add(descriptor)
+    machine_cache.release(descriptor)
+    assert machine_cache._held == set()
+    assert not _is_open(descriptor)
+    assert _lock_is_free(cache_dir)
+
+
+def test_release_of_an_already_closed_descriptor_is_silent(cache_dir: Path) -> None:
+    descriptor = os.open(cache_dir, os.O_RDONLY)
+    os.close(descriptor)
+    machine_cache._held.add(descriptor)
+    machine_cache.release(descriptor)
+    assert machine_cache._held == set()
+
+
+def test_release_all_releases_every_held_lock_and_empties_the_list(cache_dir: Path) -> None:
+    held = [_other_holder(cache_dir, NAME), _other_holder(cache_dir, OTHER)]
+    machine_cache._held.update(held)
+    descriptors = list(held)
+    machine_cache.release_all(held)
+    assert held == [] and machine_cache._held == set()
+    assert not any(_is_open(d) for d in descriptors)
+    assert _lock_is_free(cache_dir, NAME) and _lock_is_free(cache_dir, OTHER)
+    machine_cache.release_all(held)  # nothing left: a no-op
+
+
+def test_after_fork_in_child_closes_every_held_descriptor(cache_dir: Path) -> None:
+    descriptors = [_other_holder(cache_dir, NAME), _other_holder(cache_dir, OTHER)]
+    machine_cache._held.update(descriptors)
+    machine_cache._after_fork_in_child()
+    assert machine_cache._held == set()
+    assert not any(_is_open(d) for d in descriptors)
+    machine_cache._after_fork_in_child()  # nothing held: a no-op
+
+
+# ------------------------------------------------------------------------------------------------------- store
+
+
+def _store(directory: Path, entry: MachineEntry = EXPECTED, name: str = NAME) -> MachineStore:
+    return MachineStore(str(directory), name, entry)
+
+
+def test_store_writes_the_entry_0600_with_every_field(cache_dir: Path) -> None:
+    assert machine_cache.store(_store(cache_dir)) is None
+    path = cache_dir / NAME
+    assert os.listdir(cache_dir) == [NAME]
+    assert _mode(path) == 0o600
+    assert json.loads(path.read_bytes().decode("utf-8")) == {
+        "v": 1,
+        "name": NAME,
+        "token": "tok-1",
+        "token_type": "PoP",
+        "expires_on": 2000,
+        "info_refresh_on": 1500,
+        "refresh_on": 1200.0,
+        "mandatory_at": 1800.0,
+    }
+    assert machine_cache._read_entry(str(cache_dir), NAME) == EXPECTED
+
+
+def test_store_writes_null_info_refresh_on_and_non_ascii_tokens(cache_dir: Path) -> None:
+    entry = MachineEntry(token="jeton-é", expires_on=2000, refresh_on=1200.5, mandatory_at=1800.0)
+    machine_cache.store(_store(cache_dir, entry))
+    body = json.loads((cache_dir / NAME).read_bytes())
+    assert body["info_refresh_on"] is None and body["token_type"] == "Bearer" and body["token"] == "jeton-é"
+    assert machine_cache._read_entry(str(cache_dir), NAME) == entry
+
+
+def test_store_replaces_an_old_or_corrupt_entry(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, b"\x00garbage", 0o644)
+    machine_cache.store(_store(cache_dir))
+    assert _mode(cache_dir / NAME) == 0o600
+    assert machine_cache._read_entry(str(cache_dir), NAME) == EXPECTED
+    assert os.listdir(cache_dir) == [NAME]
+
+
+def test_store_creates_the_directory_0700(tmp_path: Path) -> None:
+    directory = tmp_path / "msi-credential-0"
+    machine_cache.store(_store(directory))
+    assert _mode(directory) == 0o700
+    assert machine_cache._read_entry(str(directory), NAME) == EXPECTED
+
+
+def test_store_in_a_refused_directory_writes_nothing(cache_dir: Path) -> None:
+    os.chmod(cache_dir, 0o750)
+    machine_cache.store(_store(cache_dir))
+    assert os.listdir(cache_dir) == []
+
+
+def test_store_when_not_available_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine_cache, "fcntl", None)
+    machine_cache.store(_store(tmp_path / "msi-credential-0"))
+    assert not (tmp_path / "msi-credential-0").exists()
+
+
+def test_store_writes_a_hidden_temporary_file_in_the_directory_then_renames_it(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tempdir"))  # only dir= may be used
+    seen: list[tuple[str, str, list[str]]] = []
+    real_replace = os.replace
+
+    def spy_replace(source: Any, target: Any) -> None:
+        seen.append((str(source), str(target), sorted(os.listdir(cache_dir))))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", spy_replace)
+    machine_cache.store(_store(cache_dir))
+    assert len(seen) == 1
+    source, target, listing = seen[0]
+    assert os.path.dirname(source) == str(cache_dir)
+    assert os.path.basename(source).startswith(".tmp-")
+    assert listing == [os.path.basename(source)]
+    assert target == str(cache_dir / NAME)
+    assert os.listdir(cache_dir) == [NAME]
+
+
+def test_store_when_the_temporary_file_cannot_be_made_writes_nothing(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", failing_mkstemp)
+    assert machine_cache.store(_store(cache_dir)) is None
+    assert os.listdir(cache_dir) == []
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_store_that_fails_midway_keeps_the_old_entry_and_removes_the_temporary_file(
+    failing: str, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = _write(cache_dir / NAME, _body(token="old"))
+
+    def fail(*args: Any) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, failing, fail)
+    assert machine_cache.store(_store(cache_dir)) is None
+    assert os.listdir(cache_dir) == [NAME]
+    assert json.loads(old.read_bytes())["token"] == "old"
+
+
+def test_store_whose_rename_fails_after_the_temporary_file_vanished_is_silent(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    removed: list[str] = []
+
+    def replace_that_loses_the_file(source: Any, target: Any) -> None:
+        os.unlink(source)
+        removed.append(str(source))
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory")
+
+    monkeypatch.setattr(os, "replace", replace_that_loses_the_file)
+    assert machine_cache.store(_store(cache_dir)) is None
+    assert len(removed) == 1 and os.listdir(cache_dir) == []
+
+
+# ------------------------------------------------------------------------------------------------------ perform
+
+
+def test_perform_runs_a_lookup_and_returns_what_it_found(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body())
+    held: list[int] = []
+    assert machine_cache.perform(_lookup(cache_dir, now=1100.0), held) == MachineFound(entry=EXPECTED)
+    _inject(monkeypatch, _Clock(3.0))
+    assert machine_cache.perform(_lookup(cache_dir, name=OTHER), held) == MachineFound(locked=True)
+    assert len(held) == 1 and machine_cache._held == set(held)
+
+
+def test_perform_runs_a_store_and_returns_none(cache_dir: Path) -> None:
+    held: list[int] = []
+    assert machine_cache.perform(_store(cache_dir, name=OTHER), held) is None
+    assert held == []
+    assert machine_cache._read_entry(str(cache_dir), OTHER) == EXPECTED
