@@ -213,6 +213,12 @@ def test_a_gzip_bomb_in_small_chunks_stops_at_the_limit_plus_one_byte() -> None:
 LEVELS = [type(f"Level{i}Error", (Exception,), {}) for i in range(12)]
 
 
+def _level(index: int, text: str) -> Exception:
+    kind = LEVELS[index]
+    error: Exception = kind(text)
+    return error
+
+
 def _linked(depth: int, link: str, texts: Optional[dict[int, str]] = None) -> BaseException:
     """Level0Error, whose chain through `link` goes down to Level{depth}Error."""
     errors = [LEVELS[i]((texts or {}).get(i, "plain")) for i in range(depth + 1)]
@@ -230,10 +236,10 @@ def test_failure_detail_follows_any_link_eight_steps_and_no_more(link: str) -> N
 
 
 def test_failure_detail_prefers_inner_exception_then_cause_then_context() -> None:
-    error = LEVELS[0]("x")
-    error.inner_exception = LEVELS[1]("x")  # type: ignore[attr-defined]
-    error.__cause__ = LEVELS[2]("x")
-    error.__context__ = LEVELS[3]("x")
+    error = _level(0, "x")
+    error.inner_exception = _level(1, "x")  # type: ignore[attr-defined]
+    error.__cause__ = _level(2, "x")
+    error.__context__ = _level(3, "x")
     assert failure_detail(error) == "Level1Error"
     error.inner_exception = None  # type: ignore[attr-defined]
     assert failure_detail(error) == "Level2Error"
@@ -242,7 +248,7 @@ def test_failure_detail_prefers_inner_exception_then_cause_then_context() -> Non
 
 
 def test_failure_detail_stops_at_an_exception_that_names_itself() -> None:
-    error = LEVELS[0]("x")
+    error = _level(0, "x")
     error.__cause__ = error
     assert failure_detail(error) == "Level0Error"
 
@@ -283,14 +289,14 @@ def test_is_pin_failure_looks_ten_exceptions_deep_in_any_case(link: str) -> None
 
 
 def test_is_pin_failure_follows_inner_exception_then_cause_then_context() -> None:
-    error = LEVELS[0]("x")
-    error.inner_exception = LEVELS[1]("x")  # type: ignore[attr-defined]
-    error.__cause__ = LEVELS[2]("fingerprint")
+    error = _level(0, "x")
+    error.inner_exception = _level(1, "x")  # type: ignore[attr-defined]
+    error.__cause__ = _level(2, "fingerprint")
     assert is_pin_failure(error) is False
     error.inner_exception = None  # type: ignore[attr-defined]
     assert is_pin_failure(error) is True
-    error.__cause__ = LEVELS[2]("x")
-    error.__context__ = LEVELS[3]("fingerprint")
+    error.__cause__ = _level(2, "x")
+    error.__context__ = _level(3, "fingerprint")
     assert is_pin_failure(error) is False
     error.__cause__ = None
     assert is_pin_failure(error) is True
