@@ -6,6 +6,7 @@ Socket-free: the functions are called directly, exceptions are built here as the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 import http.client
@@ -396,7 +397,7 @@ def _response_pin_mismatch() -> None:
         (_aiohttp_pin_mismatch, (), PIN),
         (_requests_read_timeout, (), TransportFailure("read_timeout", "TimeoutError: timed out")),
         (
-            lambda: (_ for _ in ()).throw(TimeoutError()),
+            lambda: (_ for _ in ()).throw(asyncio.TimeoutError()),
             (),
             TransportFailure("read_timeout", "TimeoutError: timed out"),
         ),
