@@ -27,6 +27,7 @@ class CredentialBase:
 
     _driver: Any  # the face's SyncDriver or AsyncDriver
     _single_flight: Callable[..., Any]  # the face's single-flight around a cache miss
+    _serve: Callable[..., Any]  # the face's "return the cached token, maybe starting a refresh beside it"
 
     def __init__(
         self,
@@ -87,14 +88,23 @@ class CredentialBase:
         return resource, (claims if claims and claims.strip() else None)
 
     def _plan(self, scopes: tuple[str, ...], claims: object) -> tuple[TokenTrace, Callable[[], Any]]:
-        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it
-        (the engine's flow run by this face's driver; single-flight unless claims force a request). The sync face
-        calls it, the async face awaits what it returns."""
+        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it.
+
+        The engine decides (``Engine.serve``): a token that may still be served is returned at once, and when it
+        is due its refresh runs beside the caller (the driver's ``refresh_beside``: a thread, or a task of the
+        running loop); otherwise the engine's flow is run by this face's driver, single-flight unless claims
+        force a request. The sync face calls what this returns, the async face awaits it."""
         resource, checked_claims = self._prepare(scopes, claims)
         engine, driver = self._engine, self._driver
         trace = TokenTrace(engine, resource, checked_claims)
         if checked_claims is not None:
             return trace, lambda: driver.run(trace.watch(engine.acquire(resource, checked_claims)))
+        cached, refresh = engine.serve(resource)
+        if cached is not None:
+            trace.served(refresh)
+            return trace, lambda: self._serve(
+                self._bucket, resource, cached, (lambda: engine.acquire(resource)) if refresh else None
+            )
         return trace, lambda: self._single_flight(
             self._bucket,
             resource,
@@ -132,8 +142,8 @@ def build_engine(
 ) -> Engine:
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
-    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_platform``, ``_path_exists``,
-    ``_arc_key_directory``.
+    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_random`` (the source of the refresh
+    point's spread, numbers in [0, 1)), ``_platform``, ``_path_exists``, ``_arc_key_directory``.
     """
     from ._engine.detection import detect
     from ._engine.flow import Engine, EngineOptions
@@ -149,6 +159,11 @@ def build_engine(
     if environ is None:
         environ = os.environ
     clock: Callable[[], float] = kwargs.pop("_clock", None) or time.time
+    random: Optional[Callable[[], float]] = kwargs.pop("_random", None)
+    if random is None:
+        import random as _random_module  # already loaded (tempfile imports it): no import cost
+
+        random = _random_module.random
     config = detect(
         dict(environ),
         platform=kwargs.pop("_platform", None) or sys.platform,
@@ -165,7 +180,7 @@ def build_engine(
         client_request_id=_client_request_id(kwargs),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
-    return Engine(config, identity, options, clock)
+    return Engine(config, identity, options, clock, random)
 
 
 def _client_request_id(kwargs: Mapping[str, Any]) -> str | bool:

@@ -142,8 +142,9 @@ def engine(
     client_capabilities: Optional[list[str]] = None,
     **kwargs: Any,
 ) -> Engine:
-    """An engine as a credential builds it, on the given environment and clock."""
-    keywords: dict[str, Any] = {"_environ": dict(environ), "_clock": clock, **kwargs}
+    """An engine as a credential builds it, on the given environment and clock; its refresh point is not spread
+    (cache.spread) unless the test passes ``_random``."""
+    keywords: dict[str, Any] = {"_environ": dict(environ), "_clock": clock, "_random": lambda: 0.0, **kwargs}
     return build_engine(
         client_id=keywords.pop("client_id", None),
         object_id=keywords.pop("object_id", None),

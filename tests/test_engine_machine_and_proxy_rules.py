@@ -243,6 +243,21 @@ def test_where_each_token_came_from_is_logged_with_source_resource_and_expiry(
     ]
 
 
+def test_the_machine_cache_keeps_the_endpoints_refresh_moment_and_each_process_spreads_its_own() -> None:
+    clock = Clock()
+    writer = shared(APP_SERVICE, clock, _random=lambda: 0.5)
+    reader = shared(APP_SERVICE, clock, _random=lambda: 0.25)  # another process
+    script = Script(clock).queue(token_response("t", expires_in=3600))
+    info = script.run(writer.acquire(RESOURCE))
+    assert script.run(reader.acquire(RESOURCE)).token == "t"  # from the machine cache
+
+    assert info.refresh_on is not None
+    [stored] = script.machine.values()
+    assert stored.refresh_on == info.refresh_on
+    assert writer.bucket[RESOURCE].refresh_on == info.refresh_on + 30  # half of 60 s
+    assert reader.bucket[RESOURCE].refresh_on == info.refresh_on + 15
+
+
 def test_an_entry_at_its_refresh_moment_is_stale_and_a_new_token_replaces_it() -> None:
     clock = Clock()
     stale = entry("stale", expires_on=START + 600, refresh_on=START)

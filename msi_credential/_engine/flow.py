@@ -34,7 +34,7 @@ from .effects import (
 )
 from .identity import Identity
 from .response import Token, error_from_response, label, parse_token, scrub
-from .retry import RetrySchedule, RetrySettings
+from .retry import RetrySchedule, RetrySettings, retry_after
 from .sources import SPECS, RequestParts
 
 _LOGGER = logging.getLogger("msi_credential")
@@ -50,11 +50,20 @@ MACHINE_CACHE_WAIT = 5.0
 # Endpoints of sources that may not be there (SourceSpec.absence) that have answered in this process: before the
 # first answer, their first contact fails fast (docs/protocols.md section 7).
 _answered: set[str] = set()
+# Endpoints that answered 429 with a Retry-After, and the moment (engine clock) before which no request goes to them
+# again from this process (docs/protocols.md section 7). At most THROTTLE_LIMIT seconds are remembered.
+_throttled: dict[str, float] = {}
+THROTTLE_LIMIT = 300.0
+
+
+def _no_spread() -> float:
+    return 0.0
 
 
 def forget_answers() -> None:
-    """Tests: make the next contact with any endpoint a first contact again."""
+    """Tests: make the next contact with any endpoint a first contact again, and forget every 429's wait."""
     _answered.clear()
+    _throttled.clear()
 
 
 @dataclass(frozen=True)
@@ -81,12 +90,15 @@ class Engine:
         identity: Identity,
         options: EngineOptions,
         clock: Clock,
+        random: Optional[Callable[[], float]] = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.options = options
         self.spec = SPECS[config.source]
         self.clock = clock
+        # A number in [0, 1) per token: how far this process moves its refresh point (cache.spread).
+        self.random: Callable[[], float] = random if random is not None else _no_spread
         # Everything that changes which token comes back: the selector, the client id a source takes from the
         # environment (SourceSpec.client_id), extra identity_config parameters, capabilities.
         effective_client_id = self.spec.client_id(config, identity)
@@ -124,14 +136,40 @@ class Engine:
             return entry.info
         return None
 
+    def throttled_until(self) -> float:
+        """The moment before which the endpoint asked (429 Retry-After) not to be asked again; 0.0 if none."""
+        return _throttled.get(self.config.endpoint, 0.0)
+
+    def serve(self, resource: str) -> tuple[Optional[AccessTokenInfo], bool]:
+        """A caller past the cache hit: what it does (the drivers perform it; no call here waits).
+
+        ``(info, False)``: return the cached token at once (not due yet; a failed refresh backing off; the
+        endpoint asked us to wait). ``(info, True)``: return it at once and start a refresh beside the caller
+        (single-flight: the driver starts none if one is in flight for this token). ``(None, False)``: no token
+        may be served (none cached, or the mandatory window): request and wait, as one single flight.
+        """
+        entry = self.bucket.get(resource)
+        if entry is None:
+            return None, False
+        now = self.clock()
+        if now >= entry.mandatory_at:
+            return None, False
+        if now < entry.refresh_on or now < entry.next_attempt_at or now < self.throttled_until():
+            return entry.info, False
+        return entry.info, True
+
     def acquire(self, resource: str, claims: Optional[str] = None) -> Flow:
-        """Serve from the cache when the refresh windows allow, else request, store and return a token."""
+        """Serve from the cache when the refresh windows allow, else request, store and return a token.
+
+        Run by a waiting caller (no token, or the mandatory window), a claims request, or a refresh beside the
+        callers (``serve``); the windows are checked again here because another flow may have stored meanwhile.
+        """
         now = self.clock()
         entry = self.bucket.get(resource)
         if claims is None and entry is not None:
             if now < entry.refresh_on:
                 return entry.info
-            if now < entry.mandatory_at and now < entry.next_attempt_at:
+            if now < entry.mandatory_at and (now < entry.next_attempt_at or now < self.throttled_until()):
                 return entry.info
         name = None
         if self.machine_key is not None:
@@ -153,7 +191,7 @@ class Engine:
                 stored = cache.CacheEntry(
                     info=info,
                     access_token=AccessToken(info.token, info.expires_on),
-                    refresh_on=shared.refresh_on,
+                    refresh_on=cache.spread(shared.refresh_on, shared.mandatory_at, self.random()),
                     mandatory_at=shared.mandatory_at,
                 )
                 cache.store(self.bucket, resource, stored, self.clock())
@@ -181,6 +219,8 @@ class Engine:
             refresh_on=token.refresh_on,
         )
         created = cache.CacheEntry.create(info, start)
+        refresh_on = created.refresh_on  # the machine cache keeps it unspread: each process spreads its own
+        created.refresh_on = cache.spread(refresh_on, created.mandatory_at, self.random())
         cache.store(self.bucket, resource, created, self.clock())
         if name is not None:
             yield MachineStore(
@@ -189,7 +229,7 @@ class Engine:
                 MachineEntry(
                     token=token.token,
                     expires_on=token.expires_on,
-                    refresh_on=created.refresh_on,
+                    refresh_on=refresh_on,
                     mandatory_at=created.mandatory_at,
                     token_type=token.token_type,
                     info_refresh_on=token.refresh_on,
@@ -243,6 +283,18 @@ class Engine:
             while True:
                 request_id = None
                 assertion = None
+                wait = self.throttled_until() - self.clock()
+                if wait > 0:
+                    # the endpoint named a time (429 Retry-After): nothing goes out before it
+                    if self.clock() - began + wait > self.options.retry.deadline:
+                        raise failed(
+                            f"{label(source)} asked (HTTP 429, Retry-After) not to be asked again for "
+                            f"{wait:.0f} s more, which is past this call's deadline; no request was sent",
+                            error_code="throttled",
+                            source=source,
+                        )
+                    _LOGGER.info("%s: the endpoint asked to wait; waiting %.1f s", label(source), wait)
+                    yield Sleep(wait)
                 if spec.reads_assertion:
                     read = yield ReadAssertion(self.config.token_file or "")
                     assert isinstance(read, KeyFileResult)
@@ -316,6 +368,8 @@ class Engine:
                     if spec.confirm is not None:
                         spec.confirm(self.identity, token.body)
                     return token
+                if outcome.status == 429:
+                    self._remember_throttle(outcome)
                 if schedule.retried(outcome.status):
                     delay = schedule.next_delay(
                         status=outcome.status,
@@ -332,6 +386,17 @@ class Engine:
             if request_id is not None:
                 with_client_request_id(error, request_id)
             raise
+
+    def _remember_throttle(self, outcome: Response) -> None:
+        """A 429's Retry-After, kept for the endpoint: other callers are served from the cache or wait until then."""
+        now = self.clock()
+        delay = retry_after(outcome.headers, now)
+        if delay is None or delay <= 0:
+            return
+        until = now + min(delay, THROTTLE_LIMIT)
+        endpoint = self.config.endpoint
+        if until > _throttled.get(endpoint, 0.0):
+            _throttled[endpoint] = until
 
     def _new_request_id(self) -> Optional[str]:
         wanted = self.options.client_request_id
