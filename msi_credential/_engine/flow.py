@@ -25,6 +25,7 @@ from .effects import (
     MachineFound,
     MachineLookup,
     MachineStore,
+    MachineThrottle,
     ReadAssertion,
     ReadProxyCA,
     Response,
@@ -118,9 +119,13 @@ class Engine:
         )
         # The machine cache's key: the in-process key and the endpoint's secrets, hashed (names carry no secret).
         self.machine_key: Optional[str] = None
+        # ... and the endpoint's throttle note there (a 429's Retry-After, for every process of this user)
+        self.throttle_note: Optional[str] = None
         if options.machine_cache_dir is not None and self.spec.machine_cache:
             material = json.dumps([repr(key), list(config.secrets)])
             self.machine_key = hashlib.sha256(material.encode("utf-8")).hexdigest()
+            endpoint = json.dumps(["throttle", config.source.value, config.endpoint])
+            self.throttle_note = hashlib.sha256(endpoint.encode("utf-8")).hexdigest() + ".throttle"
 
     @property
     def source(self) -> ManagedIdentitySource:
@@ -178,8 +183,10 @@ class Engine:
         if name is not None and claims is None:
             # a bounded wait, and never more than half the call's deadline: the request needs the rest
             wait = min(self.options.machine_cache_wait, self.options.retry.deadline / 2)
-            found = yield MachineLookup(directory, name, self.clock(), wait)
+            found = yield MachineLookup(directory, name, self.clock(), wait, self.throttle_note)
             assert isinstance(found, MachineFound)
+            if found.throttled_until:
+                self._throttle_until(found.throttled_until)
             shared = found.entry
             if shared is not None and self.clock() < min(shared.refresh_on, shared.expires_on):
                 info = AccessTokenInfo(
@@ -197,6 +204,8 @@ class Engine:
                 cache.store(self.bucket, resource, stored, self.clock())
                 _LOGGER.info("%s: token for %s from the machine cache", label(self.source), resource)
                 return info
+            if entry is not None and self.clock() < min(entry.mandatory_at, self.throttled_until()):
+                return entry.info  # another process was asked to wait: ours may still be served
         start = self.clock()
         try:
             token = yield from self.request(resource, claims=claims, cached=entry)
@@ -369,7 +378,9 @@ class Engine:
                         spec.confirm(self.identity, token.body)
                     return token
                 if outcome.status == 429:
-                    self._remember_throttle(outcome)
+                    until = self._remember_throttle(outcome)
+                    if until is not None and self.throttle_note is not None:
+                        yield MachineThrottle(self.options.machine_cache_dir or "", self.throttle_note, until)
                 if schedule.retried(outcome.status):
                     delay = schedule.next_delay(
                         status=outcome.status,
@@ -387,13 +398,20 @@ class Engine:
                 with_client_request_id(error, request_id)
             raise
 
-    def _remember_throttle(self, outcome: Response) -> None:
-        """A 429's Retry-After, kept for the endpoint: other callers are served from the cache or wait until then."""
+    def _remember_throttle(self, outcome: Response) -> Optional[float]:
+        """A 429's Retry-After, kept for the endpoint: other callers are served from the cache or wait until then.
+        The time it holds the endpoint, or None when it names none."""
         now = self.clock()
         delay = retry_after(outcome.headers, now)
         if delay is None or delay <= 0:
-            return
+            return None
         until = now + min(delay, THROTTLE_LIMIT)
+        self._throttle_until(until)
+        return until
+
+    def _throttle_until(self, until: float) -> None:
+        """Hold the endpoint until then (a later time already held stays), at most THROTTLE_LIMIT from now."""
+        until = min(until, self.clock() + THROTTLE_LIMIT)
         endpoint = self.config.endpoint
         if until > _throttled.get(endpoint, 0.0):
             _throttled[endpoint] = until
