@@ -26,7 +26,6 @@ import stat
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from typing import Optional
 
 from .._engine.effects import (
@@ -187,7 +186,7 @@ def lookup(effect: MachineLookup, held: list[int]) -> MachineFound:
         return MachineFound()
     until = _read_throttle(effect.directory, effect.throttle) if effect.throttle is not None else 0.0
     found = _lookup(effect, held)
-    return replace(found, throttled_until=until) if until else found
+    return MachineFound(entry=found.entry, locked=found.locked, throttled_until=until) if until else found
 
 
 def _lookup(effect: MachineLookup, held: list[int]) -> MachineFound:
