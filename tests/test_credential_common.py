@@ -301,3 +301,22 @@ async def test_leaving_the_async_context_manager_closes_the_supplied_transport(e
         assert Recording.closed == 0
 
     assert Recording.closed >= 1
+
+
+def test_azure_identity_chain_gets_a_token_and_closes_the_credential(
+    face: Any, emulator_factory: Any
+) -> None:
+    """azure-identity's ChainedTokenCredential.close() calls ``__exit__()`` / ``__aexit__()`` with no arguments."""
+    if face.is_async:
+        from azure.identity.aio import ChainedTokenCredential
+    else:
+        from azure.identity import ChainedTokenCredential
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+    chain = ChainedTokenCredential(credential.inner)
+
+    assert face._run(chain.get_token(STORAGE)).token
+    face._run(chain.close())
+    face._run(chain.close())
+    # what azure-core's protocols declare and chains of other libraries call: the exit methods without arguments
+    face._run(credential.inner.__aexit__() if face.is_async else credential.inner.__exit__())
