@@ -182,8 +182,8 @@ class AsyncDriver:
     the rest), and a connection pool bound to one event loop would break the next ``asyncio.run``. A supplied
     transport is used for every flow and closed by ``close()`` (as azure-identity does), except where it could
     not keep a secret safe: Service Fabric always goes over a connection of our own, pinned to its thumbprint, and
-    an aiohttp transport that trusts the environment's proxies is not used toward managed identity endpoints
-    (aiohttp has no per-request way to skip them).
+    an aiohttp transport that trusts the environment's proxies, or whose session was made with ``proxy=``, is not
+    used toward managed identity endpoints (aiohttp has no per-request way to skip either).
     """
 
     def __init__(
@@ -314,6 +314,8 @@ class _FlowPipelines:
                 and environment_proxy_applies(request.url)
             ):
                 driver._user.warn_once("proxy")
+            elif not request.use_proxies and _session_proxy(user):
+                driver._user.warn_once("session_proxy")
             else:
                 extra: dict[str, Any] = (
                     user_proxies(driver._kwargs) if request.use_proxies else {"proxies": dict(NO_PROXIES)}
@@ -391,6 +393,20 @@ def _proxies_from_environment(transport: Any) -> bool:
     if session is not None:
         return bool(session.trust_env)
     return bool(transport._use_env_settings)
+
+
+def _session_proxy(transport: Any) -> bool:
+    """True for an aiohttp transport whose session was made with ``proxy=`` (aiohttp 3.10+): aiohttp sends every
+    request through it, and a request's ``proxy=None`` means "the session's". requests-based transports take a
+    per-request "no proxy" that overrides a session's proxies, so never."""
+    if aiohttp is None:
+        return False
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    if not isinstance(transport, AioHttpTransport):
+        return False
+    session = getattr(transport, "session", None)
+    return getattr(session, "_default_proxy", None) is not None
 
 
 def _takes_tuple_timeouts(transport: Any) -> bool:

@@ -277,6 +277,11 @@ _BYPASS_REASONS = {
         "the environment names for this endpoint (its session trusts the environment), and with it the secret; "
         "it goes directly over a connection of our own"
     ),
+    "session_proxy": (
+        "the supplied transport is not used for the token request: its aiohttp session was made with a proxy "
+        "(proxy=) that every request goes through, and with it the secret; it goes directly over a connection of "
+        "our own"
+    ),
 }
 
 
