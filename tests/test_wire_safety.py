@@ -789,13 +789,9 @@ def test_a_proxy_the_callers_session_was_made_with_never_sees_the_secret(
         from azure.core.pipeline.transport import AioHttpTransport
 
         async def make_session() -> Any:
-            return aiohttp.ClientSession(proxy=proxy_url)
+            return aiohttp.ClientSession(proxy=proxy_url)  # aiohttp 3.10+ (the dev extra's floor)
 
-        try:
-            session = face._run(make_session())
-        except TypeError:
-            pytest.skip("aiohttp before 3.10 has no session-wide proxy")
-        transport: Any = AioHttpTransport(session=session, session_owner=True)
+        transport: Any = AioHttpTransport(session=face._run(make_session()), session_owner=True)
     else:
         import requests
         from azure.core.pipeline.transport import RequestsTransport
