@@ -287,11 +287,14 @@ class Engine:
         began = self.clock()
         secrets = list(self.config.secrets)
         request_id: Optional[str] = None  # the x-ms-client-request-id of the attempt on the wire
+        waited_until = 0.0  # the endpoint's named time (429 Retry-After) this request has already waited for
         try:
             while True:
                 request_id = None
                 assertion = None
-                wait = self.throttled_until() - self.clock()
+                until = self.throttled_until()
+                # a wait this request has already slept (the retry after its own 429) is not slept twice
+                wait = until - self.clock() if until > waited_until else 0.0
                 if wait > 0:
                     # the endpoint named a time (429 Retry-After): nothing goes out before it
                     if self.clock() - began + wait > self.options.retry.deadline:
@@ -303,6 +306,7 @@ class Engine:
                         )
                     _LOGGER.info("%s: the endpoint asked to wait; waiting %.1f s", label(source), wait)
                     yield Sleep(wait)
+                    waited_until = until
                 if spec.reads_assertion:
                     read = yield ReadAssertion(self.config.token_file or "")
                     assert isinstance(read, KeyFileResult)
@@ -376,10 +380,11 @@ class Engine:
                     if spec.confirm is not None:
                         spec.confirm(self.identity, token.body)
                     return token
+                named: Optional[float] = None
                 if outcome.status == 429:
-                    until = self._remember_throttle(outcome)
-                    if until is not None and self.throttle_note is not None:
-                        yield MachineThrottle(self.options.machine_cache_dir or "", self.throttle_note, until)
+                    named = self._remember_throttle(outcome)
+                    if named is not None and self.throttle_note is not None:
+                        yield MachineThrottle(self.options.machine_cache_dir or "", self.throttle_note, named)
                 if schedule.retried(outcome.status):
                     delay = schedule.next_delay(
                         status=outcome.status,
@@ -390,6 +395,8 @@ class Engine:
                     if delay is not None:
                         _LOGGER.info("%s: HTTP %d; retrying in %.1f s", label(source), outcome.status, delay)
                         yield Sleep(delay)
+                        if named is not None:
+                            waited_until = max(waited_until, named)  # the delay was at least the named wait
                         continue
                 raise error_from_response(outcome, source=source, secrets=secrets)
         except ManagedIdentityError as error:
