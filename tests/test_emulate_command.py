@@ -264,6 +264,33 @@ def test_at_stop_it_removes_only_the_env_file_it_wrote(
     assert env_file.read_text() == "EDITED=1\n"
 
 
+def test_its_request_log_neutralises_control_characters_a_client_sends(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from msi_credential.emulator import _cli
+
+    out = io.StringIO()
+
+    def hostile_client(stop: Any) -> None:
+        parts = urlsplit(json.loads(out.getvalue())["url"])
+        with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"GET /\x1b[2J\x1b]0;owned\x07\x9b31mx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            while sock.recv(4096):
+                pass
+
+    monkeypatch.setattr(_cli, "wait_until_stopped", hostile_client)
+
+    assert main(["emulate", "--source", "imds", "--format", "json"], stdout=out) == EXIT_OK
+
+    err = capsys.readouterr().err
+    assert "GET /?[2J?]0;owned??31mx -> 404" in err
+    assert not any(not character.isprintable() for character in err.replace("\n", ""))
+
+
 # ---------------------------------------------------------------------------------------------- life cycle
 
 

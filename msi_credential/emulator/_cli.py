@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
                 return EXIT_SETUP
         # Installed only once serving, and always removed again (level included): main() may run again in-process.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(asctime)s %(message)s"))
         emulator_logger.addHandler(handler)
         emulator_logger.setLevel(logging.DEBUG)
         if args.format == "json":
@@ -244,6 +244,16 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
             if handler is not None:
                 emulator_logger.removeHandler(handler)
             emulator_logger.setLevel(previous_level)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines carry what clients sent (the request's method and path): terminal control characters in them are
+    neutralised as the command's other outside text is (``msi_credential.cli.printable``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from msi_credential.cli import printable
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
 
 
 def wait_until_stopped(stop: threading.Event) -> None:
