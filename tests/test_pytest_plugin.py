@@ -222,27 +222,38 @@ def test_the_session_fixture_is_one_emulator_for_the_session(run: pytest.Pyteste
     assert "IDENTITY_ENDPOINT" not in os.environ
 
 
-def test_each_xdist_worker_has_its_own_emulator(run: pytest.Pytester) -> None:
-    pytest.importorskip("xdist")
+def test_each_xdist_worker_has_its_own_emulator(
+    run: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EMULATOR_URLS", str(run.path))
     run.makepyfile(
         """
-        import os, pytest
+        import os, pathlib, pytest
         from msi_credential import ManagedIdentityCredential
 
         @pytest.mark.parametrize("n", range(6))
-        def test_worker(msi_emulator, n, tmp_path_factory):
+        def test_worker(msi_emulator, n):
             assert ManagedIdentityCredential().get_token("https://storage.azure.com/.default").token
             assert len(msi_emulator.requests) == 1
-            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-            out = tmp_path_factory.getbasetemp().parent.parent / f"ports-{worker}-{n}"
-            out.write_text(msi_emulator.url)
+            worker = os.environ["PYTEST_XDIST_WORKER"]
+            (pathlib.Path(os.environ["EMULATOR_URLS"]) / f"url-{n}").write_text(f"{worker} {msi_emulator.url}")
         """
     )
 
     result = run.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2")
 
     result.assert_outcomes(passed=6)
-    assert "2 workers" in result.stdout.str()
+    seen = [(run.path / f"url-{n}").read_text().split() for n in range(6)]
+    assert len({url for _, url in seen}) == 6  # an emulator per test, each on a port of its own
+    assert {worker for worker, _ in seen} <= {"gw0", "gw1"}
+
+
+def test_the_first_example_of_docs_testing_runs_as_written(run: pytest.Pytester) -> None:
+    text = (ROOT / "docs/testing.md").read_text(encoding="utf-8")
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    run.makepyfile(test_example=example)
+
+    run.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
 def test_the_plugin_works_without_trustme_and_aiohttp(run: pytest.Pytester) -> None:
