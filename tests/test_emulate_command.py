@@ -459,3 +459,10 @@ def test_a_scenario_picks_its_own_source_and_refuses_another(emulate: Any) -> No
 def test_an_unknown_scenario_is_refused_by_the_parser() -> None:
     with pytest.raises(SystemExit):
         build_parser().parse_args(["emulate", "--scenario", "no_such_incident"])
+
+
+def test_the_shell_form_says_which_incident_it_plays(emulate: Any) -> None:
+    lines = emulate("--scenario", "slow_endpoint", "--latency", "0.5").lines_until_ready()
+
+    assert "# scenario slow_endpoint: the endpoint answers, but only after seconds (docs/testing.md)" in lines
+    assert "# every answer waits 0.5 s" in lines
