@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def run(pytester: pytest.Pytester) -> pytest.Pytester:
     """A pytester whose runs see no ini file of ours (as a user's suite would not)."""
-    pytester.makeini("[pytest]\n")
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     return pytester
 
 
