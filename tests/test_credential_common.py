@@ -392,6 +392,8 @@ def test_caller_policies_run_on_every_token_request_after_ours(face: Any, emulat
         ("ProxyPolicy", "proxies are never used"),
         ("NetworkTraceLoggingPolicy", "logs bodies"),
         ("HttpLoggingPolicy", "redacted"),
+        ("BearerTokenCredentialPolicy", "its own secret"),
+        ("AsyncBearerTokenCredentialPolicy", "its own secret"),
         ("object", "not a policy"),
     ],
 )
@@ -401,7 +403,12 @@ def test_caller_policies_that_would_break_a_guarantee_are_refused(
     from azure.core.pipeline import policies
 
     emulator = emulator_factory("imds")
-    policy = object() if name == "object" else getattr(policies, name)()
+    if name == "object":
+        policy: Any = object()
+    elif "Bearer" in name:
+        policy = getattr(policies, name)(ManagedIdentityCredential(_environ={}), STORAGE)
+    else:
+        policy = getattr(policies, name)()
 
     with pytest.raises(ValueError, match=f"policies= holds {name}, .*{why}"):
         face.credential(emulator, policies=[policy])

@@ -271,6 +271,19 @@ def test_no_token_goes_over_http_through_a_session(
     assert emulator.tokens_issued == 0
 
 
+def test_a_refusal_and_debug_lines_name_the_host_without_user_info(
+    credential: ManagedIdentityCredential,
+) -> None:
+    from msi_credential._integrations import _host
+
+    request = requests.Request("GET", "http://user:s3cret@example.com:8080/a").prepare()
+    with pytest.raises(ServiceRequestError) as raised:
+        ManagedIdentityAuth(credential, ARM)(request)
+
+    assert "s3cret" not in str(raised.value) and "example.com" in str(raised.value)
+    assert _host("https://user:s3cret@example.com:8443/a") == "example.com:8443"
+
+
 @pytest.mark.parametrize(
     "url",
     ["http://127.0.0.1:1/a", "http://127.8.9.10/a", "http://[::1]:1/a", "http://localhost/a", "https://x/a"],
