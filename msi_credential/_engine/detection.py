@@ -6,11 +6,11 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from .._source import ManagedIdentitySource
+from .record import Record, field, replace
 
 _LOGGER = logging.getLogger("msi_credential")
 
@@ -46,8 +46,7 @@ _URL_SAFE = re.compile(r"[!-\"$-~]*")  # printable ASCII without spaces and '#'
 _HEADER_VALUE = re.compile(r"[ -~]+")  # printable ASCII: what every HTTP stack sends as it is
 
 
-@dataclass(frozen=True)
-class TokenProxy:
+class TokenProxy(Record):
     """Where workload identity's token request goes instead of the authority, and how its TLS is checked."""
 
     url: str  # the proxy's base URL, as given (for messages)
@@ -56,8 +55,7 @@ class TokenProxy:
     server_name: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(Record):
     """The detected source and what the environment says about it. Secrets are excluded from repr."""
 
     source: ManagedIdentitySource
@@ -194,6 +192,10 @@ def _with_token_proxy(config: SourceConfig, environ: Mapping[str, str]) -> Sourc
                 "AZURE_KUBERNETES_SNI_NAME is not a DNS name (letters, digits, '-' and '.')",
             ),
         )
+    if server_name is not None and server_name.endswith("."):
+        # a fully qualified name's root dot: TLS sends and certificates hold the name without it, and the two
+        # drivers' TLS stacks would not agree on it
+        server_name = server_name[:-1]
     # The token request keeps its own path, appended to the proxy's (an empty proxy path counts as '/').
     path = urlsplit(config.endpoint).path
     return replace(
