@@ -53,14 +53,42 @@ class AcquisitionSpan:
         self._ended = False
 
     def set(self, attributes: dict[str, Attribute]) -> None:
+        try:
+            self._set(attributes)
+        except Exception as error:  # tracing is an observer: a broken tracer must not cost the token
+            _tracer_failed("set", error)
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the span failed with the error's code and class name: never its message."""
+        try:
+            self._fail(error)
+        except Exception as problem:
+            _tracer_failed("fail", problem)
+
+    def end(self) -> None:
+        """Leave the span's context and end it (once)."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            try:
+                self._scope.__exit__(None, None, None)
+            finally:
+                if self._native:
+                    self._span.end()
+                else:
+                    self._span.finish()
+        except Exception as error:
+            _tracer_failed("end", error)
+
+    def _set(self, attributes: dict[str, Attribute]) -> None:
         if self._native:
             self._span.set_attributes(attributes)
         else:
             for key, value in attributes.items():
                 self._span.add_attribute(key, value)
 
-    def fail(self, error: BaseException) -> None:
-        """Mark the span failed with the error's code and class name: never its message."""
+    def _fail(self, error: BaseException) -> None:
         error_type = type(error)
         module = error_type.__module__
         qualified = error_type.__qualname__ if module == "builtins" else f"{module}.{error_type.__qualname__}"
@@ -69,7 +97,7 @@ class AcquisitionSpan:
         attributes: dict[str, Attribute] = {ERROR_TYPE: qualified}
         if isinstance(code, str) and code:
             attributes[ERROR_CODE] = code
-        self.set(attributes)
+        self._set(attributes)
         if self._native:
             self._tracer.set_span_error_status(self._span, description)
             return
@@ -79,18 +107,13 @@ class AcquisitionSpan:
 
             instance.set_status(Status(StatusCode.ERROR, description))
 
-    def end(self) -> None:
-        """Leave the span's context and end it (once)."""
-        if self._ended:
-            return
-        self._ended = True
-        try:
-            self._scope.__exit__(None, None, None)
-        finally:
-            if self._native:
-                self._span.end()
-            else:
-                self._span.finish()
+
+def _tracer_failed(step: str, error: Exception) -> None:
+    import logging
+
+    logging.getLogger("msi_credential").debug(
+        "tracing: the acquisition span's %s failed (%s)", step, type(error).__name__
+    )
 
 
 def start(source: str, resource: str) -> Optional[AcquisitionSpan]:
@@ -113,9 +136,7 @@ def start(source: str, resource: str) -> Optional[AcquisitionSpan]:
             return None
         return _start_native(attributes)
     except Exception as error:  # tracing is an observer: a broken tracer must not cost the token
-        import logging
-
-        logging.getLogger("msi_credential").debug("tracing: no acquisition span (%s)", type(error).__name__)
+        _tracer_failed("start", error)
         return None
 
 

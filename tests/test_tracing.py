@@ -267,3 +267,43 @@ def test_inside_an_sdk_operation_the_http_spans_go_under_the_operation(
     assert not _acquisitions(spans)
     (http,) = _http(spans)
     assert _parent_id(http) == outer.context.span_id
+
+
+class _BrokenSpan:
+    """A tracing plugin that fails at every step after its span was made: the token must not be lost to it."""
+
+    def __init__(self, name: str = "span", **kwargs: Any) -> None:
+        self.finished = False
+
+    def add_attribute(self, key: str, value: Any) -> None:
+        if key != _tracing.SOURCE and key != _tracing.RESOURCE:
+            raise RuntimeError("broken tracer")
+
+    @classmethod
+    def change_context(cls, span: Any) -> Any:
+        class Scope:
+            def __enter__(self) -> None:
+                return None
+
+            def __exit__(self, *args: Any) -> None:
+                raise RuntimeError("broken tracer")
+
+        return Scope()
+
+    def finish(self) -> None:
+        raise RuntimeError("broken tracer")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_broken_tracing_plugin_does_not_cost_the_token_or_the_error(
+    face: Any, emulator_factory: Any, untraced: InMemorySpanExporter, fails: bool
+) -> None:
+    emulator = emulator_factory("imds")
+    settings.tracing_implementation = _BrokenSpan
+    credential = face.credential(emulator, retry_total=0)
+    if fails:
+        emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
+        with pytest.raises(ManagedIdentityError):
+            credential.get_token(STORAGE)
+    else:
+        assert credential.get_token(STORAGE).token
