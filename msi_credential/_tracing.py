@@ -119,25 +119,40 @@ def _tracer_failed(step: str, error: Exception) -> None:
 def start(source: str, resource: str) -> Optional[AcquisitionSpan]:
     """A span for one acquisition, started and made current; None when azure-core's tracing is off.
 
-    A tracing failure never fails the acquisition: any error here means no span.
+    Whether tracing is on follows azure-core's own DistributedTracingPolicy: from azure-core 1.33 (native tracing),
+    ``settings.tracing_enabled`` (which defaults to "a plugin is set"), then the plugin if one is set, else native
+    OpenTelemetry; before 1.33, a plugin set is the switch. A tracing failure never fails the acquisition.
     """
     from azure.core.settings import settings
 
     try:
-        # tracing_enabled defaults to "a plugin is set"; native tracing (no plugin) came in azure-core 1.33
-        enabled = getattr(settings, "tracing_enabled", None)
-        if enabled is not None and not enabled():
+        native = _native_tracer_source()
+        if native is not None and not settings.tracing_enabled():
             return None
         attributes: dict[str, Attribute] = {SOURCE: source, RESOURCE: resource}
         plugin = settings.tracing_implementation()
         if plugin is not None:
             return _start_plugin(plugin, attributes)
-        if enabled is None:
+        if native is None:
             return None
-        return _start_native(attributes)
+        return _start_native(native, attributes)
     except Exception as error:  # tracing is an observer: a broken tracer must not cost the token
         _tracer_failed("start", error)
         return None
+
+
+_NATIVE: list[Any] = []  # azure-core's get_tracer, or None before azure-core 1.33: looked up once
+
+
+def _native_tracer_source() -> Any:
+    if not _NATIVE:
+        try:
+            from azure.core.instrumentation import get_tracer
+        except ImportError:
+            _NATIVE.append(None)
+        else:
+            _NATIVE.append(get_tracer)
+    return _NATIVE[0]
 
 
 def _start_plugin(plugin: Any, attributes: dict[str, Attribute]) -> AcquisitionSpan:
@@ -151,12 +166,9 @@ def _start_plugin(plugin: Any, attributes: dict[str, Attribute]) -> AcquisitionS
     return AcquisitionSpan(span, scope, None)
 
 
-def _start_native(attributes: dict[str, Attribute]) -> Optional[AcquisitionSpan]:
-    try:
-        from azure.core.instrumentation import get_tracer
-        from azure.core.tracing import SpanKind
-    except ImportError:  # azure-core before native tracing
-        return None
+def _start_native(get_tracer: Any, attributes: dict[str, Attribute]) -> Optional[AcquisitionSpan]:
+    from azure.core.tracing import SpanKind
+
     if _inside_traced_operation():
         return None
     tracer = get_tracer(library_name=LIBRARY_NAME, library_version=VERSION)

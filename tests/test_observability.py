@@ -111,11 +111,10 @@ def test_a_failed_refresh_that_serves_the_cached_token_is_from_the_cache(
     assert "from the cache (the refresh failed and the cached token is still valid" in cached.getMessage()
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="the machine cache is POSIX-only")
 def test_a_token_from_the_machine_cache_says_so(
     emulator: Emulator, caplog: pytest.LogCaptureFixture, tmp_path: Any
 ) -> None:
-    if not hasattr(os, "geteuid"):
-        pytest.skip("the machine cache is POSIX-only")
     runtime = tmp_path / "runtime"
     runtime.mkdir(mode=0o700)
     environ = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
