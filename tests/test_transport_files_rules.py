@@ -652,6 +652,21 @@ def test_build_policies_traces_as_msi_credential_with_the_safe_query_parameters(
         } | set(policies.SAFE_QUERY_PARAMS)
 
 
+def test_build_policies_takes_an_azure_core_whose_tracing_policy_does_not_redact_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class OlderTracingPolicy:  # azure-core before span URL redaction: no allowed_query_params to extend
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    monkeypatch.setattr(policies, "DistributedTracingPolicy", OlderTracingPolicy)
+
+    built = policies.build_policies()
+
+    assert isinstance(built[4], OlderTracingPolicy)
+    assert not hasattr(built[4], "allowed_query_params")
+
+
 def test_build_policies_user_agent_is_msi_credential_and_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AZURE_HTTP_USER_AGENT", raising=False)
 
