@@ -132,7 +132,8 @@ def build_engine(
 ) -> Engine:
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
-    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_platform``, ``_path_exists``,
+    Private keywords (tests and the emulator): ``_environ``, ``_clock`` (the wall clock: expiry), ``_monotonic``
+    (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_platform``, ``_path_exists``,
     ``_arc_key_directory``.
     """
     from ._engine.detection import detect
@@ -149,6 +150,10 @@ def build_engine(
     if environ is None:
         environ = os.environ
     clock: Callable[[], float] = kwargs.pop("_clock", None) or time.time
+    # Deadlines run on a monotonic clock; an injected wall clock drives them too unless _monotonic is given.
+    monotonic: Callable[[], float] = kwargs.pop("_monotonic", None) or (
+        clock if clock is not time.time else time.monotonic
+    )
     config = detect(
         dict(environ),
         platform=kwargs.pop("_platform", None) or sys.platform,
@@ -165,7 +170,7 @@ def build_engine(
         client_request_id=_client_request_id(kwargs),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
-    return Engine(config, identity, options, clock)
+    return Engine(config, identity, options, clock, monotonic)
 
 
 def _client_request_id(kwargs: Mapping[str, Any]) -> str | bool:
