@@ -68,6 +68,7 @@ class CredentialBase:
         self._clock = self._engine.clock
         # The hot path, both faces: a dict lookup and a clock read (cache.hit_reader), bound once here.
         self._hit = self._engine.hit
+        self._join_limit = _join_limit(self._engine)
         self._start_driver(sleep, kwargs)
 
     def _start_driver(self, sleep: Any, kwargs: dict[str, Any]) -> None:
@@ -100,6 +101,7 @@ class CredentialBase:
             resource,
             lambda: driver.run(trace.watch(engine.acquire(resource))),
             lambda: trace.still_valid(lambda: engine.still_valid(resource)),
+            self._join_limit,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -117,6 +119,13 @@ class CredentialBase:
             f"{type(self).__name__}(source={self.source.value!r}, "
             f"identity={self._engine.identity.describe()!r})"
         )
+
+
+def _join_limit(engine: Engine) -> Any:
+    """How long this credential's calls wait for a request another caller already has in flight."""
+    from ._transport.flight import JoinLimit
+
+    return JoinLimit(engine.options.retry.deadline, engine.monotonic, engine.source)
 
 
 def build_engine(

@@ -44,6 +44,7 @@ from .common import (
     user_proxies,
 )
 from .files import read_file
+from .flight import JoinLimit
 from .policies import build_policies
 from .sync import pinned_session, token_proxy_session
 
@@ -111,12 +112,15 @@ async def single_flight(
     resource: str,
     request: Callable[[], Coroutine[Any, Any, AccessTokenInfo]],
     still_valid: Callable[[], Optional[AccessTokenInfo]],
+    limit: Optional[JoinLimit] = None,
 ) -> AccessTokenInfo:
     """Tasks of one event loop that miss the cache for one resource share one request (a task of its own).
 
     Each caller awaits it through a shield: a cancelled caller does not cancel the request for the others.
     A caller that finds a refresh in flight while the cached token may still be served takes the cached token.
+    A joining caller waits at most its own ``limit`` (its call's ``timeout=``).
     """
+    deadline = None if limit is None else limit.deadline()
     loop = asyncio.get_running_loop()
     task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
     if task is not None and (task.done() or task.get_loop() is not loop):
@@ -129,7 +133,16 @@ async def single_flight(
         cached = still_valid()
         if cached is not None:
             return cached
+        if limit is not None and deadline is not None:
+            return await _join(task, limit, deadline)
     return await asyncio.shield(task)
+
+
+async def _join(task: asyncio.Task[AccessTokenInfo], limit: JoinLimit, deadline: float) -> AccessTokenInfo:
+    """Wait for another caller's flight, at most until this call's own deadline; leaving does not cancel it."""
+    while not task.done():
+        await asyncio.wait((task,), timeout=limit.remaining(deadline))
+    return task.result()
 
 
 def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[AccessTokenInfo]) -> None:
