@@ -40,6 +40,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fresh warning memory and held set, umask 022, and a scratch working directory (nothing lands elsewhere)."""
     monkeypatch.setattr(machine_cache, "_warned", set())
     monkeypatch.setattr(machine_cache, "_held", set())
+    monkeypatch.setattr(machine_cache, "_locked_paths", {})
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -115,7 +116,10 @@ def _other_holder(directory: Path, name: str = NAME) -> int:
 
 
 def _lock_is_free(directory: Path, name: str = NAME) -> bool:
-    descriptor = os.open(directory / (name + ".lock"), os.O_RDWR)
+    try:
+        descriptor = os.open(directory / (name + ".lock"), os.O_RDWR)
+    except FileNotFoundError:
+        return True  # its last holder removed it
     try:
         real_fcntl.flock(descriptor, real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
         return True
@@ -917,6 +921,61 @@ def test_lookup_when_flock_fails_finds_nothing_and_closes_the_lock(
     assert not _is_open(calls[0][0])
 
 
+def test_lookup_that_got_a_removed_lock_file_locks_the_current_one(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder removes its lock file when done; a waiter that then locks the removed file would hold a lock
+    nobody else sees: it checks the path still names the file it locked, else locks the file now there."""
+    path = cache_dir / (NAME + ".lock")
+    holder = [_other_holder(cache_dir)]
+    rounds: list[int] = []
+
+    def others_come_and_go() -> None:
+        rounds.append(1)
+        os.unlink(path)  # the holder is done: removes its file, then lets go
+        os.close(holder.pop())
+        if len(rounds) == 1:
+            holder.append(_other_holder(cache_dir))  # a newcomer creates and locks a new file meanwhile
+
+    polls = _inject(monkeypatch, _Clock(100.0), others_come_and_go)
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir, wait=1.0), held) == MachineFound(locked=True)
+
+    assert polls == [0.01, 0.01]  # it waited for the newcomer too, instead of holding beside it
+    [descriptor] = held
+    assert (os.fstat(descriptor).st_ino, os.fstat(descriptor).st_dev) == (
+        os.stat(path).st_ino,
+        os.stat(path).st_dev,
+    )
+    assert not _lock_is_free(cache_dir)
+
+
+def test_a_lookup_for_a_flow_that_has_ended_gives_up_its_wait_and_keeps_no_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = [_other_holder(cache_dir)]
+    held = machine_cache.Holdings()
+
+    def the_flow_ends() -> None:
+        machine_cache.release_all(held)  # a cancelled async call: its executor thread is still here
+
+    polls = _inject(monkeypatch, _Clock(100.0), the_flow_ends)
+    try:
+        assert machine_cache.lookup(_lookup(cache_dir, wait=1.0), held) == MachineFound()
+    finally:
+        os.close(other.pop())
+    assert polls == [0.01] and list(held) == [] and machine_cache._held == set()
+    assert _lock_is_free(cache_dir)
+
+
+def test_a_lock_taken_after_its_flow_has_ended_is_released_at_once(cache_dir: Path) -> None:
+    held = machine_cache.Holdings()
+    machine_cache.release_all(held)
+    assert machine_cache.lookup(_lookup(cache_dir), held) == MachineFound()
+    assert list(held) == [] and machine_cache._held == set()
+    assert os.listdir(cache_dir) == []  # its lock file removed too
+
+
 # ---------------------------------------------------------------------------------------- release, release_all
 
 
@@ -955,6 +1014,46 @@ def test_after_fork_in_child_closes_every_held_descriptor(cache_dir: Path) -> No
     assert machine_cache._held == set()
     assert not any(_is_open(d) for d in descriptors)
     machine_cache._after_fork_in_child()  # nothing held: a no-op
+
+
+def test_release_of_a_lock_from_lookup_removes_its_file_while_still_holding_it(cache_dir: Path) -> None:
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir), held) == MachineFound(locked=True)
+    assert os.listdir(cache_dir) == [NAME + ".lock"]
+    machine_cache.release_all(held)
+    assert os.listdir(cache_dir) == [] and machine_cache._locked_paths == {}
+
+
+def test_after_fork_in_child_leaves_the_parents_lock_file_in_place(cache_dir: Path) -> None:
+    held: list[int] = []
+    machine_cache.lookup(_lookup(cache_dir), held)
+    machine_cache._after_fork_in_child()  # as in a forked child: its copy closes, the parent still holds it
+    assert os.listdir(cache_dir) == [NAME + ".lock"]
+
+
+def test_sweep_removes_expired_entries_and_stale_temporaries_only(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(expires_on=900))  # expired at NOW
+    _write(cache_dir / OTHER, _body(name=OTHER))  # valid until 2000
+    busy = "ef" * 32
+    _write(cache_dir / busy, _body(name=busy, expires_on=900))  # expired, but its holder is renewing it
+    holder = _other_holder(cache_dir, busy)
+    foreign = _write(cache_dir / ("12" * 32), b"not json")  # not ours to judge
+    stale = _write(cache_dir / ".tmp-crashed", b"x")
+    os.utime(stale, (0, 0))
+    fresh_temporary = _write(cache_dir / ".tmp-writing", b"x")
+    try:
+        assert machine_cache.sweep(str(cache_dir), NOW) == 2
+    finally:
+        os.close(holder)
+    assert sorted(os.listdir(cache_dir)) == sorted(
+        [OTHER, busy, busy + ".lock", foreign.name, fresh_temporary.name]
+    )
+
+
+def test_store_with_the_engines_clock_sweeps_the_directory(cache_dir: Path) -> None:
+    _write(cache_dir / OTHER, _body(name=OTHER, expires_on=900))
+    machine_cache.store(dataclasses.replace(_store(cache_dir), now=NOW))
+    assert os.listdir(cache_dir) == [NAME]
 
 
 # ------------------------------------------------------------------------------------------------------- store

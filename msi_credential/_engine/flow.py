@@ -197,6 +197,7 @@ class Engine:
                     token_type=token.token_type,
                     info_refresh_on=token.refresh_on,
                 ),
+                self.clock(),
             )
         _LOGGER.info("%s: got a token for %s, expires at %d", label(self.source), resource, token.expires_on)
         return info

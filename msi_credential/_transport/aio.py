@@ -191,7 +191,8 @@ class AsyncDriver:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
         pipelines = _FlowPipelines(self)
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
                 try:

@@ -273,7 +273,8 @@ class SyncDriver:
     def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end, performing each effect it yields."""
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
                 try:
