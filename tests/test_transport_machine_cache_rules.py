@@ -1050,7 +1050,7 @@ def test_sweep_removes_expired_entries_and_stale_temporaries_only(cache_dir: Pat
 
 def test_store_with_the_engines_clock_sweeps_the_directory(cache_dir: Path) -> None:
     _write(cache_dir / OTHER, _body(name=OTHER, expires_on=900))
-    machine_cache.store(dataclasses.replace(_store(cache_dir), now=NOW))
+    machine_cache.store(MachineStore(str(cache_dir), NAME, EXPECTED, NOW))
     assert os.listdir(cache_dir) == [NAME]
 
 
