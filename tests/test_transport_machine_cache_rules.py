@@ -1054,6 +1054,80 @@ def test_store_with_the_engines_clock_sweeps_the_directory(cache_dir: Path) -> N
     assert os.listdir(cache_dir) == [NAME]
 
 
+def test_holdings_start_open_and_empty_and_keep_what_a_lookup_locked(cache_dir: Path) -> None:
+    held = machine_cache.Holdings()
+    assert held.closed is False and list(held) == []
+    descriptor = _other_holder(cache_dir)
+    assert machine_cache._keep(held, descriptor) is True
+    assert list(held) == [descriptor] and machine_cache._held == {descriptor}
+    machine_cache.release_all(held)
+    assert held.closed is True and machine_cache._held == set() and not _is_open(descriptor)
+
+
+def test_release_whose_lock_file_cannot_be_removed_still_closes_silently(cache_dir: Path) -> None:
+    descriptor = os.open(cache_dir, os.O_RDONLY)  # its "lock file" is a directory: unlink fails
+    machine_cache._locked_paths[descriptor] = str(cache_dir)
+    machine_cache.release(descriptor)
+    assert not _is_open(descriptor) and cache_dir.is_dir()
+
+
+def test_sweep_of_a_missing_directory_removes_nothing(tmp_path: Path) -> None:
+    assert machine_cache.sweep(str(tmp_path / "missing"), NOW) == 0
+
+
+def test_sweep_judges_only_entries_never_lock_or_hidden_files(cache_dir: Path) -> None:
+    hidden, lock = ".hidden", NAME + ".lock"
+    _write(cache_dir / hidden, _body(name=hidden, expires_on=900))  # expired bodies, under names
+    _write(cache_dir / lock, _body(name=lock, expires_on=900))  # that are not entries
+    assert machine_cache.sweep(str(cache_dir), NOW) == 0
+    assert sorted(os.listdir(cache_dir)) == sorted([hidden, lock])
+
+
+def test_sweep_removes_an_entry_expiring_exactly_now(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(expires_on=int(NOW)))
+    assert machine_cache.sweep(str(cache_dir), NOW) == 1
+    assert os.listdir(cache_dir) == []
+
+
+def test_sweep_keeps_an_entry_whose_lock_file_is_refused(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(expires_on=900))
+    _write(cache_dir / (NAME + ".lock"), b"", 0o644)
+    assert machine_cache.sweep(str(cache_dir), NOW) == 0
+    assert NAME in os.listdir(cache_dir)
+
+
+def test_sweep_keeps_an_entry_renewed_between_its_check_and_its_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body(expires_on=900))
+    real_read = machine_cache._read_entry
+    reads: list[int] = []
+
+    def renewed_after_the_first_read(directory: str, name: str) -> Any:
+        reads.append(1)
+        if len(reads) == 2:  # another process stored a new token meanwhile
+            _write(cache_dir / NAME, _body(expires_on=2000))
+        return real_read(directory, name)
+
+    monkeypatch.setattr(machine_cache, "_read_entry", renewed_after_the_first_read)
+    assert machine_cache.sweep(str(cache_dir), NOW) == 0
+    assert os.listdir(cache_dir) == [NAME]
+
+
+def test_a_temporary_file_is_stale_after_exactly_an_hour(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hour_old, younger = cache_dir / ".tmp-a", cache_dir / ".tmp-b"
+    for path, age in ((hour_old, 3600), (younger, 3599)):
+        _write(path, b"x")
+        os.utime(path, (5000 - age, 5000 - age))
+    monkeypatch.setattr(machine_cache, "time", SimpleNamespace(time=lambda: 5000.0))
+    assert machine_cache._remove_stale_temporary(str(hour_old)) == 1
+    assert machine_cache._remove_stale_temporary(str(younger)) == 0
+    assert machine_cache._remove_stale_temporary(str(cache_dir / ".tmp-gone")) == 0
+    assert os.listdir(cache_dir) == [younger.name]
+
+
 # ------------------------------------------------------------------------------------------------------- store
 
 
