@@ -69,6 +69,7 @@ class CredentialBase:
         self._clock = self._engine.clock
         # The hot path, both faces: a dict lookup and a clock read (cache.hit_reader), bound once here.
         self._hit = self._engine.hit
+        self._join_limit = _join_limit(self._engine)
         check_pipeline_keywords(kwargs)
         self._start_driver(sleep, kwargs)
 
@@ -111,6 +112,7 @@ class CredentialBase:
             resource,
             lambda: driver.run(trace.watch(engine.acquire(resource))),
             lambda: trace.still_valid(lambda: engine.still_valid(resource)),
+            self._join_limit,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -130,6 +132,13 @@ class CredentialBase:
         )
 
 
+def _join_limit(engine: Engine) -> Any:
+    """How long this credential's calls wait for a request another caller already has in flight."""
+    from ._transport.flight import JoinLimit
+
+    return JoinLimit(engine.options.retry.deadline, engine.monotonic, engine.source)
+
+
 def build_engine(
     *,
     client_id: Optional[str],
@@ -143,8 +152,9 @@ def build_engine(
 ) -> Engine:
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
-    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_random`` (the source of the refresh
-    point's spread, numbers in [0, 1)), ``_platform``, ``_path_exists``, ``_arc_key_directory``.
+    Private keywords (tests and the emulator): ``_environ``, ``_clock`` (the wall clock: expiry), ``_monotonic``
+    (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_random`` (the source of the
+    refresh point's spread, numbers in [0, 1)), ``_platform``, ``_path_exists``, ``_arc_key_directory``.
     """
     from ._engine.detection import detect
     from ._engine.flow import Engine, EngineOptions
@@ -160,6 +170,10 @@ def build_engine(
     if environ is None:
         environ = os.environ
     clock: Callable[[], float] = kwargs.pop("_clock", None) or time.time
+    # Deadlines run on a monotonic clock; an injected wall clock drives them too unless _monotonic is given.
+    monotonic: Callable[[], float] = kwargs.pop("_monotonic", None) or (
+        clock if clock is not time.time else time.monotonic
+    )
     random: Optional[Callable[[], float]] = kwargs.pop("_random", None)
     if random is None:
         import random as _random_module  # already loaded (tempfile imports it): no import cost
@@ -181,7 +195,7 @@ def build_engine(
         client_request_id=_client_request_id(kwargs),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
-    return Engine(config, identity, options, clock, random)
+    return Engine(config, identity, options, clock, monotonic, random)
 
 
 # The pipeline keywords the drivers take (README, "Keywords"); build_engine has popped the engine's own before.

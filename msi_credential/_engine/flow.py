@@ -90,13 +90,16 @@ class Engine:
         identity: Identity,
         options: EngineOptions,
         clock: Clock,
+        monotonic: Optional[Clock] = None,
         random: Optional[Callable[[], float]] = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.options = options
         self.spec = SPECS[config.source]
-        self.clock = clock
+        self.clock = clock  # the wall clock: token expiry and refresh windows
+        # Deadlines and elapsed time: a clock step (NTP, a suspended VM) must not stretch or cut a call.
+        self.monotonic: Clock = clock if monotonic is None else monotonic
         # A number in [0, 1) per token: how far this process moves its refresh point (cache.spread).
         self.random: Callable[[], float] = random if random is not None else _no_spread
         # Everything that changes which token comes back: the selector, the client id a source takes from the
@@ -242,6 +245,7 @@ class Engine:
                     token_type=token.token_type,
                     info_refresh_on=token.refresh_on,
                 ),
+                self.clock(),
             )
         _LOGGER.info("%s: got a token for %s, expires at %d", label(self.source), resource, token.expires_on)
         return info
@@ -284,7 +288,7 @@ class Engine:
         if claims and cached is not None and spec.supports_revocation:
             revocation = hashlib.sha256(cached.info.token.encode("utf-8")).hexdigest()
         schedule = RetrySchedule(self.options.retry, spec.retry)
-        began = self.clock()
+        began = self.monotonic()
         secrets = list(self.config.secrets)
         request_id: Optional[str] = None  # the x-ms-client-request-id of the attempt on the wire
         waited_until = 0.0  # the endpoint's named time (429 Retry-After) this request has already waited for
@@ -297,7 +301,7 @@ class Engine:
                 wait = until - self.clock() if until > waited_until else 0.0
                 if wait > 0:
                     # the endpoint named a time (429 Retry-After): nothing goes out before it
-                    if self.clock() - began + wait > self.options.retry.deadline:
+                    if self.monotonic() - began + wait > self.options.retry.deadline:
                         raise failed(
                             f"{label(source)} asked (HTTP 429, Retry-After) not to be asked again for "
                             f"{wait:.0f} s more, which is past this call's deadline; no request was sent",
@@ -331,7 +335,7 @@ class Engine:
                 )
                 request = spec.build(self.config, self.identity, parts)
                 # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
-                budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
+                budget = max(self.options.retry.deadline - (self.monotonic() - began), _MIN_BUDGET)
                 request_id = self._new_request_id()
                 headers = dict(request.headers)
                 if request_id is not None:
@@ -359,7 +363,7 @@ class Engine:
                 if isinstance(outcome, TransportFailure):
                     self._check_transport_failure(outcome, first_contact, secrets)
                     delay = schedule.next_delay(
-                        status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
+                        status=None, headers={}, now=self.clock(), elapsed=self.monotonic() - began
                     )
                     if delay is None:
                         raise self._unreachable(outcome, schedule.retries, secrets)
@@ -390,7 +394,7 @@ class Engine:
                         status=outcome.status,
                         headers=outcome.headers,
                         now=self.clock(),
-                        elapsed=self.clock() - began,
+                        elapsed=self.monotonic() - began,
                     )
                     if delay is not None:
                         _LOGGER.info("%s: HTTP %d; retrying in %.1f s", label(source), outcome.status, delay)

@@ -51,6 +51,7 @@ from .common import (
     whole_body_methods,
 )
 from .files import read_file
+from .flight import JoinLimit
 from .policies import build_policies
 
 _LOGGER = logging.getLogger("msi_credential")
@@ -192,14 +193,15 @@ class _RefusingAdapter(HTTPAdapter):
 
 
 class _Flight:
-    """One token request in flight, and what its waiters will get."""
+    """One token request in flight, the thread that leads it, and what its waiters will get."""
 
-    __slots__ = ("abandoned", "done", "error", "result")
+    __slots__ = ("abandoned", "done", "error", "leader", "result")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: Optional[AccessTokenInfo] = None
         self.error: Optional[BaseException] = None
+        self.leader = threading.get_ident()
         # a refresh beside the callers, ended by its credential's close(): a waiter asks again
         self.abandoned = False
 
@@ -235,11 +237,17 @@ def single_flight(
     resource: str,
     request: Callable[[], AccessTokenInfo],
     still_valid: Callable[[], Optional[AccessTokenInfo]],
+    limit: Optional[JoinLimit] = None,
 ) -> AccessTokenInfo:
     """Threads that miss the cache for one resource share one request, its token or its error.
 
     A thread that finds a refresh in flight while the cached token may still be served takes the cached token.
+    A joining thread waits at most its own ``limit`` (its call's ``timeout=``). The leading thread itself,
+    re-entering (a signal handler or a hook that runs in it during its request), never waits on its own flight:
+    it takes the cached token while it may be served, else makes a request of its own. A waiter whose flight was
+    a refresh beside the callers that its credential's close() ended asks again.
     """
+    deadline = None if limit is None else limit.deadline()
     while True:
         with bucket.lock:
             existing: Optional[_Flight] = bucket.flights.get(resource)
@@ -252,7 +260,9 @@ def single_flight(
         cached = still_valid()
         if cached is not None:
             return cached
-        flight.done.wait()
+        if flight.leader == threading.get_ident():
+            return request()  # waiting here would wait for this very thread: forever
+        _join(flight, limit, deadline)
         if flight.abandoned:
             continue  # a refresh beside the callers, ended by close(): ask again
         if flight.error is not None:
@@ -280,6 +290,15 @@ def _end_flight(bucket: Bucket, resource: str, flight: _Flight) -> None:
         if bucket.flights.get(resource) is flight:
             del bucket.flights[resource]
     flight.done.set()
+
+
+def _join(flight: _Flight, limit: Optional[JoinLimit], deadline: Optional[float]) -> None:
+    """Wait for another thread's flight, at most until this call's own deadline."""
+    if limit is None or deadline is None:
+        flight.done.wait()
+        return
+    while not flight.done.is_set():
+        flight.done.wait(limit.remaining(deadline))
 
 
 def read_body(http_response: Any, reader: BodyReader) -> None:
@@ -339,6 +358,7 @@ class SyncDriver:
             if resource in bucket.flights:
                 return
             flight = _Flight()
+            flight.leader = 0  # no thread's: the refresh thread takes it when it starts
             bucket.flights[resource] = flight
         job = _Job()
         job.thread = threading.Thread(
@@ -360,6 +380,7 @@ class SyncDriver:
     def _refresh(
         self, bucket: Bucket, resource: str, flight: _Flight, flow: Callable[[], Flow], job: _Job
     ) -> None:
+        flight.leader = threading.get_ident()
         try:
             flight.result = self.run(flow(), job)
         except _Cancelled:
@@ -391,7 +412,8 @@ class SyncDriver:
     def run(self, flow: Flow, job: Optional[_Job] = None) -> AccessTokenInfo:
         """Drive a flow to its end, performing each effect it yields (``job``: a refresh close() may end)."""
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
                 if job is not None and job.stop.is_set():
