@@ -204,9 +204,10 @@ class Engine:
             code, message = self.config.problem
             raise failed(message, error_code=code, source=self.source)
         if self.identity.user_assigned and self.identity.kind not in self.spec.selectors:
+            taken = " or ".join(f"its {kind.replace('_', ' ')} ({kind}=)" for kind in self.spec.selectors)
             raise failed(
                 f"{label(self.source)} does not support a user-assigned identity selected by "
-                f"{self.identity.kind}",
+                f"{self.identity.kind}" + (f"; select it by {taken} instead" if taken else ""),
                 error_code="user_assigned_not_supported",
                 source=self.source,
             )

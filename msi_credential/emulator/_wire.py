@@ -42,6 +42,8 @@ class RecordedRequest:
     scheme: str
     # The TLS server name (SNI) the client sent, over https; None when it sent none (or over http).
     server_name: Optional[str] = None
+    # The request line as received ("GET /path?query HTTP/1.1"): the query exactly as the client encoded it.
+    request_line: str = ""
 
     def __repr__(self) -> str:
         # Header values and the body may carry secrets: show the header names only.
