@@ -10,6 +10,7 @@ import pytest
 from msi_credential._engine.detection import SourceConfig
 from msi_credential._engine.effects import Request
 from msi_credential._engine.identity import Identity, SelectorKind
+from msi_credential._engine.record import replace
 from msi_credential._engine.sources import (
     SPECS,
     RequestParts,
@@ -69,9 +70,7 @@ def user(kind: SelectorKind, value: str = GUID, **extra: str) -> Identity:
 def build(source: S, identity: Identity = SYSTEM, parts: RequestParts = PARTS, **config: Any) -> Request:
     base = CONFIGS[source]
     if config:
-        fields = {name: getattr(base, name) for name in base.__dataclass_fields__}
-        fields.update(config)
-        base = SourceConfig(**fields)
+        base = replace(base, **config)
     return SPECS[source].build(base, identity, parts)
 
 

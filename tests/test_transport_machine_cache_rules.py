@@ -9,7 +9,6 @@ owner checks use a patched ``os.geteuid``, so they behave the same when the suit
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl as real_fcntl
 import json
@@ -25,6 +24,7 @@ from typing import Any, Callable, Optional
 import pytest
 
 from msi_credential._engine.effects import MachineEntry, MachineFound, MachineLookup, MachineStore
+from msi_credential._engine.record import replace
 from msi_credential._transport import machine_cache
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "geteuid"), reason="the machine cache is POSIX-only")
@@ -871,9 +871,7 @@ def test_lookup_after_the_wait_returns_the_entry_the_holder_stored_and_drops_the
     _inject(monkeypatch, _Clock(100.0, 100.5, 104.0), holder_stores_and_leaves)
     held: list[int] = []
     found = machine_cache.lookup(_lookup(cache_dir, now=NOW, wait=1.0), held)
-    assert found == MachineFound(
-        entry=dataclasses.replace(EXPECTED, refresh_on=NOW + 5, expires_on=int(NOW) + 10)
-    )
+    assert found == MachineFound(entry=replace(EXPECTED, refresh_on=NOW + 5, expires_on=int(NOW) + 10))
     assert found.locked is False
     assert held == [] and machine_cache._held == set()
     assert _lock_is_free(cache_dir)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
+
+from .record import Record, field
 
 ADVISORY_RETRY_DELAY = 30.0
 MANDATORY_WINDOW_MAX = 60.0
@@ -16,8 +17,7 @@ MANDATORY_WINDOW_MAX = 60.0
 BucketKey = tuple[object, ...]
 
 
-@dataclass
-class CacheEntry:
+class CacheEntry(Record, frozen=False):
     """A cached token and the moments that decide what a caller does with it."""
 
     info: AccessTokenInfo = field(repr=False)

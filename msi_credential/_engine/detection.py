@@ -6,11 +6,11 @@ import ipaddress
 import logging
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from .._source import ManagedIdentitySource
+from .record import Record, field, replace
 
 _LOGGER = logging.getLogger("msi_credential")
 
@@ -48,8 +48,7 @@ _URL_SAFE = re.compile(r"[!-\"$-~]*")  # printable ASCII without spaces and '#'
 _HEADER_VALUE = re.compile(r"[ -~]+")  # printable ASCII: what every HTTP stack sends as it is
 
 
-@dataclass(frozen=True)
-class TokenProxy:
+class TokenProxy(Record):
     """Where workload identity's token request goes instead of the authority, and how its TLS is checked."""
 
     url: str  # the proxy's base URL, as given (for messages)
@@ -58,8 +57,7 @@ class TokenProxy:
     server_name: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class SourceConfig:
+class SourceConfig(Record):
     """The detected source and what the environment says about it. Secrets are excluded from repr."""
 
     source: ManagedIdentitySource

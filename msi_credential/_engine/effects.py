@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
+
+from .record import Record, field
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_KEY_FILE_BYTES = 4096
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(Record):
     """One HTTP request to a managed identity endpoint. Header values may be secrets: not in repr."""
 
     method: str
@@ -35,8 +35,7 @@ class Request:
     budget: float = 120.0
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(Record):
     """An HTTP answer. ``headers`` keys are lower-case; ``body`` holds at most MAX_BODY_BYTES + 1 bytes."""
 
     status: int
@@ -51,55 +50,47 @@ class Response:
 FailureKind = Literal["connect", "connect_timeout", "read", "read_timeout", "pin_mismatch"]
 
 
-@dataclass(frozen=True)
-class TransportFailure:
+class TransportFailure(Record):
     """No usable HTTP answer. ``kind`` tells a connect-phase failure (nothing sent) from one after sending."""
 
     kind: FailureKind
     detail: str
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(Record):
     request: Request
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(Record):
     seconds: float
 
 
-@dataclass(frozen=True)
-class ReadKeyFile:
+class ReadKeyFile(Record):
     """Azure Arc: stat (not following links), check, then read at most MAX_KEY_FILE_BYTES + 1 bytes."""
 
     path: str
 
 
-@dataclass(frozen=True)
-class KeyFileResult:
+class KeyFileResult(Record):
     content: Optional[str] = field(default=None, repr=False)
     # on failure: (error_code, safe message)
     error: Optional[tuple[str, str]] = None
 
 
-@dataclass(frozen=True)
-class ReadAssertion:
+class ReadAssertion(Record):
     """Workload identity: read the federated token file (it rotates, so it is read for every request)."""
 
     path: str
 
 
-@dataclass(frozen=True)
-class ReadProxyCA:
+class ReadProxyCA(Record):
     """AKS token proxy: read AZURE_KUBERNETES_CA_FILE (the cluster rotates it). Empty content is not an error
     here: the engine keeps the CA it had."""
 
     path: str
 
 
-@dataclass(frozen=True)
-class MachineEntry:
+class MachineEntry(Record):
     """A token as the machine cache stores it (``refresh_on`` / ``mandatory_at`` are the cache's windows)."""
 
     token: str = field(repr=False)
@@ -110,8 +101,7 @@ class MachineEntry:
     info_refresh_on: Optional[int] = None
 
 
-@dataclass(frozen=True)
-class MachineLookup:
+class MachineLookup(Record):
     """Machine cache: the entry ``name`` in ``directory`` if it is fresh at ``now``; else take the entry's lock,
     waiting at most ``wait`` seconds for a process that holds it, and read again. The driver keeps the lock until
     the flow ends (a process that dies releases it: the kernel drops its locks)."""
@@ -122,14 +112,12 @@ class MachineLookup:
     wait: float
 
 
-@dataclass(frozen=True)
-class MachineFound:
+class MachineFound(Record):
     entry: Optional[MachineEntry] = None
     locked: bool = False
 
 
-@dataclass(frozen=True)
-class MachineStore:
+class MachineStore(Record):
     """Machine cache: write the entry (temporary file, fsync, rename) for the other processes."""
 
     directory: str

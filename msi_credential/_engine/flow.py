@@ -7,7 +7,6 @@ import json
 import logging
 import uuid
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Union
 from urllib.parse import urlsplit
 
@@ -33,6 +32,7 @@ from .effects import (
     TransportFailure,
 )
 from .identity import Identity
+from .record import Record, field, replace
 from .response import Token, error_from_response, label, parse_token, scrub
 from .retry import RetrySchedule, RetrySettings
 from .sources import SPECS, RequestParts
@@ -57,8 +57,7 @@ def forget_answers() -> None:
     _answered.clear()
 
 
-@dataclass(frozen=True)
-class EngineOptions:
+class EngineOptions(Record):
     connect_timeout: Optional[float] = None
     read_timeout: Optional[float] = None
     retry: RetrySettings = field(default_factory=RetrySettings)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
+
+from .record import Record, field
 
 SelectorKind = Literal["system", "client_id", "object_id", "resource_id"]
 
@@ -19,8 +20,7 @@ _CONFIG_SELECTORS: dict[str, SelectorKind] = {
 }
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(Record):
     """The identity a credential asks for. ``extra`` holds identity_config keys sent as extra parameters."""
 
     kind: SelectorKind = "system"

@@ -6,7 +6,6 @@ import base64
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import quote, quote_plus, unquote
 
@@ -14,6 +13,7 @@ from .._errors import ManagedIdentityError, failed, unavailable
 from .._source import ManagedIdentitySource
 from .effects import MAX_BODY_BYTES, Response
 from .expiry import ExpiryError, token_times
+from .record import Record, field
 from .sources import SPECS, ErrorAnswer
 
 _DESCRIPTION_LIMIT = 500
@@ -22,8 +22,7 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 _HEADER_SAFE = re.compile(r"[!-~]+")  # printable ASCII, no spaces or control characters
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(Record):
     """A token the engine accepted. ``body`` keeps the parsed JSON for source-specific checks (Arc echo)."""
 
     token: str = field(repr=False)
@@ -33,8 +32,7 @@ class Token:
     body: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True)
-class ErrorBody:
+class ErrorBody(Record):
     code: Optional[str] = None
     description: Optional[str] = None
     correlation_id: Optional[str] = None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Literal, Optional
+
+from .record import Record
 
 IMDS_RETRIED = frozenset({404, 408, 410, 429, *range(500, 600)})
 STANDARD_RETRIED = frozenset({408, 429, 500, 502, 503, 504})
@@ -14,8 +15,7 @@ GONE_STEP = 10.0
 RETRY_AFTER_LIMIT = 60.0
 
 
-@dataclass(frozen=True)
-class RetrySettings:
+class RetrySettings(Record):
     """The azure-core keywords that adjust every schedule, and the deadline no retry crosses."""
 
     total: Optional[int] = None

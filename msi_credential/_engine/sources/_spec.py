@@ -7,17 +7,16 @@ which one source differs from another is a field of its ``SourceSpec``.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional, Union
 
 from ..._source import ManagedIdentitySource
 from ..detection import SourceConfig
 from ..effects import Effect, EffectResult, Request, Response, TransportFailure
 from ..identity import Identity, SelectorKind
+from ..record import Record
 
 
-@dataclass(frozen=True)
-class RequestParts:
+class RequestParts(Record):
     """Per-call inputs of a request besides config and identity.
 
     The flow fills in every field for every source; ``build`` sends what its protocol has a wire form for and ignores
@@ -33,8 +32,7 @@ class RequestParts:
     client_assertion: Optional[str] = None
 
 
-@dataclass(frozen=True)
-class Absence:
+class Absence(Record):
     """A source that may simply not be there (IMDS off Azure): how the engine tells "not here" from "refused".
 
     Not being there is ``CredentialUnavailableError`` with ``code``, so a credential chain moves on: an endpoint that
@@ -49,8 +47,7 @@ class Absence:
     fails_fast: Callable[[SourceConfig], bool]
 
 
-@dataclass(frozen=True)
-class ErrorAnswer:
+class ErrorAnswer(Record):
     """What a source's error mapping sees of a non-2xx answer: the status, the server's code and description
     (both scrubbed of secrets)."""
 
@@ -59,8 +56,7 @@ class ErrorAnswer:
     description: str
 
 
-@dataclass(frozen=True)
-class ErrorMeaning:
+class ErrorMeaning(Record):
     """A source's reading of an error answer: the ``error_code``, the message's summary, and whether it means
     "managed identity is not available here" (unavailable) rather than a refusal (failed)."""
 
@@ -83,8 +79,7 @@ def no_environment_client_id(config: SourceConfig, identity: Identity) -> Option
     return config.default_client_id if not identity.user_assigned else None
 
 
-@dataclass(frozen=True)
-class SourceSpec:
+class SourceSpec(Record):
     """A hosting environment's protocol, as data."""
 
     source: ManagedIdentitySource

@@ -13,7 +13,6 @@ import ntpath
 import posixpath
 import re
 from collections.abc import Generator, Mapping
-from dataclasses import replace
 from typing import Any, Union
 
 from ..._errors import ManagedIdentityError, failed
@@ -30,6 +29,7 @@ from ..effects import (
     TransportFailure,
 )
 from ..identity import Identity, SelectorKind
+from ..record import replace
 from ._spec import RequestParts, SourceSpec, get_request, query_params
 
 SOURCE = ManagedIdentitySource.AZURE_ARC
