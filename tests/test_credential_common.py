@@ -354,3 +354,142 @@ async def test_leaving_the_async_context_manager_closes_the_supplied_transport(e
         assert Recording.closed == 0
 
     assert Recording.closed >= 1
+
+
+def test_azure_identity_chain_gets_a_token_and_closes_the_credential(
+    face: Any, emulator_factory: Any
+) -> None:
+    """azure-identity's ChainedTokenCredential.close() calls ``__exit__()`` / ``__aexit__()`` with no arguments."""
+    if face.is_async:
+        from azure.identity.aio import ChainedTokenCredential
+    else:
+        from azure.identity import ChainedTokenCredential
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+    chain = ChainedTokenCredential(credential.inner)
+
+    assert face._run(chain.get_token(STORAGE)).token
+    face._run(chain.close())
+    face._run(chain.close())
+    # what azure-core's protocols declare and chains of other libraries call: the exit methods without arguments
+    face._run(credential.inner.__aexit__() if face.is_async else credential.inner.__exit__())
+
+
+class _BodyOnlyResponse:
+    """What azure-core's older response classes and test doubles offer: a status, headers and ``text()`` or
+    ``body()`` (per ``offer``), no ``iter_raw()``, no ``close()``."""
+
+    def __init__(self, request: Any, body: bytes, offer: str) -> None:
+        self.request = request
+        self.status_code = 200
+        self.headers = {"Content-Type": "application/json"}
+        self.content_type = "application/json"
+        if offer == "text":
+            self.text = lambda encoding=None: body.decode("utf-8")
+        elif offer == "body":
+            self.body = lambda: body
+
+
+def _token_body() -> bytes:
+    import json
+    import time
+
+    expires_on = int(time.time()) + 3600
+    return json.dumps(
+        {
+            "access_token": "token-from-a-minimal-transport",
+            "expires_in": "3600",
+            "expires_on": str(expires_on),
+            "resource": "https://storage.azure.com",
+            "token_type": "Bearer",
+        }
+    ).encode()
+
+
+def _minimal_response(request: Any, offer: str, body: bytes | None) -> Any:
+    body = _token_body() if body is None else body
+    if offer == "mock":  # azure-identity's own tests: a Mock with status_code, headers and a text lambda
+        from unittest import mock
+
+        text = body.decode()
+        response = mock.Mock(status_code=200, headers={"content-type": "application/json"})
+        response.text = lambda encoding=None: text
+        return response
+    return _BodyOnlyResponse(request, body, offer)
+
+
+class MinimalTransport(HttpTransport):  # type: ignore[type-arg]
+    def __init__(self, offer: str, body: bytes | None = None) -> None:
+        self.offer = offer
+        self.body = body
+
+    def __enter__(self) -> MinimalTransport:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        pass
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        return _minimal_response(request, self.offer, self.body)
+
+
+def _minimal_async_transport(offer: str, body: bytes | None = None) -> Any:
+    from azure.core.pipeline.transport import AsyncHttpTransport
+
+    class MinimalAsyncTransport(AsyncHttpTransport):  # type: ignore[type-arg]
+        async def __aenter__(self) -> MinimalAsyncTransport:
+            return self
+
+        async def __aexit__(self, *args: Any) -> None:
+            pass
+
+        async def open(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            pass
+
+        async def send(self, request: Any, **kwargs: Any) -> Any:
+            return _minimal_response(request, offer, body)
+
+    return MinimalAsyncTransport()
+
+
+@pytest.mark.parametrize("offer", ["text", "body", "mock"])
+def test_supplied_transport_whose_responses_only_offer_text_or_body_gets_a_token(
+    face: Any, offer: str
+) -> None:
+    transport = _minimal_async_transport(offer) if face.is_async else MinimalTransport(offer)
+    credential = face.credential(transport=transport)
+
+    assert credential.get_token(STORAGE).token == "token-from-a-minimal-transport"
+
+
+def test_supplied_transport_whose_responses_offer_no_body_is_a_typed_error(face: Any) -> None:
+    transport = _minimal_async_transport("nothing") if face.is_async else MinimalTransport("nothing")
+    credential = face.credential(transport=transport)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "transport_unsupported"
+    assert "_BodyOnlyResponse" in str(caught.value)
+    assert "iter_raw()" in str(caught.value)
+
+
+@pytest.mark.parametrize("offer", ["text", "body"])
+def test_supplied_transport_body_only_answer_over_one_mebibyte_is_refused(face: Any, offer: str) -> None:
+    body = b'{"access_token": "' + b"x" * (1024 * 1024) + b'", "expires_in": "3600"}'
+    transport = _minimal_async_transport(offer, body) if face.is_async else MinimalTransport(offer, body)
+    credential = face.credential(transport=transport)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "response_too_large"

@@ -77,6 +77,30 @@ def test_imds_non_json_answer_means_not_imds(face: Any, emulator_factory: Any) -
     assert caught.value.error_code == "imds_unreachable"
 
 
+@pytest.mark.parametrize("supplied", [False, True], ids=["own_transport", "supplied_requests_transport"])
+def test_imds_redirect_at_first_contact_is_an_unexpected_redirect(
+    face: Any, emulator_factory: Any, supplied: bool
+) -> None:
+    """A 3xx with a JSON body is IMDS refusing by redirect, on both faces. requests reads a redirect's body before
+    handing the response back (a plain session does, even with redirects off): the body must not look empty."""
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(301, {"error": "moved"}, {"Location": "http://127.0.0.1:9/steal"}))
+    kwargs: dict[str, Any] = {}
+    if supplied:
+        from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
+
+        kwargs["transport"] = AsyncioRequestsTransport() if face.is_async else RequestsTransport()
+    credential = face.credential(emulator, **kwargs)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "unexpected_redirect"
+    assert not isinstance(caught.value, CredentialUnavailableError)
+    assert caught.value.status_code == 301
+    assert len(emulator.requests) == 1
+
+
 def test_imds_gone_is_retried_seven_times_ten_seconds_apart(face: Any, emulator_factory: Any) -> None:
     emulator = emulator_factory("imds")
     emulator.script(*[Fault(410)] * 7)

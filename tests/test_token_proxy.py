@@ -526,3 +526,13 @@ def test_rotate_proxy_ca_needs_the_token_proxy(emulator_factory: Any) -> None:
         emulator.rotate_proxy_ca()
     with pytest.raises(ValueError, match="workload identity"):
         Emulator("imds", token_proxy=True)
+
+
+def test_a_server_name_with_a_trailing_dot_is_the_same_name_on_both_faces(face: Any, proxy: Emulator) -> None:
+    """A fully qualified name may end with the root's dot: sent and verified without it, the same on both faces."""
+    environ = environ_with(proxy, AZURE_KUBERNETES_SNI_NAME=TOKEN_PROXY_SERVER_NAME + ".")
+
+    token = proxied(face, proxy, _environ=environ).get_token(STORAGE)
+
+    assert token.token == proxy.issued_tokens()[-1]
+    assert [r.server_name for r in proxy.requests] == [TOKEN_PROXY_SERVER_NAME]

@@ -515,6 +515,11 @@ REASONS = {
         "the environment names for this endpoint (its session trusts the environment), and with it the secret; "
         "it goes directly over a connection of our own"
     ),
+    "session_proxy": (
+        "the supplied transport is not used for the token request: its aiohttp session was made with a proxy "
+        "(proxy=) that every request goes through, and with it the secret; it goes directly over a connection of "
+        "our own"
+    ),
 }
 
 
@@ -523,10 +528,11 @@ def test_user_transport_warns_once_per_reason_in_these_words(caplog: pytest.LogC
     user = UserTransport(given)
     assert (user.transport, user.closed) == (given, False)
     with caplog.at_level(logging.WARNING, logger="msi_credential"):
-        for reason in ("pin", "token_proxy", "proxy", "pin", "proxy", "token_proxy"):
+        for reason in ("pin", "token_proxy", "proxy", "session_proxy", "pin", "proxy", "session_proxy"):
             user.warn_once(reason)
     assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
-        ("msi_credential", logging.WARNING, REASONS[reason]) for reason in ("pin", "token_proxy", "proxy")
+        ("msi_credential", logging.WARNING, REASONS[reason])
+        for reason in ("pin", "token_proxy", "proxy", "session_proxy")
     ]
 
 
@@ -594,3 +600,76 @@ def test_environment_proxy_applies_for_the_scheme_or_all_unless_no_proxy_bypasse
 
 def test_module_constants_name_every_proxy_scheme_as_none() -> None:
     assert common.NO_PROXIES == {"http": None, "https": None, "all": None}
+
+
+# ------------------------------------------------------------------------------ reading a response's body
+
+
+def test_consumed_body_is_what_requests_already_read_and_none_otherwise() -> None:
+    from types import SimpleNamespace
+
+    read = requests.Response()
+    read._content, read._content_consumed = b'{"error": "moved"}', True
+    unread = requests.Response()
+    unread._content, unread._content_consumed = False, False
+    assert common.consumed_body(SimpleNamespace(internal_response=read)) == b'{"error": "moved"}'
+    assert common.consumed_body(SimpleNamespace(internal_response=unread)) is None
+    assert common.consumed_body(SimpleNamespace(internal_response=object())) is None
+    assert common.consumed_body(object()) is None
+
+
+def test_stream_method_is_iter_raw_else_iter_bytes_when_the_class_defines_it() -> None:
+    from unittest import mock
+
+    class Raw:
+        def iter_raw(self) -> Any: ...
+
+        def iter_bytes(self) -> Any: ...
+
+    class Decoded:
+        def iter_bytes(self) -> Any: ...
+
+    raw, decoded = Raw(), Decoded()
+    assert common.stream_method(raw) == raw.iter_raw
+    assert common.stream_method(decoded) == decoded.iter_bytes
+    assert common.stream_method(mock.Mock()) is None  # a mock makes up iter_raw on access: not a stream
+    assert common.stream_method(object()) is None
+
+
+def test_whole_body_takes_bytes_from_body_and_str_from_text_only() -> None:
+    assert common.whole_body("body", b"ab") == b"ab"
+    assert common.whole_body("body", bytearray(b"ab")) == b"ab"
+    assert common.whole_body("text", "é") == "é".encode()
+    assert common.whole_body("body", "ab") is None
+    assert common.whole_body("text", b"ab") is None
+    assert common.whole_body("body", None) is None
+
+
+def test_whole_body_methods_are_body_then_text_those_callable() -> None:
+    from types import SimpleNamespace
+
+    def body() -> bytes:
+        return b""
+
+    def text() -> str:
+        return ""
+
+    assert common.whole_body_methods(SimpleNamespace(body=body, text=text)) == [
+        ("body", body),
+        ("text", text),
+    ]
+    assert common.whole_body_methods(SimpleNamespace(body=b"", text=text)) == [("text", text)]
+    assert common.whole_body_methods(object()) == []
+
+
+def test_an_unreadable_response_is_a_failed_error_naming_its_class_in_these_words() -> None:
+    class OldResponse:
+        pass
+
+    error = common.unreadable_response(OldResponse())
+    assert isinstance(error, ManagedIdentityError) and not isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "transport_unsupported"
+    assert str(error).startswith(
+        "the supplied transport's response (OldResponse) offers no way to read its body: none of iter_raw(), "
+        "iter_bytes(), body() returning bytes or text() returning str"
+    )

@@ -772,6 +772,45 @@ def test_the_callers_transport_is_bypassed_only_where_an_environment_proxy_would
     assert len(emulator.requests) == 1
 
 
+def test_a_proxy_the_callers_session_was_made_with_never_sees_the_secret(
+    face: Any, emulator_factory: Any, monkeypatch: Any, caplog: Any, capturing_server: Any
+) -> None:
+    """requests' ``session.proxies`` and aiohttp's ``ClientSession(proxy=)``: the token request goes direct on both
+    faces (the sync face tells requests "no proxy" per request; aiohttp has no such thing, so the async face goes
+    around the caller's transport with a warning), and the proxy neither sees the identity header nor answers."""
+    from msi_credential._transport.common import _BYPASS_REASONS
+
+    _clear_proxies(monkeypatch)
+    proxy = capturing_server(lambda head: http_answer(token_body("token-from-the-proxy")))
+    proxy_url = f"http://127.0.0.1:{proxy.port}"
+    emulator = emulator_factory("app_service")
+    if face.is_async:
+        import aiohttp
+        from azure.core.pipeline.transport import AioHttpTransport
+
+        async def make_session() -> Any:
+            return aiohttp.ClientSession(proxy=proxy_url)  # aiohttp 3.10+ (the dev extra's floor)
+
+        transport: Any = AioHttpTransport(session=face._run(make_session()), session_owner=True)
+    else:
+        import requests
+        from azure.core.pipeline.transport import RequestsTransport
+
+        requests_session = requests.Session()
+        requests_session.proxies = {"http": proxy_url, "https": proxy_url}
+        transport = RequestsTransport(session=requests_session, session_owner=True)
+    credential = face.credential(emulator, transport=transport)
+    caplog.set_level(logging.WARNING)
+
+    token = credential.get_token(SCOPE).token
+
+    assert proxy.request_lines == []  # the request lines only: a failure must not print the identity header
+    assert token == emulator.issued_tokens()[-1]
+    assert len(emulator.requests) == 1
+    warnings = [record.getMessage() for record in caplog.records if record.name == "msi_credential"]
+    assert warnings == ([_BYPASS_REASONS["session_proxy"]] if face.is_async else [])
+
+
 def test_service_fabric_goes_around_the_callers_transport_with_the_same_warning_on_both_faces(
     face: Any, emulator_factory: Any, caplog: Any
 ) -> None:

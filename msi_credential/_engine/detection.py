@@ -192,6 +192,10 @@ def _with_token_proxy(config: SourceConfig, environ: Mapping[str, str]) -> Sourc
                 "AZURE_KUBERNETES_SNI_NAME is not a DNS name (letters, digits, '-' and '.')",
             ),
         )
+    if server_name is not None and server_name.endswith("."):
+        # a fully qualified name's root dot: TLS sends and certificates hold the name without it, and the two
+        # drivers' TLS stacks would not agree on it
+        server_name = server_name[:-1]
     # The token request keeps its own path, appended to the proxy's (an empty proxy path counts as '/').
     path = urlsplit(config.endpoint).path
     return replace(

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import hashlib
 import hmac
+import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Coroutine
@@ -31,21 +32,27 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
+from .._errors import ManagedIdentityError
 from . import machine_cache
 from .common import (
     NO_PROXIES,
     BodyReader,
     UndecodableBody,
     UserTransport,
+    consumed_body,
     environment_proxy_applies,
+    stream_method,
     to_http_request,
     token_proxy_context,
     transport_failure,
+    unreadable_response,
     user_proxies,
+    whole_body,
+    whole_body_methods,
 )
 from .files import read_file
 from .policies import build_policies
-from .sync import pinned_session, token_proxy_session
+from .sync import pinned_session, token_proxy_session, watched_session
 
 _LOGGER = logging.getLogger("msi_credential")
 
@@ -75,8 +82,10 @@ def _default_transport(*, use_env_settings: bool, **kwargs: Any) -> AsyncHttpTra
         return native
     from azure.core.pipeline.transport import AsyncioRequestsTransport
 
+    # our session (no retries, no redirect handling: the engine decides both), as on the sync face
+    session = watched_session(trust_env=use_env_settings)
     fallback: AsyncHttpTransport[Any, Any] = AsyncioRequestsTransport(
-        use_env_settings=use_env_settings, **kwargs
+        session=session, session_owner=True, use_env_settings=use_env_settings, **kwargs
     )
     return fallback
 
@@ -139,6 +148,33 @@ def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[Acce
         task.exception()  # retrieved here, so a flight whose callers all left does not warn
 
 
+async def read_body(http_response: Any, reader: BodyReader) -> None:
+    """Feed the response's body to ``reader``: streamed when the response can stream it (stopping at the size
+    bound), else what ``body()`` or ``text()`` returns, after ``load_body()`` where the response has it (azure-core's
+    older responses, test doubles); the same order as the sync driver's."""
+    consumed = consumed_body(http_response)
+    if consumed is not None:
+        reader.feed(consumed)
+        return
+    stream = stream_method(http_response)
+    if stream is not None:
+        async for chunk in stream():
+            if reader.feed(chunk):
+                break
+        return
+    if callable(getattr(type(http_response), "load_body", None)):
+        await http_response.load_body()
+    for name, method in whole_body_methods(http_response):
+        value = method()
+        if inspect.isawaitable(value):
+            value = await value
+        data = whole_body(name, value)
+        if data is not None:
+            reader.feed(data)
+            return
+    raise unreadable_response(http_response)
+
+
 class AsyncDriver:
     """Runs engine flows in the running event loop.
 
@@ -146,8 +182,8 @@ class AsyncDriver:
     the rest), and a connection pool bound to one event loop would break the next ``asyncio.run``. A supplied
     transport is used for every flow and closed by ``close()`` (as azure-identity does), except where it could
     not keep a secret safe: Service Fabric always goes over a connection of our own, pinned to its thumbprint, and
-    an aiohttp transport that trusts the environment's proxies is not used toward managed identity endpoints
-    (aiohttp has no per-request way to skip them).
+    an aiohttp transport that trusts the environment's proxies, or whose session was made with ``proxy=``, is not
+    used toward managed identity endpoints (aiohttp has no per-request way to skip either).
     """
 
     def __init__(
@@ -225,15 +261,19 @@ class AsyncDriver:
             headers = {key.lower(): value for key, value in http_response.headers.items()}
             reader = BodyReader(headers)
             try:
-                async for chunk in http_response.iter_raw():
-                    if reader.feed(chunk):
-                        break
+                await read_body(http_response, reader)
                 body = reader.finish()
             except UndecodableBody:
                 return TransportFailure("read", "the body is not valid for its Content-Encoding")
             finally:
-                await http_response.close()
+                close = getattr(http_response, "close", None)
+                if callable(close):  # azure-core's older responses and test doubles may have none
+                    closing = close()
+                    if inspect.isawaitable(closing):
+                        await closing
             return Response(status=http_response.status_code, headers=headers, body=body)
+        except ManagedIdentityError:
+            raise  # a supplied transport's response we cannot read (read_body): not a network failure
         except Exception as error:
             # aiohttp's payload errors are not all AzureErrors
             failure = transport_failure(error, *((aiohttp.ClientError,) if aiohttp is not None else ()))
@@ -274,6 +314,8 @@ class _FlowPipelines:
                 and environment_proxy_applies(request.url)
             ):
                 driver._user.warn_once("proxy")
+            elif not request.use_proxies and _session_proxy(user):
+                driver._user.warn_once("session_proxy")
             else:
                 extra: dict[str, Any] = (
                     user_proxies(driver._kwargs) if request.use_proxies else {"proxies": dict(NO_PROXIES)}
@@ -351,6 +393,20 @@ def _proxies_from_environment(transport: Any) -> bool:
     if session is not None:
         return bool(session.trust_env)
     return bool(transport._use_env_settings)
+
+
+def _session_proxy(transport: Any) -> bool:
+    """True for an aiohttp transport whose session was made with ``proxy=`` (aiohttp 3.10+): aiohttp sends every
+    request through it, and a request's ``proxy=None`` means "the session's". requests-based transports take a
+    per-request "no proxy" that overrides a session's proxies, so never."""
+    if aiohttp is None:
+        return False
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    if not isinstance(transport, AioHttpTransport):
+        return False
+    session = getattr(transport, "session", None)
+    return getattr(session, "_default_proxy", None) is not None
 
 
 def _takes_tuple_timeouts(transport: Any) -> bool:

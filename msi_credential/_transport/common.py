@@ -144,6 +144,56 @@ class BodyReader:
         return b"".join(self._parts)
 
 
+def consumed_body(http_response: Any) -> Optional[bytes]:
+    """The body requests has already read, or None. requests reads (and decodes) the body of a redirect itself
+    before it hands the response back, even with redirects off, leaving the raw stream empty; our own sessions
+    never do (sync.NoRedirectSession), a caller's session may."""
+    internal = getattr(http_response, "internal_response", None)
+    if isinstance(internal, requests.Response) and getattr(internal, "_content_consumed", False):
+        content = getattr(internal, "_content", None)
+        if isinstance(content, bytes):
+            return content
+    return None
+
+
+def stream_method(http_response: Any) -> Any:
+    """The response's ``iter_raw`` (raw bytes), else ``iter_bytes`` (decoded: BodyReader sees it is), when its
+    class defines one; None for azure-core's older response classes and test doubles that offer only ``body()`` or
+    ``text()`` (an attribute a mock makes up on access does not count)."""
+    for name in ("iter_raw", "iter_bytes"):
+        if callable(getattr(type(http_response), name, None)):
+            return getattr(http_response, name)
+    return None
+
+
+def whole_body_methods(http_response: Any) -> list[tuple[str, Any]]:
+    """The response's ``body()`` and ``text()``, those it has, in that order (see ``whole_body``)."""
+    methods = []
+    for name in ("body", "text"):
+        method = getattr(http_response, name, None)
+        if callable(method):
+            methods.append((name, method))
+    return methods
+
+
+def whole_body(name: str, value: Any) -> Optional[bytes]:
+    """What ``body()`` or ``text()`` returned, as bytes; None when it is not what that method should return."""
+    if name == "body" and isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if name == "text" and isinstance(value, str):
+        return value.encode("utf-8")
+    return None
+
+
+def unreadable_response(http_response: Any) -> Exception:
+    """The supplied transport answered with a response we cannot read the body of: say what it lacks."""
+    return failed(
+        f"the supplied transport's response ({type(http_response).__name__}) offers no way to read its body: "
+        "none of iter_raw(), iter_bytes(), body() returning bytes or text() returning str",
+        error_code="transport_unsupported",
+    )
+
+
 def body_too_large(size: int) -> bool:
     return size > MAX_BODY_BYTES
 
@@ -226,6 +276,11 @@ _BYPASS_REASONS = {
         "the supplied transport is not used for the token request: it would send it through the proxy that "
         "the environment names for this endpoint (its session trusts the environment), and with it the secret; "
         "it goes directly over a connection of our own"
+    ),
+    "session_proxy": (
+        "the supplied transport is not used for the token request: its aiohttp session was made with a proxy "
+        "(proxy=) that every request goes through, and with it the secret; it goes directly over a connection of "
+        "our own"
     ),
 }
 
