@@ -329,7 +329,7 @@ class Bench:
         if result.returncode != 0:
             raise RuntimeError(f"worker {spec} failed:\n{result.stderr}")
         figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
-        return figures, len(self.emulator.requests)
+        return figures, self.emulator.requests_received
 
     def medians(self, runs: int, **spec: Any) -> dict[str, dict[str, float]]:
         """Each figure's median over ``runs`` fresh interpreters per side, the sides alternating."""

@@ -1,7 +1,12 @@
 """The ``msi-credential`` command: token, detect, emulate, demo.
 
 Exit codes: 0 success; 1 the managed identity endpoint failed (ManagedIdentityError); 2 bad arguments;
-3 managed identity is unavailable here (CredentialUnavailableError); 130 interrupted.
+3 managed identity is unavailable here (CredentialUnavailableError); 130 interrupted; 141 the reader of the output
+went away (a closed pipe, e.g. ``| head -1``), the status a shell reports for a command ended by SIGPIPE.
+
+Text that comes from an endpoint (error messages, answers to ``detect --probe``) or from the environment is printed
+through ``printable()``: a terminal control character (escape sequences, carriage returns, forged line breaks)
+never reaches the terminal as it is.
 """
 
 from __future__ import annotations
@@ -9,9 +14,11 @@ from __future__ import annotations
 import argparse
 import base64
 import http.client
+import io
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -31,6 +38,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for `yes | head -1`'s yes
+
+PROBE_TIMEOUT = (
+    5.0  # seconds: the whole of `detect --probe`, connection, request and answer, however it trickles
+)
+_MAX_PROBE_TIMEOUT = 600.0
 
 _SECRET_VARIABLES = frozenset({"IDENTITY_HEADER", "MSI_SECRET"})
 _EMULATED_SOURCES = [
@@ -48,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="msi-credential",
         allow_abbrev=False,
         description="Azure managed identity tokens: get one, see which source applies, or emulate the endpoints.",
-        epilog="Exit codes: 0 ok, 1 endpoint failed, 2 bad arguments, 3 managed identity unavailable, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 endpoint failed, 2 bad arguments, 3 managed identity unavailable, 130 interrupted, "
+        "141 output pipe closed.",
     )
     parser.add_argument("--version", action="version", version=f"msi-credential {VERSION}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -113,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check that the endpoint answers: for IMDS an HTTP request only IMDS answers the IMDS way "
         "(no Metadata header, so no token), for the others a TCP connection (no secret is sent)",
     )
+    detect_command.add_argument(
+        "--timeout",
+        type=_probe_timeout,
+        default=PROBE_TIMEOUT,
+        metavar="SECONDS",
+        help=f"with --probe: give up after this long in all, however slowly the endpoint answers "
+        f"(default {PROBE_TIMEOUT:g})",
+    )
 
     emulate = commands.add_parser(
         "emulate",
@@ -133,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _probe_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0.0 < value <= _MAX_PROBE_TIMEOUT:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {_MAX_PROBE_TIMEOUT:g} seconds")
+    return value
+
+
 def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
     """Refuse abbreviated options on the parser and every subcommand's parser, present and future: with
     abbreviations, ``--resource`` would silently mean ``--resource-id``."""
@@ -146,17 +178,39 @@ def _no_abbreviations(parser: argparse.ArgumentParser) -> None:
 def main(argv: Optional[Sequence[str]] = None, *, stdout: Optional[TextIO] = None) -> int:
     """Run the command; returns the exit code (argparse exits with 2 on bad arguments)."""
     out = stdout or sys.stdout
-    args = build_parser().parse_args(argv)
     try:
-        if args.command == "token":
-            return _token(args, out)
-        if args.command == "detect":
-            return _detect(args, out, os.environ)
-        if args.command == "emulate":
-            return _emulate(args, out)
-        return _demo(out)
+        try:
+            args = build_parser().parse_args(argv)
+            if args.command == "token":
+                return _token(args, out)
+            if args.command == "detect":
+                return _detect(args, out, os.environ)
+            if args.command == "emulate":
+                return _emulate(args, out)
+            return _demo(out)
+        finally:
+            out.flush()  # a closed pipe shows here, where it is handled, not at interpreter exit
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _discard_output(out)
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_output(out: TextIO) -> None:
+    """The reader went away: point the standard streams that are real files at the null device, so the flush at
+    interpreter exit has nowhere to fail and prints no "Exception ignored" (the way the ``signal`` module's
+    documentation recommends, its note on SIGPIPE)."""
+    for stream in {id(out): out, id(sys.stdout): sys.stdout, id(sys.stderr): sys.stderr}.values():
+        try:
+            descriptor = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+            continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, descriptor)
+        finally:
+            os.close(null)
 
 
 def _token_scope(args: argparse.Namespace) -> str:
@@ -210,10 +264,10 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
         print(f"msi-credential token: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except CredentialUnavailableError as error:
-        print(f"unavailable ({error.error_code}): {error.message}", file=sys.stderr)
+        print(f"unavailable ({printable(error.error_code)}): {printable(error.message)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except ManagedIdentityError as error:
-        print(f"failed ({error.error_code}): {error.message}", file=sys.stderr)
+        print(f"failed ({printable(error.error_code)}): {printable(error.message)}", file=sys.stderr)
         return EXIT_FAILED
     if args.raw:
         print(info.token, file=out)
@@ -240,8 +294,10 @@ def _token(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     now = time.time()
     print(f"source:      {source.value}", file=out)
-    print(f"from:        {origin.describe()}", file=out)  # the endpoint or the cache, as logged at DEBUG
-    print(f"token type:  {info.token_type}", file=out)
+    print(
+        f"from:        {printable(origin.describe())}", file=out
+    )  # the endpoint or the cache, as logged at DEBUG
+    print(f"token type:  {printable(info.token_type)}", file=out)
     print(f"expires:     {_moment(info.expires_on)} ({_relative(info.expires_on - now)})", file=out)
     if info.refresh_on is not None:
         print(f"refresh at:  {_moment(info.refresh_on)} ({_relative(info.refresh_on - now)})", file=out)
@@ -395,7 +451,7 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
     source = get_managed_identity_source() if environ is os.environ else None
     config = detect(dict(environ), platform=sys.platform, path_exists=os.path.exists)
     print(f"source:    {(source or config.source).value}", file=out)
-    print(f"endpoint:  {config.endpoint}", file=out)
+    print(f"endpoint:  {printable(config.endpoint)}", file=out)
     print(f"because:   {detection_reason(config)}", file=out)
     print("variables:", file=out)
     for name in VARIABLES:
@@ -405,20 +461,24 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         elif name in _SECRET_VARIABLES:
             shown = "(set, hidden)"
         else:
-            shown = value
+            shown = printable(value)
         print(f"  {name:<34} {shown}", file=out)
     if config.problem is not None:
-        print(f"problem:   {config.problem[0]}: {config.problem[1]}", file=out)
+        print(f"problem:   {config.problem[0]}: {printable(config.problem[1])}", file=out)
     if config.source is ManagedIdentitySource.WORKLOAD_IDENTITY:
         proxied = detect(
             dict(environ), platform=sys.platform, path_exists=os.path.exists, enable_azure_proxy=True
         )
         if proxied.token_proxy is not None:
             print(
-                f"proxy:     with enable_azure_proxy=True, token requests go to {proxied.endpoint}", file=out
+                f"proxy:     with enable_azure_proxy=True, token requests go to {printable(proxied.endpoint)}",
+                file=out,
             )
         elif proxied.problem is not None and config.problem is None:
-            print(f"proxy:     enable_azure_proxy=True would refuse this: {proxied.problem[1]}", file=out)
+            print(
+                f"proxy:     enable_azure_proxy=True would refuse this: {printable(proxied.problem[1])}",
+                file=out,
+            )
     if not args.probe:
         print("probe:     not run (use --probe to check that the endpoint answers)", file=out)
         return EXIT_OK
@@ -428,61 +488,147 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         print("probe:     not run (the configuration is invalid, see problem above)", file=out)
         return EXIT_FAILED
     if config.source is ManagedIdentitySource.IMDS:
-        answered, detail = probe_imds(config.endpoint)
+        answered, detail = probe_imds(config.endpoint, timeout=args.timeout)
     else:
-        answered, detail = _probe(config.endpoint)
+        answered, detail = _probe(config.endpoint, timeout=args.timeout)
     print(f"probe:     {'answers' if answered else 'no answer'} ({detail})", file=out)
     return EXIT_OK if answered else EXIT_UNAVAILABLE
 
 
-def _probe(endpoint: str) -> tuple[bool, str]:
+def _probe(endpoint: str, *, timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
     try:
         parts = urlsplit(endpoint)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return False, f"not a URL: {endpoint!r}"
+        return False, f"not a URL: {printable(endpoint)!r}"
     try:
-        with socket.create_connection((host, port), timeout=1.0):
+        with socket.create_connection((host, port), timeout=min(1.0, timeout)):
             return True, f"TCP connection to {host}:{port} accepted"
     except OSError as error:
-        return False, f"{host}:{port}: {error.strerror or type(error).__name__}"
+        return False, f"{host}:{port}: {printable(error.strerror or type(error).__name__)}"
 
 
 # The question the IMDS probe asks: a token request without the Metadata header. IMDS refuses it with 400 and
 # an OAuth error body naming the header (docs/protocols.md section 13); no token is issued, none is wanted.
 _IMDS_PROBE_QUERY = "api-version=2018-02-01&resource=https%3A%2F%2Fmanagement.azure.com"
+_PROBE_BODY_LIMIT = 65536
 
 
-def probe_imds(endpoint: str, *, timeout: float = 2.0) -> tuple[bool, str]:
+class _ProbeDeadline(Exception):
+    """The probe's overall time is up."""
+
+
+class _DeadlineSocket:
+    """The connected socket as ``http.client`` sees it: every send and every read is bounded by what is left of
+    one deadline, so an endpoint that answers a byte at a time cannot stretch the probe (a socket timeout alone is
+    per read, and each byte restarts it)."""
+
+    def __init__(self, sock: socket.socket, deadline: float, clock: Callable[[], float]) -> None:
+        self._sock = sock
+        self._deadline = deadline
+        self._clock = clock
+
+    def _arm(self) -> None:
+        remaining = self._deadline - self._clock()
+        if remaining <= 0:
+            raise _ProbeDeadline
+        self._sock.settimeout(remaining)
+
+    def sendall(self, data: bytes) -> None:
+        self._arm()
+        try:
+            self._sock.sendall(data)  # one timeout for the whole call (Python 3.5+)
+        except socket.timeout:
+            raise _ProbeDeadline from None
+
+    def recv_into(self, buffer: Any) -> int:
+        self._arm()
+        try:
+            return self._sock.recv_into(buffer)
+        except socket.timeout:
+            raise _ProbeDeadline from None
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self))
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, sock: _DeadlineSocket) -> None:
+        self._source = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._source.recv_into(buffer)
+
+
+def _probe_connect(
+    host: str, port: int, tls: bool, deadline: float, clock: Callable[[], float]
+) -> socket.socket:
+    """A connected socket (over TLS for https), each step bounded by what is left of ``deadline``: the ssl module
+    bounds a whole handshake by the socket's timeout."""
+    remaining = deadline - clock()
+    if remaining <= 0:
+        raise _ProbeDeadline
+    try:
+        sock = socket.create_connection((host, port), timeout=remaining)
+    except socket.timeout:
+        raise _ProbeDeadline from None
+    if not tls:
+        return sock
+    try:
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise _ProbeDeadline
+        sock.settimeout(remaining)
+        return ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+    except socket.timeout:
+        sock.close()
+        raise _ProbeDeadline from None
+    except BaseException:
+        sock.close()
+        raise
+
+
+def probe_imds(
+    endpoint: str, *, timeout: float = PROBE_TIMEOUT, clock: Callable[[], float] = time.monotonic
+) -> tuple[bool, str]:
     """Ask ``endpoint`` (the IMDS token URL) a question only IMDS answers the IMDS way; (is IMDS, what answered).
 
     Other clouds' metadata servers listen at 169.254.169.254 too, so an accepted connection proves nothing.
-    Plain ``http.client``: no proxy, no redirect, no Metadata header, no secret."""
+    Plain ``http.client``: no proxy, no redirect, no Metadata header, no secret. ``timeout`` bounds the whole probe
+    (connection, TLS handshake, request and answer, measured on ``clock``), however slowly the endpoint answers."""
+    deadline = clock() + timeout
     try:
         parts = urlsplit(endpoint)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        return False, f"not a URL: {endpoint!r}"
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout)
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        return False, f"not a URL: {printable(endpoint)!r}"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
+        connection.sock = _DeadlineSocket(
+            _probe_connect(host, port, parts.scheme == "https", deadline, clock), deadline, clock
+        )
         connection.request(
             "GET",
             f"{parts.path or '/'}?{_IMDS_PROBE_QUERY}",
-            headers={"User-Agent": f"msi-credential/{VERSION} (detect --probe)"},
+            headers={"User-Agent": f"msi-credential/{VERSION} (detect --probe)", "Connection": "close"},
         )
         response = connection.getresponse()
-        body = response.read(65536)
+        body = response.read(_PROBE_BODY_LIMIT)
         status, reason = response.status, response.reason
         content_type = response.getheader("Content-Type", "") or "no content type"
+    except _ProbeDeadline:
+        return False, f"{host}:{port}: no complete answer within {timeout:g} s"
     except (OSError, http.client.HTTPException) as error:
         text = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        return False, f"{host}:{port}: {text}"
+        return False, f"{host}:{port}: {printable(text)}"
     finally:
         connection.close()
     try:
@@ -498,16 +644,19 @@ def probe_imds(endpoint: str, *, timeout: float = 2.0) -> tuple[bool, str]:
             and isinstance(description, str)
             and "metadata" in description.lower()
         ):
-            return True, f"IMDS at {host}:{port}: HTTP 400 invalid_request, {_printable(description)!r}"
+            return True, f"IMDS at {host}:{port}: HTTP 400 invalid_request, {printable(description, 120)!r}"
     return False, (
-        f"something at {host}:{port} answered, but not as IMDS does: HTTP {status} {_printable(reason)}, "
-        f"{_printable(content_type)} (IMDS refuses a request without the Metadata header with 400 invalid_request)"
+        f"something at {host}:{port} answered, but not as IMDS does: HTTP {status} {printable(reason, 120)}, "
+        f"{printable(content_type, 120)} (IMDS refuses a request without the Metadata header with 400 "
+        "invalid_request)"
     )
 
 
-def _printable(text: str, limit: int = 120) -> str:
+def printable(text: str, limit: Optional[int] = None) -> str:
+    """``text`` safe to print on a terminal: every character that is not printable (escape sequences, carriage
+    returns, line breaks, other control and format characters) becomes ``?``; cut at ``limit`` characters."""
     cleaned = "".join(character if character.isprintable() else "?" for character in text)
-    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
+    return cleaned if limit is None or len(cleaned) <= limit else cleaned[:limit] + "..."
 
 
 def _emulate(args: argparse.Namespace, out: TextIO) -> int:
@@ -561,7 +710,7 @@ def _demo(out: TextIO) -> int:
                 )
         except ManagedIdentityError as error:
             failures += 1
-            print(f"{name:<18}failed: {error.error_code}: {error.message}", file=out)
+            print(f"{name:<18}failed: {printable(error.error_code)}: {printable(error.message)}", file=out)
         finally:
             emulator.stop()
     print(

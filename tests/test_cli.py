@@ -23,7 +23,7 @@ from typing import IO, Any, Optional
 
 import pytest
 
-from msi_credential import ManagedIdentityCredential
+from msi_credential import ManagedIdentityCredential, cli
 from msi_credential.cli import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
 from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decode_jwt
 from msi_credential.emulator import _cli as emulator_cli
@@ -149,6 +149,9 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         (["emulate", "--identity", "a,,c"], "expected CLIENT_ID,OBJECT_ID[,RESOURCE_ID]"),
         (["emulate", "--lifetime", "0"], "lifetime must be 1 second to 7 days"),
         (["emulate", "--lifetime", "soon"], "not a number of seconds: 'soon'"),
+        (["detect", "--probe", "--timeout", "0"], "must be more than 0 and at most 600 seconds"),
+        (["detect", "--probe", "--timeout", "nan"], "must be more than 0 and at most 600 seconds"),
+        (["detect", "--probe", "--timeout", "soon"], "not a number of seconds: 'soon'"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
@@ -196,6 +199,39 @@ def test_bad_arguments_through_the_module_entry_point() -> None:
     assert result.returncode == EXIT_USAGE
     assert result.stdout == ""
     assert "msi-credential emulate: error: argument --port: not a port number: 'abc'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", STORAGE, "--raw"],
+        ["token", STORAGE, "--json"],
+        ["detect"],
+        ["emulate", "--source", "app_service"],
+        ["--help"],
+    ],
+)
+def test_a_closed_output_pipe_ends_every_command_quietly_with_141(
+    emulator_factory: Any, argv: list[str]
+) -> None:
+    emulator: Emulator = emulator_factory("app_service")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "msi_credential", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**clean_environment(), **emulator.environ},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # the reader goes away before the command writes anything, as `| head -c0` does
+    try:
+        err = process.stderr.read().decode("utf-8", "replace")
+        process.wait(SUBPROCESS_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(SUBPROCESS_TIMEOUT)
+
+    assert (process.returncode, err) == (cli.EXIT_BROKEN_PIPE, "")  # no traceback, no "Exception ignored"
 
 
 # ------------------------------------------------------------------------------------------------ token
@@ -339,6 +375,39 @@ def test_token_refused_by_the_endpoint_fails_with_exit_1(
     assert len(app_service.requests) == 1
 
 
+@pytest.mark.parametrize(
+    ("status", "code", "kind"), [(403, EXIT_FAILED, "failed"), (400, EXIT_UNAVAILABLE, "unavailable")]
+)
+def test_token_neutralises_terminal_control_characters_in_the_endpoints_error_text(
+    emulator_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
+    code: int,
+    kind: str,
+) -> None:
+    emulator: Emulator = emulator_factory("imds")
+    point_at(monkeypatch, emulator)
+    hostile = "Identity not found\x1b[2J\x1b]0;owned\x07\r\nfailed (ok): all is well\x9b31m\u202e"
+    emulator.script(Fault(status, {"error": "invalid_request", "error_description": hostile}))
+
+    exit_code, out = run(["token", STORAGE])
+
+    assert exit_code == code
+    assert out == ""
+    err = capsys.readouterr().err
+    assert err.startswith(f"{kind} (")
+    assert err.count("\n") == 1 and err.endswith("\n")  # one line: no forged second line
+    assert not any(not character.isprintable() for character in err[:-1])
+    assert "Identity not found?[2J?]0;owned??" in err  # neutralised, still readable
+
+
+def test_printable_is_the_one_neutraliser_of_endpoint_text() -> None:
+    assert cli.printable("a\x1b[31mb\r\nc\td\x00\u202e") == "a?[31mb??c?d??"
+    assert cli.printable("é ü 東京") == "é ü 東京"  # printable text is left alone
+    assert cli.printable("x" * 200, 120) == "x" * 120 + "..."
+
+
 def test_token_invalid_endpoint_fails_before_any_connection(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], no_connections: list[Any]
 ) -> None:
@@ -427,6 +496,85 @@ def test_detect_probe_against_a_closed_port_exits_3(
     assert code == EXIT_UNAVAILABLE
     assert f"probe:     no answer (127.0.0.1:{unused_port}: " in out
     assert "secret-value" not in out
+
+
+class TricklingServer:
+    """A loopback endpoint that answers a request with its status line one byte at a time, for ever: one byte each
+    time ``step()`` allows one, so the test paces it without waiting on a wall clock."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._allowed = threading.Semaphore(0)
+        self.sent = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def step(self) -> None:
+        self._allowed.release()
+
+    def _serve(self) -> None:
+        connection, _ = self._listener.accept()
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                chunk = connection.recv(4096)
+                if not chunk:
+                    return
+                received += chunk
+            line = b"HTTP/1.1 200 " + b"O" * 60000  # never ends within the test
+            while self._allowed.acquire(timeout=LINE_TIMEOUT) and self.sent < len(line):
+                try:
+                    connection.sendall(line[self.sent : self.sent + 1])
+                except OSError:  # the probe hung up
+                    return
+                self.sent += 1
+
+    def close(self) -> None:
+        self._listener.close()
+        self._allowed.release()
+        self._thread.join(LINE_TIMEOUT)
+
+
+def test_detect_probe_gives_up_at_its_overall_deadline_however_the_endpoint_trickles() -> None:
+    server = TricklingServer()
+    now = [0.0]
+
+    def clock() -> float:  # every look at the clock lets one more byte through, and a second pass
+        now[0] += 1.0
+        server.step()
+        return now[0]
+
+    try:
+        answered, detail = cli.probe_imds(
+            f"http://127.0.0.1:{server.port}/metadata/identity/oauth2/token", timeout=5.0, clock=clock
+        )
+        looks = now[0]
+    finally:
+        server.close()
+
+    assert (answered, detail) == (False, f"127.0.0.1:{server.port}: no complete answer within 5 s")
+    assert server.sent > 0  # it was answering, a byte at a time, and the probe read on ...
+    assert looks <= 7.0  # ... until its deadline (5 s after the start), not until the status line's end
+
+
+def test_detect_probe_timeout_option_bounds_the_probe(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator: Emulator = emulator_factory("imds")
+    point_at(monkeypatch, emulator)
+    seen: list[float] = []
+    probe = cli.probe_imds
+
+    def recording_probe(endpoint: str, *, timeout: float) -> tuple[bool, str]:
+        seen.append(timeout)
+        return probe(endpoint, timeout=timeout)
+
+    monkeypatch.setattr(cli, "probe_imds", recording_probe)
+
+    assert run(["detect", "--probe", "--timeout", "2.5"])[0] == EXIT_OK
+    assert run(["detect", "--probe"])[0] == EXIT_OK
+    assert seen == [2.5, cli.PROBE_TIMEOUT]
 
 
 @pytest.mark.parametrize(

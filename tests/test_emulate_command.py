@@ -211,6 +211,86 @@ def test_dotenv_format_and_env_file_hold_the_same_variables_and_the_file_goes_at
     assert not env_file.exists()
 
 
+def test_an_env_file_that_exists_is_refused_and_left_as_it_was(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from msi_credential.emulator import _cli
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("DATABASE_URL=postgres://mine\n")
+    monkeypatch.setattr(_cli, "wait_until_stopped", lambda stop: pytest.fail("it served"))
+
+    code = main(["emulate", "--source", "imds", "--env-file", str(env_file)], stdout=io.StringIO())
+
+    assert code == EXIT_USAGE
+    assert f"--env-file {env_file} already exists" in capsys.readouterr().err
+    assert env_file.read_text() == "DATABASE_URL=postgres://mine\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]
+
+
+def test_an_env_file_that_appears_while_it_starts_is_not_replaced(tmp_path: Path) -> None:
+    from msi_credential.emulator import _cli
+
+    env_file = tmp_path / ".env"
+    env_file.write_text("MINE=1\n")
+
+    with pytest.raises(FileExistsError):
+        _cli._write_env_file(str(env_file), {"IDENTITY_ENDPOINT": "http://127.0.0.1:1/msi/token"})
+
+    assert env_file.read_text() == "MINE=1\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".env"]  # no staging file left either
+
+
+def test_at_stop_it_removes_only_the_env_file_it_wrote(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from msi_credential.emulator import _cli
+
+    env_file = tmp_path / "mi.env"
+    seen: list[str] = []
+
+    def user_replaces_the_file(stop: Any) -> None:
+        seen.append(env_file.read_text())
+        replacement = tmp_path / "edited"
+        replacement.write_text("EDITED=1\n")
+        os.replace(replacement, env_file)  # e.g. an editor saving over it while the emulator serves
+
+    monkeypatch.setattr(_cli, "wait_until_stopped", user_replaces_the_file)
+
+    code = main(["emulate", "--source", "imds", "--env-file", str(env_file)], stdout=io.StringIO())
+
+    assert code == EXIT_OK
+    assert seen and seen[0].startswith("AZURE_POD_IDENTITY_AUTHORITY_HOST=")
+    assert env_file.read_text() == "EDITED=1\n"
+
+
+def test_its_request_log_neutralises_control_characters_a_client_sends(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    from msi_credential.emulator import _cli
+
+    out = io.StringIO()
+
+    def hostile_client(stop: Any) -> None:
+        parts = urlsplit(json.loads(out.getvalue())["url"])
+        with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as sock:
+            sock.sendall(
+                b"GET /\x1b[2J\x1b]0;owned\x07\x9b31mx HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            while sock.recv(4096):
+                pass
+
+    monkeypatch.setattr(_cli, "wait_until_stopped", hostile_client)
+
+    assert main(["emulate", "--source", "imds", "--format", "json"], stdout=out) == EXIT_OK
+
+    err = capsys.readouterr().err
+    assert "GET /?[2J?]0;owned??31mx -> 404" in err
+    assert not any(not character.isprintable() for character in err.replace("\n", ""))
+
+
 # ---------------------------------------------------------------------------------------------- life cycle
 
 

@@ -28,6 +28,7 @@ from msi_credential.emulator import (
     Fault,
     RecordedRequest,
     UserAssignedIdentity,
+    _wire,
     decode_jwt,
     mint_jwt,
 )
@@ -335,6 +336,56 @@ def test_arc_challenge_writes_a_key_file_and_accepts_it_once(emulators: Any) -> 
         True,
         True,
     ]
+
+
+def _arc_keys(emulator: Emulator) -> list[str]:
+    directory = emulator.key_directory
+    assert directory is not None
+    return sorted(name for name in os.listdir(directory) if name.endswith(".key"))
+
+
+def test_arc_key_file_is_deleted_once_its_challenge_is_answered(emulators: Any) -> None:
+    emulator = emulators("azure_arc")
+
+    for _ in range(20):
+        assert token_request(emulator).status == 200  # a challenge, then the answer with its key
+
+    assert _arc_keys(emulator) == []
+    assert emulator.tokens_issued == 20
+
+
+def test_arc_key_files_stay_bounded_however_many_challenges_go_unanswered(emulators: Any) -> None:
+    from msi_credential.emulator.sources.azure_arc import MAX_ARC_KEYS
+
+    emulator = emulators("azure_arc")
+    query = {"api-version": "2020-06-01", "resource": RESOURCE}
+
+    challenges = [call(emulator, query=query, headers={"Metadata": "true"}) for _ in range(3 * MAX_ARC_KEYS)]
+
+    newest = [os.path.basename(_realm(answer)) for answer in challenges[-MAX_ARC_KEYS:]]
+    assert _arc_keys(emulator) == sorted(newest)  # the oldest were retired, files and keys
+    key = Path(_realm(challenges[-1])).read_text()
+    answer = call(emulator, query=query, headers={"Metadata": "true", "Authorization": f"Basic {key}"})
+    assert answer.status == 200
+    retired = Path(_realm(challenges[0])).name
+    assert retired not in _arc_keys(emulator)
+
+
+def test_arc_expired_key_files_are_deleted(emulators: Any) -> None:
+    from msi_credential.emulator.sources.azure_arc import ARC_KEY_VALIDITY
+
+    now = [1_700_000_000.0]
+    emulator = emulators("azure_arc", clock=lambda: now[0])
+    query = {"api-version": "2020-06-01", "resource": RESOURCE}
+    first = call(emulator, query=query, headers={"Metadata": "true"})
+    key = Path(_realm(first)).read_text()
+
+    now[0] += ARC_KEY_VALIDITY
+    second = call(emulator, query=query, headers={"Metadata": "true"})
+
+    assert _arc_keys(emulator) == [Path(_realm(second)).name]
+    late = call(emulator, query=query, headers={"Metadata": "true", "Authorization": f"Basic {key}"})
+    assert late.status == 401  # expired, and its file is gone
 
 
 def test_arc_refuses_a_key_it_did_not_issue(emulators: Any) -> None:
@@ -815,6 +866,80 @@ def test_clear_forgets_requests_faults_and_tokens(emulators: Any) -> None:
     assert emulator.tokens_issued == 0
     assert emulator.issued_tokens() == []
     assert token_request(emulator).status == 200
+
+
+def test_recorded_requests_are_a_ring_of_the_most_recent(emulators: Any) -> None:
+    emulator = emulators("imds", record_limit=5)
+
+    for number in range(12):
+        call(emulator, path=f"/probe/{number}")
+
+    assert [request.path for request in emulator.requests] == [f"/probe/{number}" for number in range(7, 12)]
+    assert emulator.requests_received == 12
+    emulator.clear()
+    assert (emulator.requests, emulator.requests_received) == ([], 0)
+
+
+def test_recording_nothing_still_counts_and_serves(emulators: Any) -> None:
+    emulator = emulators("imds", record_limit=0)
+
+    assert token_request(emulator).status == 200
+
+    assert (emulator.requests, emulator.requests_received, emulator.tokens_issued) == ([], 1, 1)
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "10"])
+def test_record_limit_must_be_a_count_or_none(limit: Any) -> None:
+    with pytest.raises(ValueError, match="record_limit"):
+        Emulator("imds", record_limit=limit)
+
+
+def test_a_large_recorded_body_is_cut_and_keeps_its_length(emulators: Any) -> None:
+    emulator = emulators("cloud_shell")
+    large = b"resource=" + b"x" * (1024 * 1024 - 9)  # the largest body the emulator reads: 1 MiB
+
+    call(emulator, "POST", headers={"Content-Type": "application/x-www-form-urlencoded"}, body=large)
+    token_request(emulator)
+
+    cut, whole = emulator.requests
+    assert (len(cut.body), cut.body_length, cut.form) == (_wire.MAX_RECORDED_BODY, len(large), {})
+    assert cut.body == large[: _wire.MAX_RECORDED_BODY]
+    assert (whole.body_length, whole.form) == (None, {"resource": RESOURCE})
+
+
+def test_memory_kept_for_many_large_bodies_is_bounded(emulators: Any) -> None:
+    emulator = emulators("imds")
+    body = b"x" * (1024 * 1024)
+
+    for _ in range(150):  # 150 MiB received
+        call(emulator, "POST", body=body)
+
+    kept = emulator.requests
+    assert len(kept) == 150 and emulator.requests_received == 150
+    assert all(len(request.body) == _wire.MAX_RECORDED_BODY for request in kept)
+    assert sum(len(request.body) for request in kept) <= _wire.MAX_RECORDED_BYTES
+
+
+def test_recording_drops_the_oldest_beyond_its_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_wire, "MAX_RECORDED_BYTES", 200 * 1024)
+    recording = _wire.Recording(None)  # no count limit: only the budget
+    for number in range(10):
+        recording.add(RecordedRequest("POST", f"/{number}", {}, {"h": "v" * 1000}, {}, b"x" * 60000, "http"))
+
+    kept = recording.requests()
+    assert [request.path for request in kept] == ["/7", "/8", "/9"]  # the newest that fit in 200 KiB
+    assert recording.received == 10
+    huge = RecordedRequest("GET", "/huge", {}, {"h": "v" * 300 * 1024}, {}, b"", "http")
+    recording.add(huge)
+    assert recording.requests() == [huge]  # the newest is always kept
+
+
+def test_issued_tokens_keeps_the_most_recent_and_counts_them_all(emulators: Any) -> None:
+    emulator = emulators("imds")
+    minted = [emulator._mint(RESOURCE, emulator.system_identity, 0).token for _ in range(1005)]
+
+    assert emulator.tokens_issued == 1005
+    assert emulator.issued_tokens() == minted[5:]
 
 
 def test_logs_carry_no_secret_or_token(emulators: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -80,7 +80,7 @@ def test_soak_threads_and_tasks_under_random_failures(emulator_factory: Any) -> 
     elapsed = time.monotonic() - started
     credential.close()
 
-    requests = len(emulator.requests)
+    requests = emulator.requests_received
     periods = elapsed / (LIFETIME / 2)
     FIGURES.append(
         f"soak: {elapsed:.1f} s, {calls} calls, {requests} requests ({emulator.random_failures} failed on purpose), "

@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from types import FrameType
@@ -18,7 +19,7 @@ from typing import Any, Optional, TextIO, TypeVar
 
 from msi_credential._source import ManagedIdentitySource
 
-from ._wire import write_atomically
+from ._wire import write_private
 
 EXIT_OK = 0
 EXIT_SETUP = 2  # bad arguments, a busy port, a missing extra or a place the emulator may not write
@@ -79,7 +80,8 @@ def add_arguments(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument(
         "--env-file",
         metavar="PATH",
-        help="also write the variables to PATH in dotenv form (written once serving, removed at stop)",
+        help="also write the variables to PATH in dotenv form: a new file, written once serving and removed at "
+        "stop (an existing file is refused, never replaced)",
     )
     emulate.add_argument(
         "--fail",
@@ -165,6 +167,9 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
     if token_proxy and source is not ManagedIdentitySource.WORKLOAD_IDENTITY:
         _error("--token-proxy needs --source workload_identity")
         return EXIT_SETUP
+    if args.env_file and os.path.lexists(args.env_file):
+        _error(_env_file_exists(args.env_file))
+        return EXIT_SETUP
     stop = stop or threading.Event()
     received: list[int] = []
     restore = _handle_stop_signals(stop, received)
@@ -172,7 +177,7 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
     emulator_logger = logging.getLogger("msi_credential.emulator")
     previous_level = emulator_logger.level
     emulator: Optional[Emulator] = None
-    env_file_written = False
+    env_file: Optional[tuple[int, int]] = None  # the file we created: (device, inode)
     try:
         emulator = Emulator(
             source,
@@ -205,11 +210,14 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
         emulator.delay = args.latency
         variables = {**emulator.environ, **emulator.trust_environ}
         if args.env_file:
-            _write_env_file(args.env_file, variables)
-            env_file_written = True
+            try:
+                env_file = _write_env_file(args.env_file, variables)
+            except FileExistsError:  # created since the check above
+                _error(_env_file_exists(args.env_file))
+                return EXIT_SETUP
         # Installed only once serving, and always removed again (level included): main() may run again in-process.
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.setFormatter(_PrintableFormatter("%(asctime)s %(message)s"))
         emulator_logger.addHandler(handler)
         emulator_logger.setLevel(logging.DEBUG)
         if args.format == "json":
@@ -229,14 +237,23 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
         try:
             if emulator is not None:
                 emulator.stop()
-            if env_file_written:
-                with contextlib.suppress(OSError):
-                    os.remove(args.env_file)
+            if env_file is not None:
+                _remove_if_ours(args.env_file, env_file)
         finally:
             restore()
             if handler is not None:
                 emulator_logger.removeHandler(handler)
             emulator_logger.setLevel(previous_level)
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines carry what clients sent (the request's method and path): terminal control characters in them are
+    neutralised as the command's other outside text is (``msi_credential.cli.printable``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from msi_credential.cli import printable
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
 
 
 def wait_until_stopped(stop: threading.Event) -> None:
@@ -268,10 +285,43 @@ def _handle_stop_signals(stop: threading.Event, received: list[int]) -> Any:
     return restore
 
 
-def _write_env_file(path: str, variables: Mapping[str, str]) -> None:
-    """The variables in dotenv form, owner-readable only (they carry the endpoint's secret), in one rename."""
+def _env_file_exists(path: str) -> str:
+    return (
+        f"--env-file {path} already exists: the emulator writes only a new file (it removes it at stop), never "
+        "one that was there; remove it or choose another path"
+    )
+
+
+def _write_env_file(path: str, variables: Mapping[str, str]) -> tuple[int, int]:
+    """The variables in dotenv form, owner-readable only (they carry the endpoint's secret), in a new file at
+    ``path``: complete when it appears (a hard link to a staging file), and never replacing a file that exists
+    (FileExistsError). Returns the new file's (device, inode), so that stop removes that file and no other."""
     text = "".join(f"{name}={_dotenv_quote(value)}\n" for name, value in variables.items())
-    write_atomically(path, text, prefix=".msi-emulator-env-", encoding="utf-8")
+    descriptor, staging = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)), prefix=".msi-emulator-env-"
+    )
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        try:
+            os.link(staging, path)  # fails if anything is at path: a link never replaces
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links: create the file exclusively instead
+            write_private(path, text.encode("utf-8"))
+        created = os.lstat(path)
+        return created.st_dev, created.st_ino
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(staging)
+
+
+def _remove_if_ours(path: str, identity: tuple[int, int]) -> None:
+    """Remove the file at ``path`` if it is still the one we created (not one put there since)."""
+    with contextlib.suppress(OSError):
+        status = os.lstat(path)
+        if (status.st_dev, status.st_ino) == identity:
+            os.remove(path)
 
 
 def _dotenv_quote(value: str) -> str:

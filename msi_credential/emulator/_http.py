@@ -120,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         scheme = "https" if self.server.ssl_context is not None else "http"
         server_name = received_server_name() if scheme == "https" else None
         request = RecordedRequest(
-            self.command, path, query, headers, form, body, scheme, server_name, self.requestline
+            self.command, path, query, headers, form, body, scheme, server_name, request_line=self.requestline
         )
         fault = emulator._record(request)
 

@@ -28,10 +28,12 @@ from ._http import Server
 from ._tls import LoopbackFiles, make_loopback_certificate, server_context
 from ._tokens import entra_v1_claims, mint_jwt
 from ._wire import (
+    RECORDED_REQUESTS,
     EmulatorSetupError,
     JsonBody,
     Minted,
     RecordedRequest,
+    Recording,
     Reply,
     UserAssignedIdentity,
     path_matches,
@@ -44,6 +46,7 @@ from .sources.token_proxy import TOKEN_PROXY_PATH, TOKEN_PROXY_SERVER_NAME
 __all__ = ["ARC_KEY_DIRECTORY", "TOKEN_PROXY_SERVER_NAME", "Emulator", "EmulatorSetupError", "Fault"]
 
 _STOP_JOIN_TIMEOUT = 2.0
+_TOKENS_KEPT = 1000  # issued_tokens(): the most recent; tokens_issued counts them all
 
 FaultBody = Union[bytes, str, Mapping[str, Any], None]
 
@@ -92,6 +95,7 @@ class Emulator:
         clock: Callable[[], float] = time.time,
         token_proxy: bool = False,
         proxy_path: str = TOKEN_PROXY_PATH,
+        record_limit: int | None = RECORDED_REQUESTS,
     ) -> None:
         self.source = ManagedIdentitySource(source)
         endpoint_class = TokenProxy if token_proxy else ENDPOINTS[self.source]
@@ -128,9 +132,10 @@ class Emulator:
         self._signing_key = secrets.token_bytes(32)
 
         self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
+        self._recording = Recording(record_limit)
         self._faults: deque[Fault] = deque()
-        self._tokens: list[str] = []
+        self._tokens: deque[str] = deque(maxlen=_TOKENS_KEPT)
+        self._tokens_issued = 0
         self._failure_rate = 0.0
         self._failure_statuses: tuple[int, ...] = (500, 429)
         self._random = random.Random()  # noqa: S311 - fault injection, not security
@@ -327,18 +332,26 @@ class Emulator:
 
     @property
     def requests(self) -> list[RecordedRequest]:
-        """Every request received, in order (a copy)."""
+        """The requests received, in order (a copy): the most recent ``record_limit`` (1000 by default; None: no
+        count limit), bodies cut to 64 KiB (``RecordedRequest.body_length``), and at most 32 MiB of them in all, so
+        that memory stays bounded however long the emulator serves. ``requests_received`` counts every request."""
         with self._lock:
-            return list(self._requests)
+            return self._recording.requests()
+
+    @property
+    def requests_received(self) -> int:
+        """How many requests the emulator received (since construction or the last ``clear()``), kept or not."""
+        with self._lock:
+            return self._recording.received
 
     @property
     def tokens_issued(self) -> int:
         """How many access tokens the emulator minted and answered with."""
         with self._lock:
-            return len(self._tokens)
+            return self._tokens_issued
 
     def issued_tokens(self) -> list[str]:
-        """The access tokens minted, in order."""
+        """The access tokens minted, in order: the most recent 1000 (``tokens_issued`` counts them all)."""
         with self._lock:
             return list(self._tokens)
 
@@ -356,9 +369,10 @@ class Emulator:
         A failure rate set with ``fail_randomly`` stays in force.
         """
         with self._lock:
-            self._requests.clear()
+            self._recording.clear()
             self._faults.clear()
             self._tokens.clear()
+            self._tokens_issued = 0
             self._random_failures = 0
 
     def fail_randomly(
@@ -403,7 +417,7 @@ class Emulator:
 
     def _record(self, request: RecordedRequest) -> Fault | None:
         with self._lock:
-            self._requests.append(request)
+            self._recording.add(request)
             if self._faults:
                 return self._faults.popleft()
             if (
@@ -445,6 +459,7 @@ class Emulator:
         token = mint_jwt(claims, self._signing_key)
         with self._lock:
             self._tokens.append(token)
+            self._tokens_issued += 1
         return Minted(token, resource, identity, now, lifetime)
 
     def _temp_dir(self, prefix: str) -> str:

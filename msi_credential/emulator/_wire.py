@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hmac
 import json
 import os
 import tempfile
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
@@ -14,6 +16,11 @@ from typing import Any, Optional, Union
 JsonBody = Union[bytes, Mapping[str, Any]]
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+# What the emulator keeps of the requests it receives, however long it serves (``Emulator.requests``):
+RECORDED_REQUESTS = 1000  # the most recent requests kept, by default (``Emulator(record_limit=)``)
+MAX_RECORDED_BODY = 64 * 1024  # bytes of a body kept; the rest is dropped (``RecordedRequest.body_length``)
+MAX_RECORDED_BYTES = 32 * 1024 * 1024  # the kept requests' bodies, headers, query and form, in all
 
 
 class EmulatorSetupError(RuntimeError):
@@ -44,12 +51,60 @@ class RecordedRequest:
     server_name: Optional[str] = None
     # The request line as received ("GET /path?query HTTP/1.1"): the query exactly as the client encoded it.
     request_line: str = ""
+    # When the body was longer than MAX_RECORDED_BODY: its length as received (``body`` then holds its first
+    # MAX_RECORDED_BODY bytes, and ``form`` is empty). None: ``body`` is the whole body.
+    body_length: Optional[int] = None
 
     def __repr__(self) -> str:
         # Header values and the body may carry secrets: show the header names only.
         return (
             f"RecordedRequest(method={self.method!r}, path={self.path!r}, headers={sorted(self.headers)!r})"
         )
+
+
+def _size(request: RecordedRequest) -> int:
+    """Roughly what a recorded request holds, in bytes (characters counted as bytes)."""
+    pairs = (*request.query.items(), *request.headers.items(), *request.form.items())
+    return len(request.body) + len(request.path) + sum(len(name) + len(value) for name, value in pairs) + 64
+
+
+class Recording:
+    """The requests an emulator received, bounded however long it serves and whatever clients send: the most
+    recent ``limit`` (None: no count limit), bodies cut to MAX_RECORDED_BODY bytes, and the oldest dropped while
+    they hold more than MAX_RECORDED_BYTES in all (the newest is always kept). ``received`` counts every request.
+    Not locked: the emulator calls it under its own lock."""
+
+    def __init__(self, limit: Optional[int]) -> None:
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ValueError("record_limit must be an int of 0 or more, or None")
+        self.limit = limit
+        self.received = 0
+        self._kept: deque[tuple[RecordedRequest, int]] = deque()
+        self._bytes = 0
+
+    def add(self, request: RecordedRequest) -> None:
+        self.received += 1
+        if self.limit == 0:
+            return
+        if len(request.body) > MAX_RECORDED_BODY:
+            request = dataclasses.replace(
+                request, body=request.body[:MAX_RECORDED_BODY], form={}, body_length=len(request.body)
+            )
+        size = _size(request)
+        self._kept.append((request, size))
+        self._bytes += size
+        while (self.limit is not None and len(self._kept) > self.limit) or (
+            self._bytes > MAX_RECORDED_BYTES and len(self._kept) > 1
+        ):
+            self._bytes -= self._kept.popleft()[1]
+
+    def requests(self) -> list[RecordedRequest]:
+        return [request for request, _ in self._kept]
+
+    def clear(self) -> None:
+        self._kept.clear()
+        self._bytes = 0
+        self.received = 0
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,10 @@ from .._wire import EmulatorSetupError, Minted, RecordedRequest, Reply
 from ._endpoint import Expects, TokenEndpoint
 
 ARC_KEY_VALIDITY = 300.0  # seconds a challenge key stays usable (each is also single-use)
+# Challenge keys outstanding at once: a new challenge beyond it retires the oldest. Each key file is deleted as soon
+# as its key is used, expires or is retired, so the key directory holds at most this many of ours, however many
+# challenges are asked for and never answered.
+MAX_ARC_KEYS = 64
 # Where the Azure Connected Machine agent writes its challenge key files, and the only place other clients read them.
 ARC_KEY_DIRECTORY = (
     os.path.join(os.environ.get("PROGRAMDATA", r"C:\ProgramData"), "AzureConnectedMachineAgent", "Tokens")
@@ -39,8 +43,8 @@ class AzureArc(TokenEndpoint):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._lock = threading.Lock()
-        self._keys: dict[str, float] = {}  # key content -> expiry (clock time)
-        self._files: list[str] = []
+        # key content -> (expiry on the clock, its key file), oldest first
+        self._keys: dict[str, tuple[float, str]] = {}
         self._created_dirs: list[str] = []  # made for the key directory: removed at stop when empty
 
     def prepare(self) -> None:
@@ -48,11 +52,9 @@ class AzureArc(TokenEndpoint):
 
     def cleanup(self) -> None:
         with self._lock:
-            files, self._files = self._files, []
+            files = [path for _, path in self._keys.values()]
             self._keys.clear()
-        for path in files:
-            with contextlib.suppress(OSError):
-                os.remove(path)
+        _remove(files)
         self._remove_created_dirs()
 
     def credential_kwargs(self) -> dict[str, Any]:
@@ -72,9 +74,11 @@ class AzureArc(TokenEndpoint):
         with os.fdopen(descriptor, "w", encoding="ascii") as stream:
             _give_to_agent_group(stream.fileno())
             stream.write(key)
+        now = self.emulator._clock()
         with self._lock:
-            self._keys[key] = self.emulator._clock() + ARC_KEY_VALIDITY
-            self._files.append(path)
+            retired = self._retire(now, room=1)
+            self._keys[key] = (now + ARC_KEY_VALIDITY, path)
+        _remove(retired)
         return self.errors.reply(
             401,
             "challenge",
@@ -95,10 +99,21 @@ class AzureArc(TokenEndpoint):
             return False
         now = self.emulator._clock()
         with self._lock:
-            for issued, expiry in list(self._keys.items()):
-                if expiry <= now:
-                    del self._keys[issued]
-            return self._keys.pop(key, None) is not None  # single use
+            retired = self._retire(now)
+            used = self._keys.pop(key, None)  # single use
+        if used is not None:
+            retired.append(used[1])
+        _remove(retired)
+        return used is not None
+
+    def _retire(self, now: float, room: int = 0) -> list[str]:
+        """Forget expired keys, and the oldest while fewer than ``room`` places are left of MAX_ARC_KEYS; returns
+        their key files, to remove (outside the lock)."""
+        retired = [path for _, (expiry, path) in self._keys.items() if expiry <= now]
+        self._keys = {key: entry for key, entry in self._keys.items() if entry[0] > now}
+        while self._keys and len(self._keys) > MAX_ARC_KEYS - room:
+            retired.append(self._keys.pop(next(iter(self._keys)))[1])
+        return retired
 
     def _prepare_key_directory(self, directory: str | None) -> str:
         if directory is None:
@@ -135,6 +150,12 @@ class AzureArc(TokenEndpoint):
         for path in reversed(created):
             with contextlib.suppress(OSError):
                 os.rmdir(path)  # only when empty: another program may have put files there since
+
+
+def _remove(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def _give_to_agent_group(target: int | str) -> None:
