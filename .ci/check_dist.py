@@ -23,6 +23,7 @@ WHEEL_FILES = [
     "msi_credential/py.typed",
     "msi_credential/emulator/_cli.py",
     "msi_credential/cli.py",
+    "msi_credential/pytest_plugin.py",
 ]
 SDIST_FILES = ["LICENSE", "README.md", "CHANGELOG.md", "pyproject.toml", "docs/protocols.md"]
 
@@ -40,6 +41,15 @@ def problems_of(dist: Path, build_log: Path) -> list[str]:
         names = wheel.namelist()
         metadata_name = next(name for name in names if name.endswith(".dist-info/METADATA"))
         metadata = Parser().parsestr(wheel.read(metadata_name).decode("utf-8"))
+        entry_points_name = next(
+            (name for name in names if name.endswith(".dist-info/entry_points.txt")), None
+        )
+        entry_points = wheel.read(entry_points_name).decode("utf-8") if entry_points_name else ""
+    if (
+        "[pytest11]" not in entry_points
+        or "msi_credential = msi_credential.pytest_plugin" not in entry_points
+    ):
+        problems.append("the wheel does not register the pytest plugin (entry point pytest11 msi_credential)")
     if not any(name.endswith(".dist-info/licenses/LICENSE") for name in names):
         problems.append("the wheel does not ship LICENSE (.dist-info/licenses/LICENSE)")
     problems.extend(f"the wheel lacks {name}" for name in WHEEL_FILES if name not in names)

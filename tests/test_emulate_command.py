@@ -20,7 +20,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from msi_credential import emulator as emulator_package
-from msi_credential.cli import EXIT_OK, EXIT_USAGE, main
+from msi_credential.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 from msi_credential.emulator import ARC_KEY_DIRECTORY, decode_jwt
 
 from .conftest import MANAGED_IDENTITY_VARIABLES
@@ -510,3 +510,39 @@ def test_demo_without_the_emulator_extra_runs_and_says_what_to_install(
     served = ("imds", "app_service", "azure_arc", "cloud_shell", "machine_learning", "workload_identity")
     for source in served:
         assert rows[source].endswith("https://storage.azure.com"), rows[source]
+
+
+# ---------------------------------------------------------------------------------------------- scenarios
+
+
+def test_a_scenario_from_the_command_line_composes_with_fail(emulate: Any) -> None:
+    process = emulate("--scenario", "imds_throttling", "--fail", "503", "--format", "json")
+
+    document = process.document()
+    statuses = [imds_get(document["url"])[0] for _ in range(4)]
+
+    assert document["scenario"] == "imds_throttling"
+    assert document["source"] == "imds"
+    assert statuses == [503, 429, 429, 200]  # --fail first, then the scenario, then tokens
+
+
+def test_a_scenario_picks_its_own_source_and_refuses_another(emulate: Any) -> None:
+    starting = emulate("--scenario", "container_apps_starting", "--format", "json").document()
+    refused = emulate("--scenario", "expired_federated_token", "--source", "imds")
+
+    assert starting["source"] == "app_service"
+    _out, err = refused.finish()
+    assert refused.process.returncode == 2
+    assert "expired_federated_token is an incident of workload_identity" in err
+
+
+def test_an_unknown_scenario_is_refused_by_the_parser() -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["emulate", "--scenario", "no_such_incident"])
+
+
+def test_the_shell_form_says_which_incident_it_plays(emulate: Any) -> None:
+    lines = emulate("--scenario", "slow_endpoint", "--latency", "0.5").lines_until_ready()
+
+    assert "# scenario slow_endpoint: the endpoint answers, but only after seconds (docs/testing.md)" in lines
+    assert "# every answer waits 0.5 s" in lines

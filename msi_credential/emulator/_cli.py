@@ -46,8 +46,8 @@ def add_arguments(emulate: argparse.ArgumentParser) -> None:
     emulate.add_argument(
         "--source",
         choices=[source.value for source in ManagedIdentitySource],
-        default="imds",
-        help="which endpoint to emulate (default: imds)",
+        default=None,
+        help="which endpoint to emulate (default: imds, or the scenario's source)",
     )
     emulate.add_argument("--port", type=_port, default=0, help="port to listen on (default: a free port)")
     emulate.add_argument(
@@ -99,12 +99,26 @@ def add_arguments(emulate: argparse.ArgumentParser) -> None:
         "AZURE_KUBERNETES_SNI_NAME (clients opt in, e.g. enable_azure_proxy=True)",
     )
     emulate.add_argument(
+        "--scenario",
+        metavar="NAME",
+        choices=list(_scenario_names()),
+        help="replay an incident (the catalogue is docs/testing.md): "
+        + ", ".join(_scenario_names())
+        + "; --fail and --latency apply on top",
+    )
+    emulate.add_argument(
         "--latency",
         metavar="SECONDS",
         type=_latency,
         default=0.0,
         help="wait this long before every answer (e.g. 2.5)",
     )
+
+
+def _scenario_names() -> tuple[str, ...]:
+    from ._scenarios import SCENARIOS
+
+    return tuple(SCENARIOS)
 
 
 def _port(text: str) -> int:
@@ -162,7 +176,19 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
     """Serve until SIGINT, SIGTERM or SIGHUP (or until ``stop`` is set), then remove every file written."""
     from . import ARC_KEY_DIRECTORY, Emulator, EmulatorSetupError, Fault, UserAssignedIdentity
 
+    scenario = getattr(args, "scenario", None)
+    if args.source is None:
+        from ._scenarios import SCENARIOS
+
+        args.source = SCENARIOS[scenario].default_source.value if scenario else "imds"
     source = ManagedIdentitySource(args.source)
+    if scenario is not None:
+        from ._scenarios import SCENARIOS
+
+        sources = SCENARIOS[scenario].sources
+        if sources and source not in sources:
+            _error(f"scenario {scenario} is an incident of {', '.join(item.value for item in sources)}")
+            return EXIT_SETUP
     token_proxy = bool(getattr(args, "token_proxy", False))
     if token_proxy and source is not ManagedIdentitySource.WORKLOAD_IDENTITY:
         _error("--token-proxy needs --source workload_identity")
@@ -189,6 +215,7 @@ def run(args: argparse.Namespace, out: TextIO, *, stop: Optional[threading.Event
             tls=True if source is ManagedIdentitySource.WORKLOAD_IDENTITY else None,
             arc_key_directory=ARC_KEY_DIRECTORY if source is ManagedIdentitySource.AZURE_ARC else None,
             token_proxy=token_proxy,
+            scenario=scenario,
         )
         try:
             emulator.start()
@@ -352,6 +379,7 @@ def _document(emulator: Any, args: argparse.Namespace, variables: Mapping[str, s
         "lifetime": emulator.token_lifetime,
         "fail": list(args.fail),
         "latency": args.latency,
+        "scenario": getattr(args, "scenario", None),
     }
     if source is ManagedIdentitySource.AZURE_ARC:
         document["key_directory"] = emulator.key_directory
@@ -429,6 +457,8 @@ def _lines(emulator: Any, args: argparse.Namespace, variables: Mapping[str, str]
         )
     if args.fail:
         lines.append(f"# the next {len(args.fail)} request(s) fail with {','.join(map(str, args.fail))}")
+    if getattr(args, "scenario", None):
+        lines.append(f"# scenario {args.scenario}: {emulator.scenario.summary} (docs/testing.md)")
     if args.latency:
         lines.append(f"# every answer waits {args.latency:g} s")
     if args.env_file:

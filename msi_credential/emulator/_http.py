@@ -8,7 +8,8 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import TYPE_CHECKING, Any
@@ -46,11 +47,29 @@ class Server(ThreadingHTTPServer):
         family: socket.AddressFamily,
         emulator: Emulator,
         ssl_context: ssl.SSLContext | None,
+        *,
+        listen: bool = True,
     ) -> None:
         self.address_family = family
         self.emulator = emulator
         self.ssl_context = ssl_context
+        # listen=False: bound but not listening, so connections are refused until listen_when() (a scenario)
+        self._listen_at_start = listen
+        self._listening = False
+        self._listen_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def server_activate(self) -> None:
+        if self._listen_at_start:
+            self.listen_when(lambda: True)
+
+    def listen_when(self, due: Callable[[], bool]) -> bool:
+        """Start listening if not yet listening and ``due()``; whether the server listens now."""
+        with self._listen_lock:
+            if not self._listening and due():
+                super().server_activate()
+                self._listening = True
+            return self._listening
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve a host name (getfqdn): skip that lookup.

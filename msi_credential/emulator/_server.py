@@ -5,6 +5,7 @@ wire lives in its module under ``sources/``."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import random
@@ -25,6 +26,8 @@ from typing import Any, Union
 from msi_credential._source import ManagedIdentitySource
 
 from ._http import Server
+from ._scenarios import Scenario
+from ._scenarios import scenario as make_scenario
 from ._tls import LoopbackFiles, make_loopback_certificate, server_context
 from ._tokens import entra_v1_claims, mint_jwt
 from ._wire import (
@@ -96,8 +99,13 @@ class Emulator:
         token_proxy: bool = False,
         proxy_path: str = TOKEN_PROXY_PATH,
         record_limit: int | None = RECORDED_REQUESTS,
+        scenario: str | Scenario | None = None,
     ) -> None:
         self.source = ManagedIdentitySource(source)
+        # An incident to replay (a name of docs/testing.md's catalogue, or a configured Scenario); None: no incident.
+        self.scenario = make_scenario(scenario) if scenario is not None else None
+        if self.scenario is not None:
+            self.scenario.check_source(self.source)
         endpoint_class = TokenProxy if token_proxy else ENDPOINTS[self.source]
         if token_proxy:
             if self.source is not ManagedIdentitySource.WORKLOAD_IDENTITY:
@@ -164,13 +172,20 @@ class Emulator:
         try:
             context = self._prepare_tls() if self._scheme == "https" else None
             self._endpoint.prepare()
+            scenario = self.scenario
+            if scenario is not None:
+                scenario.attach(self)
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            server = Server((self.host, self.port), family, self, context)
+            listen = scenario is None or scenario.listening(0.0)
+            server = Server((self.host, self.port), family, self, context, listen=listen)
         except BaseException:
             self._cleanup_files()
             raise
+        serve: Callable[..., None] = server.serve_forever
+        if not listen and scenario is not None:
+            serve = functools.partial(scenario.serve, server, self._stopping)
         thread = threading.Thread(
-            target=server.serve_forever,
+            target=serve,
             kwargs={"poll_interval": 0.05},
             name=f"msi-emulator-{self.source.value}",
             daemon=True,
@@ -420,6 +435,10 @@ class Emulator:
             self._recording.add(request)
             if self._faults:
                 return self._faults.popleft()
+            if self.scenario is not None:
+                fault = self.scenario.fault(request)
+                if fault is not None:
+                    return fault
             if (
                 self._failure_rate > 0.0
                 and path_matches(self._path, request.path)
