@@ -14,7 +14,6 @@ import base64
 import binascii
 import inspect
 import logging
-import re
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import requests
@@ -87,38 +86,73 @@ def _policy_provider(credential: TokenProvider, scopes: tuple[str, ...]) -> Call
 
 # ---------------------------------------------------------------------------------------------- requests
 
-_AUTH_PARAM = re.compile(
-    r"""\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s,]*)\s*(,|$)""", re.DOTALL
-)
-_SCHEME = re.compile(r"\s*,?\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:\s+|$|(?=,))")
+# Challenges are read by a scanner that only moves forward through the value (each character is read a bounded
+# number of times), never by a regular expression: however a header is built, parsing it takes time linear in its
+# length. A value over MAX_CHALLENGE_CHARS is not read at all: real challenges are far shorter (a CAE claims
+# challenge is a few hundred characters) and common servers cap a whole header line at about 8 KiB.
+MAX_CHALLENGE_CHARS = 8192
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_SPACE = frozenset(" \t\r\n")
+_SPACE_OR_COMMA = _SPACE | {","}
 
 
 def parse_challenges(header: str) -> list[tuple[str, dict[str, str]]]:
     """The challenges of a ``WWW-Authenticate`` value: [(scheme lower-cased, {parameter lower-cased: value})].
 
     Several challenges may share one header (``Bearer a="1", b="2", Basic realm="x"``); quoted values may hold
-    commas and backslash escapes. Anything it cannot read ends the parse (what was read stays).
+    commas and backslash escapes. Anything it cannot read ends the parse (what was read stays). A value longer than
+    ``MAX_CHALLENGE_CHARS`` is not a usable challenge: the answer is ``[]``. Time is linear in the length.
     """
+    end = len(header)
+    if end > MAX_CHALLENGE_CHARS:
+        return []
+
+    def skip(at: int, chars: frozenset[str]) -> int:
+        while at < end and header[at] in chars:
+            at += 1
+        return at
+
     challenges: list[tuple[str, dict[str, str]]] = []
     position = 0
-    while position < len(header):
-        scheme = _SCHEME.match(header, position)
-        if scheme is None:
-            break
+    while True:
+        start = skip(position, _SPACE_OR_COMMA)  # empty list elements are allowed (RFC 9110 section 5.6.1)
+        name_end = skip(start, _TOKEN_CHARS)
+        if name_end == start or (name_end < end and header[name_end] not in _SPACE_OR_COMMA):
+            return challenges  # the end, or something that is not an auth-scheme
         params: dict[str, str] = {}
-        position = scheme.end()
-        while position < len(header):
-            param = _AUTH_PARAM.match(header, position)
-            if param is None:
+        challenges.append((header[start:name_end].lower(), params))
+        position = name_end
+        while (
+            True
+        ):  # the challenge's auth-params, until a token that is not followed by "=" (the next scheme)
+            start = skip(position, _SPACE_OR_COMMA)
+            name_end = skip(start, _TOKEN_CHARS)
+            equals = skip(name_end, _SPACE)
+            if name_end == start or equals == end or header[equals] != "=":
+                position = start
                 break
-            # a token followed by a space (not "=") starts the next challenge: the parameter regex refuses it
-            value = param.group(2)
-            if value.startswith('"'):
-                value = re.sub(r"\\(.)", r"\1", value[1:-1])
-            params[param.group(1).lower()] = value
-            position = param.end()
-        challenges.append((scheme.group(1).lower(), params))
-    return challenges
+            value_start = skip(equals + 1, _SPACE)
+            if value_start < end and header[value_start] == '"':
+                chars: list[str] = []
+                at = value_start + 1
+                while at < end and header[at] != '"':
+                    if header[at] == "\\" and at + 1 < end:
+                        at += 1  # a quoted-pair: the next character as it is
+                    chars.append(header[at])
+                    at += 1
+                if at == end:
+                    return challenges  # an unterminated quoted string
+                value = "".join(chars)
+                value_end = at + 1
+            else:
+                value_end = value_start
+                while value_end < end and header[value_end] not in _SPACE_OR_COMMA:
+                    value_end += 1
+                value = header[value_start:value_end]
+            position = skip(value_end, _SPACE)
+            if position < end and header[position] != ",":
+                return challenges  # something after a value that does not separate it from the next
+            params[header[start:name_end].lower()] = value
 
 
 def claims_from_challenge(header: Optional[str]) -> Optional[str]:
@@ -147,7 +181,12 @@ class ManagedIdentityAuth(AuthBase):
     The header comes from the credential's cache (see ``get_bearer_token_provider``). A 401 whose
     ``WWW-Authenticate`` is a CAE claims challenge (``Bearer ... error="insufficient_claims", claims="<base64>"``)
     gets a fresh token with those claims and the request is sent once more, unless its body is a stream that cannot
-    be replayed (then the 401 is returned). Nothing here logs or repeats the token.
+    be replayed (then the 401 is returned); a ``WWW-Authenticate`` over ``MAX_CHALLENGE_CHARS`` (8 KiB) is not read
+    and its 401 is returned. Nothing here logs or repeats the token.
+
+    The token goes only over TLS, as with azure-core's ``BearerTokenCredentialPolicy``: a request to an ``http://``
+    URL raises ``azure.core.exceptions.ServiceRequestError`` before any token is fetched or anything is sent. For
+    local development, plain http to a loopback host (``localhost``, 127.0.0.0/8, ``::1``) is allowed.
     """
 
     def __init__(self, credential: TokenProvider, scope: str) -> None:
@@ -184,6 +223,7 @@ class ManagedIdentityAuth(AuthBase):
         return str(credential.get_token(self._scope).token)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        _require_tls(request.url)
         request.headers["Authorization"] = "Bearer " + self._token()
         body = request.body
         position: Optional[int] = None
@@ -214,7 +254,16 @@ class _ChallengeRetry:
         if _origin(response.request.url) != self._origin:
             # a redirect elsewhere: requests dropped our header there, and no token follows it on a challenge
             return response
-        claims = claims_from_challenge(response.headers.get("WWW-Authenticate"))
+        header = response.headers.get("WWW-Authenticate")
+        if header is not None and len(header) > MAX_CHALLENGE_CHARS:
+            _LOGGER.debug(
+                "401 from %s: its WWW-Authenticate is over %d characters, not read as a challenge; "
+                "the 401 is returned",
+                _host(response.request.url),
+                MAX_CHALLENGE_CHARS,
+            )
+            return response
+        claims = claims_from_challenge(header)
         if claims is None:
             return response
         self._used = True
@@ -251,6 +300,37 @@ class _ChallengeRetry:
         return retried
 
 
+def _require_tls(url: Optional[str]) -> None:
+    """Raise azure-core's ServiceRequestError unless the URL is https, or http to a loopback host."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url or "")
+    if parts.scheme.lower() == "https":
+        return
+    if parts.scheme.lower() == "http" and _is_loopback(parts.hostname):
+        return
+    from azure.core.exceptions import ServiceRequestError
+
+    raise ServiceRequestError(
+        "Bearer token authentication is not permitted for non-TLS protected (non-https) URLs: "
+        f"refused to send a token to {parts.scheme or 'no scheme'}://{parts.hostname or ''} "
+        "(plain http is allowed only to localhost, 127.0.0.0/8 and ::1)"
+    )
+
+
+def _is_loopback(host: Optional[str]) -> bool:
+    import ipaddress
+
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _origin(url: Optional[str]) -> tuple[str, str]:
     from urllib.parse import urlsplit
 
@@ -261,4 +341,4 @@ def _origin(url: Optional[str]) -> tuple[str, str]:
 def _host(url: Optional[str]) -> str:
     from urllib.parse import urlsplit
 
-    return urlsplit(url or "").netloc or "the server"
+    return urlsplit(url or "").netloc.rpartition("@")[2] or "the server"  # never the user info

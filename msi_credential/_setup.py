@@ -69,6 +69,7 @@ class CredentialBase:
         self._clock = self._engine.clock
         # The hot path, both faces: a dict lookup and a clock read (cache.hit_reader), bound once here.
         self._hit = self._engine.hit
+        check_pipeline_keywords(kwargs)
         self._start_driver(sleep, kwargs)
 
     def _start_driver(self, sleep: Any, kwargs: dict[str, Any]) -> None:
@@ -184,6 +185,79 @@ def build_engine(
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
     return Engine(config, identity, options, clock)
+
+
+# The pipeline keywords the drivers take (README, "Keywords"); build_engine has popped the engine's own before.
+# logging_enable and additionally_allowed_tenants are taken and change nothing, as documented: the HTTP log is always
+# azure-core's HttpLoggingPolicy with the secret headers redacted (bodies, which carry the token, never), and a
+# managed identity has no tenant to choose.
+PIPELINE_KEYWORDS = frozenset(
+    {
+        "transport",
+        "headers",
+        "user_agent",
+        "user_agent_overwrite",
+        "user_agent_use_env",
+        "sdk_moniker",
+        "request_id",
+        "auto_request_id",
+        "request_id_header_name",
+        "raw_request_hook",
+        "raw_response_hook",
+        "logger",
+        "http_logging_level",
+        "additional_allowed_query_params",
+        "connection_verify",
+        "connection_cert",
+        "proxies",
+        "policies",
+        "per_call_policies",
+        "per_retry_policies",
+        "logging_enable",
+        "additionally_allowed_tenants",
+    }
+)
+_RETRIES = (
+    "msi_credential retries by the rules of each endpoint (docs/protocols.md section 7); it takes retry_total, "
+    "retry_backoff_factor, retry_backoff_max and timeout"
+)
+_NO_REDIRECTS = "redirects are never followed: the identity header would go to wherever a 3xx points"
+_NO_PROXIES = (
+    "proxies are never used toward managed identity endpoints (the proxy would see the secret); proxies= applies "
+    "to workload identity only"
+)
+# Keywords other azure-core clients take whose meaning we cannot keep: refused, saying why. A value that asks for
+# what we do anyway (permit_redirects=False, use_env_settings=False) is taken.
+_REFUSED_KEYWORDS = {
+    "retry_connect": _RETRIES,
+    "retry_read": _RETRIES,
+    "retry_status": _RETRIES,
+    "retry_mode": _RETRIES,
+    "retry_on_status_codes": _RETRIES,
+    "retry_policy": _RETRIES,
+    "retry_policy_class": _RETRIES,
+    "permit_redirects": _NO_REDIRECTS,
+    "redirect_max": _NO_REDIRECTS,
+    "redirect_policy": _NO_REDIRECTS,
+    "use_env_settings": _NO_PROXIES,
+    "proxy_policy": _NO_PROXIES,
+    "session": "pass transport=RequestsTransport(session=...) or AioHttpTransport(session=...) instead",
+    "session_owner": "pass transport=RequestsTransport(session=...) or AioHttpTransport(session=...) instead",
+}
+_TAKEN_WHEN_FALSE = ("permit_redirects", "use_env_settings")
+
+
+def check_pipeline_keywords(kwargs: Mapping[str, Any]) -> None:
+    """ValueError for a keyword the credential would otherwise ignore, naming it; nothing is silently dropped."""
+    for name, value in kwargs.items():
+        if name in PIPELINE_KEYWORDS or (name in _TAKEN_WHEN_FALSE and value is False):
+            continue
+        if name in _REFUSED_KEYWORDS:
+            raise ValueError(f"{name}= is not supported: {_REFUSED_KEYWORDS[name]}")
+        raise ValueError(
+            f"unexpected keyword argument {name!r}: ManagedIdentityCredential does not take it "
+            "(the README lists the keywords it takes)"
+        )
 
 
 def _client_request_id(kwargs: Mapping[str, Any]) -> str | bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import pickle
 import threading
 import time
 import tracemalloc
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessTokenInfo
 
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
@@ -312,6 +315,42 @@ def test_credential_per_request_still_sends_one_request_per_resource(emulator_fa
             credential.get_token("https://vault.azure.net/.default")
 
     assert len(emulator.requests) == 2
+
+
+def test_a_caller_cannot_change_the_token_info_other_credentials_get(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("app_service")
+    first = face.credential(emulator, share_cache=True)
+    second = face.credential(emulator, share_cache=True)
+    info = first.get_token_info(SCOPE)
+    token = first.get_token(SCOPE)
+
+    for name, value in [("token", "forged"), ("expires_on", 0), ("refresh_on", 0), ("token_type", "Basic")]:
+        with pytest.raises(AttributeError, match="cannot be set"):
+            setattr(info, name, value)
+        with pytest.raises(AttributeError, match="cannot be deleted"):
+            delattr(info, name)
+        with pytest.raises(AttributeError):  # AccessToken is a NamedTuple: already immutable
+            setattr(token, name if hasattr(token, name) else "token", value)
+
+    again = second.get_token_info(SCOPE)
+    assert isinstance(again, AccessTokenInfo)
+    issued = emulator.issued_tokens()[0]
+    unchanged = (
+        again.token == issued and second.get_token(SCOPE).token == issued
+    )  # no token in a failure's output
+    assert unchanged
+    assert (again.expires_on, again.token_type) == (token.expires_on, "Bearer")
+    assert len(emulator.requests) == 1
+    assert vars(again) == {
+        "token": again.token,
+        "expires_on": again.expires_on,
+        "token_type": "Bearer",
+        "refresh_on": again.refresh_on,
+    }
+    copied = copy.copy(again)
+    assert vars(pickle.loads(pickle.dumps(again))) == vars(copied) == vars(again)
 
 
 def test_different_identities_do_not_share_tokens(emulator_factory: Any) -> None:

@@ -326,6 +326,35 @@ def test_unusable_ca_data_is_refused_saying_why(data: str, why: str) -> None:
     assert config.token_proxy is None
 
 
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "-----BEGIN CERTIFICATE-----" + " " * 20_000,  # took 8 s under the old regular expression
+        "-----BEGIN CERTIFICATE-----\n" * 4_000 + "-----END CERTIFICATE-----",
+        ("-----BEGIN CERTIFICATE-----\nAA!A " + "-----END CERTIFICATE-----") * 2_000,
+    ],
+)
+def test_ca_data_check_is_linear_in_its_size(hostile: str) -> None:
+    class CountedReads(str):
+        reads = 0
+
+        def __getitem__(self, key: Any) -> str:
+            CountedReads.reads += 1
+            return str.__getitem__(self, key)
+
+        def find(self, *args: Any) -> int:
+            CountedReads.reads += 1
+            return str.find(self, *args)
+
+        def rfind(self, *args: Any) -> int:
+            CountedReads.reads += 1
+            return str.rfind(self, *args)
+
+    assert ca_problem(CountedReads(hostile)) == "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+    # a few searches and slices per END marker, each over text no other one covers: no regular expression
+    assert 0 < CountedReads.reads <= 4 * hostile.count("-----END") + 2
+
+
 def test_a_pem_bundle_of_real_certificates_has_no_ca_problem(ca_pem: str) -> None:
     assert ca_problem(ca_pem) is None
     assert ca_problem(ca_pem + trustme.CA().cert_pem.bytes().decode("ascii")) is None

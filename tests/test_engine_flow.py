@@ -59,6 +59,7 @@ def _arc(tmp_path: Any, platform: str = "linux", **kwargs: Any) -> tuple[Any, Sc
         ("Basic realm=/elsewhere/agent.key", "arc_invalid_key_file"),
         ("Basic realm={dir}/agent.txt", "arc_invalid_key_file"),
         ("Basic realm={dir}/../agent.key", "arc_invalid_key_file"),
+        ("Basic realm={dir}/" + "a" * 65_536 + ".key", "arc_challenge_invalid"),  # over the size bound
     ],
 )
 def test_arc_refuses_a_bad_challenge_before_reading_any_file(

@@ -264,6 +264,11 @@ def _challenge(realm: Optional[str]) -> Response:
         ),
         ([_challenge("Basic realm=")], "arc_challenge_invalid", "the challenge names no key file"),
         (
+            [_challenge("Basic realm={dir}/" + "a" * 65_536 + ".key")],
+            "arc_challenge_invalid",
+            "the challenge is over 8192 characters",
+        ),
+        (
             [_challenge("Basic realm={dir}/agent.key"), KeyFileResult(content="")],
             "arc_invalid_key_file",
             "the key file is empty",

@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 import requests
 from azure.core.credentials import AccessTokenInfo
+from azure.core.exceptions import ServiceRequestError
 from hypothesis import given
 from hypothesis import strategies as st
 
 from msi_credential import ManagedIdentityAuth, ManagedIdentityCredential
-from msi_credential._integrations import claims_from_challenge, parse_challenges
+from msi_credential._integrations import MAX_CHALLENGE_CHARS, claims_from_challenge, parse_challenges
 from msi_credential.emulator import Emulator
 
 from .https_stand_in import CAE_CLAIMS, Answer, Call, HttpsServer, Tls, claims_challenge
@@ -31,12 +32,15 @@ class Service:
         self.always_challenge = False
         self.plain_401 = False
         self.redirect_to: str | None = None
+        self.challenge: str | None = None  # a WWW-Authenticate to answer every request with, as a 401
         self.server = HttpsServer(tls, self.handle)
 
     def handle(self, call: Call) -> Answer:
         token = call.bearer
         if self.redirect_to is not None:
             return Answer(302, "", {"Location": self.redirect_to + call.path})
+        if self.challenge is not None:
+            return Answer(401, "no", {"WWW-Authenticate": self.challenge})
         if self.plain_401:
             return Answer(401, "no", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if token is None:
@@ -241,6 +245,59 @@ def test_no_token_follows_a_redirect_to_another_origin_that_challenges(
     assert emulator.tokens_issued == 1
 
 
+@pytest.mark.parametrize("url", ["http://example.com/a", "http://10.0.0.1/a", "ftp://example.com/a"])
+def test_no_token_is_attached_to_a_request_without_tls(
+    emulator: Emulator, credential: ManagedIdentityCredential, url: str
+) -> None:
+    request = requests.Request("GET", url, params={"sig": "s3cret"}).prepare()
+
+    with pytest.raises(ServiceRequestError, match="non-TLS protected") as raised:
+        ManagedIdentityAuth(credential, ARM)(request)
+
+    assert "Authorization" not in request.headers
+    assert emulator.tokens_issued == 0  # refused before a token was fetched
+    assert "s3cret" not in str(raised.value)
+
+
+def test_no_token_goes_over_http_through_a_session(
+    emulator: Emulator, credential: ManagedIdentityCredential
+) -> None:
+    with requests.Session() as session:
+        session.trust_env = False
+        session.auth = ManagedIdentityAuth(credential, ARM)
+        with pytest.raises(ServiceRequestError, match="non-TLS protected"):
+            session.get("http://user:pass@example.com/a")  # raised while preparing: nothing is sent
+
+    assert emulator.tokens_issued == 0
+
+
+def test_a_refusal_and_debug_lines_name_the_host_without_user_info(
+    credential: ManagedIdentityCredential,
+) -> None:
+    from msi_credential._integrations import _host
+
+    request = requests.Request("GET", "http://user:s3cret@example.com:8080/a").prepare()
+    with pytest.raises(ServiceRequestError) as raised:
+        ManagedIdentityAuth(credential, ARM)(request)
+
+    assert "s3cret" not in str(raised.value) and "example.com" in str(raised.value)
+    assert _host("https://user:s3cret@example.com:8443/a") == "example.com:8443"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:1/a", "http://127.8.9.10/a", "http://[::1]:1/a", "http://localhost/a", "https://x/a"],
+)
+def test_plain_http_to_a_loopback_host_gets_the_token(
+    credential: ManagedIdentityCredential, url: str
+) -> None:
+    request = requests.Request("GET", url).prepare()
+
+    ManagedIdentityAuth(credential, ARM)(request)
+
+    assert request.headers["Authorization"].startswith("Bearer ")
+
+
 def test_arguments_are_checked_at_construction(
     credential: ManagedIdentityCredential, emulator: Emulator
 ) -> None:
@@ -280,3 +337,65 @@ def test_quoted_values_keep_commas_and_escapes() -> None:
 def test_parsing_any_header_never_raises(header: str) -> None:
     parse_challenges(header)
     claims_from_challenge(header)
+
+
+class _CountedReads(str):
+    """A header that counts how often the parser reads it (each index or slice is one read)."""
+
+    reads = 0
+
+    def __getitem__(self, key: Any) -> str:
+        type(self).reads += 1
+        return str.__getitem__(self, key)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "Bearer a=b," + " " * 8000 + "=",  # froze the process for seconds under the old regular expression
+        "Bearer " + ", " * 4000,
+        "Bearer " + "a=b " * 2000,
+        'Bearer a="' + '\\"' * 4000,
+        "Bearer " + "x " * 4000,
+        " " * 8000 + "=",
+    ],
+)
+def test_challenge_parse_is_linear_in_header_size(hostile: str) -> None:
+    header = _CountedReads(hostile[:MAX_CHALLENGE_CHARS])
+    _CountedReads.reads = 0
+
+    parse_challenges(header)
+
+    # a scanner that reads characters one by one, each a bounded number of times (no regular expression on the
+    # header): reads grow with the length, not with its square (8,000 characters would be some 32 million reads)
+    assert 0 < _CountedReads.reads <= 8 * len(header)
+
+
+def test_a_challenge_over_the_size_bound_is_not_read() -> None:
+    padded = claims_challenge(CAE_CLAIMS) + ', pad="' + "x" * (64 * 1024) + '"'
+    hostile = "Bearer a=b," + " " * (64 * 1024) + "="
+
+    assert claims_from_challenge(padded) is None
+    assert parse_challenges(padded) == []
+    assert parse_challenges(hostile) == []
+    assert parse_challenges(hostile[:MAX_CHALLENGE_CHARS]) == [("bearer", {"a": "b"})]
+
+
+def test_a_401_with_a_hostile_challenge_is_returned_as_is(
+    tls: Tls,
+    service: Service,
+    emulator: Emulator,
+    credential: ManagedIdentityCredential,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="msi_credential")
+    service.challenge = (
+        "Bearer a=b," + " " * 60_000 + "="
+    )  # under the 64 KiB a header line may have in requests
+    with session_for(tls, ManagedIdentityAuth(credential, ARM)) as session:
+        response = session.get(service.server.url + "/a")
+
+    assert response.status_code == 401
+    assert len(service.calls) == 1
+    assert emulator.tokens_issued == 1
+    assert "not read as a challenge" in caplog.text

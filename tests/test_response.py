@@ -496,6 +496,42 @@ def test_secret_is_scrubbed_before_truncation() -> None:
     assert SECRET[:10] not in error.message
 
 
+def test_scrubbing_a_long_error_description_searches_a_bounded_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import re
+
+    from msi_credential._engine import response as module
+
+    searched: list[int] = []
+
+    class Recording:
+        def __init__(self, pattern: re.Pattern[str]) -> None:
+            self.pattern = pattern
+
+        def sub(self, replacement: str, text: str) -> str:
+            searched.append(len(text))
+            return self.pattern.sub(replacement, text)
+
+    class RecordingRe:
+        escape = staticmethod(re.escape)
+        IGNORECASE = re.IGNORECASE
+
+        @staticmethod
+        def compile(pattern: str, flags: int = 0) -> Recording:
+            return Recording(re.compile(pattern, flags))
+
+    monkeypatch.setattr(module, "re", RecordingRe)
+    # a body just under the size limit, built so that every position starts a near-match of the secret
+    description = "%" + ("s" * 900_000) + SECRET
+    body = json.dumps({"error": "e", "error_description": description, "correlation_id": "s" * 900})
+
+    error = error_from_response(response(500, body.encode()), source=S.APP_SERVICE, secrets=[SECRET])
+
+    assert searched and max(searched) <= 9 * (500 + 4 * len(SECRET))
+    assert error.message.count("s") >= 500
+
+
 def test_secret_echoed_as_correlation_id_is_scrubbed() -> None:
     body = {"error": "e", "correlation_id": SECRET}
     error = error_from_response(response(500, body), source=S.APP_SERVICE, secrets=[SECRET])

@@ -136,7 +136,9 @@ def detect(
 _SERVER_NAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
-_PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----\s+[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+_PEM_BEGIN = "-----BEGIN CERTIFICATE-----"
+_PEM_END = "-----END CERTIFICATE-----"
+_PEM_BODY = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
 
 
 def _with_token_proxy(config: SourceConfig, environ: Mapping[str, str]) -> SourceConfig:
@@ -220,9 +222,27 @@ def _token_proxy_base(url: str) -> Optional[str]:
     return f"https://{parts.netloc}{parts.path.rstrip('/')}"
 
 
+def _has_pem_certificate(pem: str) -> bool:
+    """A BEGIN CERTIFICATE line, whitespace, base64 and whitespace, then END CERTIFICATE. In linear time: each
+    END marker is paired only with the last BEGIN before it (an earlier one would enclose that BEGIN's dashes),
+    so every character is looked at a bounded number of times, however the text is built (a regular expression
+    took seconds on a BEGIN line followed by thousands of spaces)."""
+    start = 0
+    end = pem.find(_PEM_END)
+    while end != -1:
+        begin = pem.rfind(_PEM_BEGIN, start, end)
+        if begin != -1:
+            body = pem[begin + len(_PEM_BEGIN) : end]
+            if len(body) > 1 and body[0].isspace() and all(c in _PEM_BODY or c.isspace() for c in body):
+                return True
+        start = end + len(_PEM_END)
+        end = pem.find(_PEM_END, start)
+    return False
+
+
 def ca_problem(pem: str) -> Optional[str]:
     """Why this text is not a usable PEM CA bundle, or None. Parsing certificates is computation, not I/O."""
-    if not _PEM_CERTIFICATE.search(pem):
+    if not _has_pem_certificate(pem):
         return "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
     import ssl
 

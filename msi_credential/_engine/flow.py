@@ -150,7 +150,7 @@ class Engine:
             assert isinstance(found, MachineFound)
             shared = found.entry
             if shared is not None and self.clock() < min(shared.refresh_on, shared.expires_on):
-                info = AccessTokenInfo(
+                info = cache.SharedTokenInfo(
                     shared.token,
                     shared.expires_on,
                     token_type=shared.token_type,
@@ -180,7 +180,7 @@ class Engine:
                 )
                 return entry.info
             raise
-        info = AccessTokenInfo(
+        info = cache.SharedTokenInfo(
             token.token,
             token.expires_on,
             token_type=token.token_type,

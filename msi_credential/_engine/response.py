@@ -87,12 +87,23 @@ def secret_forms(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= 4}
 
 
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Remove secret values from a message the server sent back (it may echo what it was given)."""
+def scrub(text: str, secrets: Iterable[str], limit: Optional[int] = None) -> str:
+    """Remove secret values from a message the server sent back (it may echo what it was given).
+
+    With ``limit``, at most ``limit`` characters are kept, and only the start of the text that can reach them is
+    searched (percent-decoding shrinks text at most ninefold): a megabyte of error text costs no more than a short
+    one, and a secret cut at the edge of what is searched can only be in what is thrown away."""
     forms: set[str] = set()
     for secret in secrets:
         if secret and len(secret) >= 4:
             forms |= secret_forms(secret)
+    if limit is not None:
+        text = text[: 9 * (limit + max((len(form) for form in forms), default=0))]
+        return _without(text, forms)[:limit]
+    return _without(text, forms)
+
+
+def _without(text: str, forms: set[str]) -> str:
     if not forms or not text:
         return text
     pattern = re.compile(
@@ -183,9 +194,9 @@ def error_from_response(
     status = response.status
     body = b"" if response.too_large else response.body
     parsed = parse_error_body(body)
-    description = scrub(parsed.description or "", secrets)[:_DESCRIPTION_LIMIT]
-    server_code = scrub(parsed.code, secrets)[:100] if parsed.code else None
-    correlation_id = scrub(parsed.correlation_id, secrets)[:100] if parsed.correlation_id else None
+    description = scrub(parsed.description or "", secrets, _DESCRIPTION_LIMIT)
+    server_code = scrub(parsed.code, secrets, 100) if parsed.code else None
+    correlation_id = scrub(parsed.correlation_id, secrets, 100) if parsed.correlation_id else None
 
     def message(summary: str) -> str:
         parts = [f"{label(source)} {summary} (HTTP {status}"]

@@ -195,7 +195,7 @@ class AsyncDriver:
     ) -> None:
         self._sleep = sleep
         self._kwargs = kwargs
-        self._policies = build_policies(**kwargs)
+        self._policies = build_policies(asynchronous=True, **kwargs)
         self._user_pipeline: Optional[AsyncPipeline[Any, Any]] = None
         if transport is not None:
             self._user_pipeline = AsyncPipeline(transport=transport, policies=self._policies)

@@ -5,10 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from azure.core.pipeline.policies import (
+    AsyncBearerTokenCredentialPolicy,
+    AsyncHTTPPolicy,
+    AsyncRedirectPolicy,
+    AsyncRetryPolicy,
+    BearerTokenCredentialPolicy,
     CustomHookPolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
+    HTTPPolicy,
+    NetworkTraceLoggingPolicy,
+    ProxyPolicy,
+    RedirectPolicy,
     RequestIdPolicy,
+    RetryPolicy,
+    SansIOHTTPPolicy,
     UserAgentPolicy,
 )
 
@@ -23,12 +34,70 @@ SAFE_QUERY_PARAMS = frozenset(
 )
 
 
-def build_policies(**kwargs: Any) -> list[Any]:
-    """User agent, request id, custom headers, raw request/response hooks and redacted HTTP logging.
+# Policies a caller's policies=, per_call_policies= or per_retry_policies= may not hold: each would break a rule of
+# docs/protocols.md sections 7 and 9.
+_REFUSED_POLICIES: tuple[tuple[Any, str], ...] = (
+    (
+        (RetryPolicy, AsyncRetryPolicy),
+        "msi_credential retries itself (retry_total, retry_backoff_factor, retry_backoff_max, timeout)",
+    ),
+    (
+        (RedirectPolicy, AsyncRedirectPolicy),
+        "redirects are never followed: the identity header would go to wherever a 3xx points",
+    ),
+    (
+        ProxyPolicy,
+        "proxies are never used toward managed identity endpoints (the proxy would see the secret)",
+    ),
+    (NetworkTraceLoggingPolicy, "it logs bodies, and a token response body is the token"),
+    (HttpLoggingPolicy, "every request is logged already, with the secret headers redacted"),
+    (
+        (BearerTokenCredentialPolicy, AsyncBearerTokenCredentialPolicy),
+        "a token request carries its own secret, not another credential's token",
+    ),
+)
+_KEYWORDS = ("policies", "per_call_policies", "per_retry_policies")
+
+
+def caller_policies(kwargs: dict[str, Any], asynchronous: bool) -> list[Any]:
+    """The caller's own policies (``policies``, ``per_call_policies``, ``per_retry_policies``, in that order),
+    checked: a ValueError names the keyword and the policy that cannot run here."""
+    usable = (SansIOHTTPPolicy, AsyncHTTPPolicy) if asynchronous else (SansIOHTTPPolicy, HTTPPolicy)
+    face = "async" if asynchronous else "sync"
+    found: list[Any] = []
+    for keyword in _KEYWORDS:
+        given = kwargs.get(keyword)
+        if given is None:
+            continue
+        if isinstance(given, (SansIOHTTPPolicy, HTTPPolicy, AsyncHTTPPolicy)):
+            given = [given]  # one policy, as azure-core's PipelineClient also takes it
+        if isinstance(given, (str, bytes)) or not hasattr(given, "__iter__"):
+            raise ValueError(f"{keyword}= must be a list of azure-core policies")
+        for policy in given:
+            for refused, why in _REFUSED_POLICIES:
+                if isinstance(policy, refused) or (isinstance(policy, type) and issubclass(policy, refused)):
+                    raise ValueError(f"{keyword}= holds {_name(policy)}, which cannot run here: {why}")
+            if not isinstance(policy, usable):
+                raise ValueError(
+                    f"{keyword}= holds {_name(policy)}, not a policy the {face} pipeline can run "
+                    f"(a SansIOHTTPPolicy or {'an AsyncHTTPPolicy' if asynchronous else 'an HTTPPolicy'} instance)"
+                )
+            found.append(policy)
+    return found
+
+
+def _name(policy: object) -> str:
+    return policy.__name__ if isinstance(policy, type) else type(policy).__name__
+
+
+def build_policies(*, asynchronous: bool = False, **kwargs: Any) -> list[Any]:
+    """User agent, request id, custom headers, raw request/response hooks, the caller's own policies
+    (``caller_policies``) and redacted HTTP logging, last, so it logs the request as it is sent.
 
     There is no retry policy (the engine retries), no redirect policy (a 3xx is an error: azure-core's redirect
     policy would forward the identity header) and no proxy policy (proxies apply to workload identity only).
     """
+    own = caller_policies(kwargs, asynchronous)
     logging_policy = HttpLoggingPolicy(**kwargs)
     logging_policy.allowed_header_names.update(SAFE_HEADERS)
     for name in REDACTED_HEADERS:  # azure-core allows these by default
@@ -39,5 +108,6 @@ def build_policies(**kwargs: Any) -> list[Any]:
         UserAgentPolicy(base_user_agent=f"msi-credential/{VERSION}", **kwargs),
         RequestIdPolicy(**kwargs),
         CustomHookPolicy(**kwargs),
+        *own,
         logging_policy,
     ]

@@ -47,6 +47,8 @@ ECHO_NAMES: dict[SelectorKind, tuple[str, ...]] = {
     "resource_id": ("msi_res_id", "mi_res_id"),
 }
 _PREFIX = "basic realm="
+# A key file path is far shorter (PATH_MAX is 4096 on Linux); a longer challenge is refused unread.
+MAX_CHALLENGE_CHARS = 8192
 _WINDOWS_SEPARATORS = re.compile(r"[\\/]")
 
 
@@ -64,6 +66,8 @@ def key_file_named(config: SourceConfig, header: str | None) -> str:
     """The key file a challenge header names, checked (section 5, steps 3 to 6); raises the refusal otherwise."""
     if header is None or not header.strip():
         raise _refuse("arc_challenge_missing", "401 without a WWW-Authenticate challenge")
+    if len(header) > MAX_CHALLENGE_CHARS:
+        raise _refuse("arc_challenge_invalid", f"the challenge is over {MAX_CHALLENGE_CHARS} characters")
     if not header.strip()[: len(_PREFIX)].lower() == _PREFIX:
         raise _refuse("arc_challenge_invalid", "the challenge is not 'Basic realm=<key file>'")
     path = header.strip()[len(_PREFIX) :].strip().strip('"').strip()
