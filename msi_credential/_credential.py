@@ -55,12 +55,13 @@ class ManagedIdentityCredential(CredentialBase):
 
     def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
         trace, request = self._plan(scopes, claims)
-        try:
-            info: AccessTokenInfo = request()
-        except Exception as error:
-            trace.report_failure(error)
-            raise
-        trace.report(info)
+        with trace:  # the acquisition's span, when tracing is on: current while the request runs
+            try:
+                info: AccessTokenInfo = request()
+            except Exception as error:
+                trace.report_failure(error)
+                raise
+            trace.report(info)
         return info
 
     def close(self) -> None:

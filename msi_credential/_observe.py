@@ -1,9 +1,11 @@
-"""Where a token came from, at DEBUG: one record for each token acquisition that misses the cache-hit path.
+"""Where a token came from, at DEBUG and in a tracing span: for each token acquisition that misses the cache-hit path.
 
-The cache-hit path of ``get_token`` / ``get_token_info`` (a dict lookup and a clock read) logs nothing and is not
-touched here. Every call past it ends in one DEBUG record on the ``msi_credential`` logger saying whether the token
-came from the endpoint (and after how many HTTP requests) or from the cache, and from which source. The record
-never holds the token; its ``token_origin`` and ``token_source`` attributes carry the same facts for handlers.
+The cache-hit path of ``get_token`` / ``get_token_info`` (a dict lookup and a clock read) logs nothing, starts no
+span and is not touched here. Every call past it ends in one DEBUG record on the ``msi_credential`` logger saying
+whether the token came from the endpoint (and after how many HTTP requests) or from the cache, and from which source.
+The record never holds the token; its ``token_origin`` and ``token_source`` attributes carry the same facts for
+handlers. When azure-core's tracing is on, the same facts go on the acquisition's span (_tracing.py), which both
+faces open and close alike: ``with trace:`` around the (awaited) acquisition.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import TracebackType
 from typing import TYPE_CHECKING, Callable, Optional, TypeVar
 
+from . import _tracing
 from ._engine.effects import EffectResult, Send
 from ._engine.response import label
 
@@ -29,12 +33,27 @@ T = TypeVar("T")
 
 ENDPOINT = "endpoint"
 CACHE = "cache"
+MACHINE_CACHE_REASON = "found in the machine cache"
 
 
 class TokenTrace:
-    """Watches one slow-path acquisition: did this caller's flow send, did it wait for another's, or take the cache."""
+    """Watches one slow-path acquisition: did this caller's flow send, did it wait for another's, or take the cache.
 
-    __slots__ = ("_before", "_began", "_claims", "_engine", "_resource", "ran", "sends", "took_cached")
+    Also a context manager: ``with trace:`` starts the acquisition's span when azure-core's tracing is on (nothing
+    otherwise) and keeps it current for the block; ``report`` / ``report_failure`` put the outcome on it.
+    """
+
+    __slots__ = (
+        "_before",
+        "_began",
+        "_claims",
+        "_engine",
+        "_resource",
+        "_span",
+        "ran",
+        "sends",
+        "took_cached",
+    )
 
     def __init__(self, engine: Engine, resource: str, claims: Optional[str]) -> None:
         self._engine = engine
@@ -42,6 +61,7 @@ class TokenTrace:
         self._claims = claims
         self._began = time.perf_counter()
         self._before: Optional[CacheEntry] = None
+        self._span: Optional[_tracing.AcquisitionSpan] = None
         self.ran = False  # this caller ran a flow (it led the single flight, or it had claims)
         self.sends = 0  # HTTP requests that flow made (retries and the Azure Arc challenge included)
         self.took_cached = False  # a refresh was in flight elsewhere and this caller took the cached token
@@ -70,22 +90,53 @@ class TokenTrace:
         self.took_cached = value is not None
         return value
 
+    def __enter__(self) -> TokenTrace:
+        self._span = _tracing.start(self._engine.source.value, self._resource)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc_value: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        span = self._span
+        if span is None:
+            return
+        self._span = None
+        if exc_value is not None and not isinstance(exc_value, Exception):  # cancelled or interrupted
+            span.fail(exc_value)
+        span.end()
+
     def origin(self, info: AccessTokenInfo) -> tuple[str, str]:
         """(``endpoint`` or ``cache``, why), for a token this acquisition returned."""
         if self.ran:
             before = self._before
-            if self.sends and (before is None or info is not before.info):
+            renewed = before is None or info is not before.info
+            if self.sends and renewed:
                 requests = f"{self.sends} HTTP request{'s' if self.sends != 1 else ''}"
                 reason = "with the claims challenge, " if self._claims else ""
                 return ENDPOINT, f"{reason}{requests}"
             if self.sends:
                 return CACHE, "the refresh failed and the cached token is still valid"
+            if renewed:  # a new token without a request: the engine took it from the machine cache
+                return CACHE, MACHINE_CACHE_REASON
             return CACHE, "no refresh due yet"
         if self.took_cached:
             return CACHE, "a refresh is in flight and the cached token is still valid"
         return ENDPOINT, "waited for another caller's request"
 
     def report(self, info: AccessTokenInfo) -> None:
+        span = self._span
+        if span is not None:
+            origin, why = self.origin(info)
+            span.set(
+                {
+                    _tracing.ATTEMPTS: self.sends,
+                    _tracing.ORIGIN: origin,
+                    _tracing.MACHINE_CACHE: why == MACHINE_CACHE_REASON,
+                }
+            )
         if not _LOGGER.isEnabledFor(logging.DEBUG):
             return
         origin, why = self.origin(info)
@@ -101,6 +152,10 @@ class TokenTrace:
         )
 
     def report_failure(self, error: BaseException) -> None:
+        span = self._span
+        if span is not None:
+            span.set({_tracing.ATTEMPTS: self.sends})
+            span.fail(error)
         if not _LOGGER.isEnabledFor(logging.DEBUG):
             return
         source = self._engine.source

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -47,9 +48,8 @@ class Clock:
 
 
 def credential_for(emulator: Emulator, **kwargs: Any) -> ManagedIdentityCredential:
-    return ManagedIdentityCredential(
-        _environ=emulator.environ, share_cache=False, _sleep=lambda s: None, **kwargs
-    )
+    kwargs.setdefault("_environ", emulator.environ)
+    return ManagedIdentityCredential(share_cache=False, _sleep=lambda s: None, **kwargs)
 
 
 def test_one_record_for_a_token_from_the_endpoint_none_for_cache_hits(
@@ -109,6 +109,25 @@ def test_a_failed_refresh_that_serves_the_cached_token_is_from_the_cache(
     assert endpoint.token_origin == "endpoint"  # type: ignore[attr-defined]
     assert cached.token_origin == "cache"  # type: ignore[attr-defined]
     assert "from the cache (the refresh failed and the cached token is still valid" in cached.getMessage()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="the machine cache is POSIX-only")
+def test_a_token_from_the_machine_cache_says_so(
+    emulator: Emulator, caplog: pytest.LogCaptureFixture, tmp_path: Any
+) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    environ = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
+    for _ in range(
+        2
+    ):  # the second credential's own cache is empty: the machine cache has the first one's token
+        with credential_for(emulator, _environ=environ, machine_cache=True) as credential:
+            credential.get_token(STORAGE)
+
+    endpoint, machine = origin_records(caplog)
+    assert endpoint.token_origin == "endpoint"  # type: ignore[attr-defined]
+    assert machine.token_origin == "cache"  # type: ignore[attr-defined]
+    assert "from the cache (found in the machine cache;" in machine.getMessage()
 
 
 def test_concurrent_misses_one_request_every_record_says_where_its_token_came_from(

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import pytest
 from azure.core.pipeline.policies import (
     CustomHookPolicy,
+    DistributedTracingPolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
     RequestIdPolicy,
@@ -621,7 +622,7 @@ def _by_type(built: list[Any]) -> dict[type, Any]:
     return {type(policy): policy for policy in built}
 
 
-def test_build_policies_returns_the_five_policies_in_pipeline_order() -> None:
+def test_build_policies_returns_the_six_policies_in_pipeline_order() -> None:
     built = policies.build_policies()
 
     assert [type(policy) for policy in built] == [
@@ -629,8 +630,41 @@ def test_build_policies_returns_the_five_policies_in_pipeline_order() -> None:
         UserAgentPolicy,
         RequestIdPolicy,
         CustomHookPolicy,
+        DistributedTracingPolicy,
         HttpLoggingPolicy,
     ]
+
+
+def test_build_policies_traces_as_msi_credential_with_the_safe_query_parameters() -> None:
+    tracing_policy = _by_type(policies.build_policies())[DistributedTracingPolicy]
+
+    if hasattr(tracing_policy, "_instrumentation_config"):  # azure-core 1.33+ (native tracing)
+        assert tracing_policy._instrumentation_config == {
+            "library_name": "msi-credential",
+            "library_version": VERSION,
+        }
+    allowed = getattr(
+        tracing_policy, "allowed_query_params", None
+    )  # older azure-core: no redaction to configure
+    if allowed is not None:
+        assert {name.lower() for name in allowed} == {
+            name.lower() for name in DistributedTracingPolicy.DEFAULT_QUERY_PARAMS_ALLOWLIST
+        } | set(policies.SAFE_QUERY_PARAMS)
+
+
+def test_build_policies_takes_an_azure_core_whose_tracing_policy_does_not_redact_urls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class OlderTracingPolicy:  # azure-core before span URL redaction: no allowed_query_params to extend
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    monkeypatch.setattr(policies, "DistributedTracingPolicy", OlderTracingPolicy)
+
+    built = policies.build_policies()
+
+    assert isinstance(built[4], OlderTracingPolicy)
+    assert not hasattr(built[4], "allowed_query_params")
 
 
 def test_build_policies_user_agent_is_msi_credential_and_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -656,6 +690,7 @@ def test_build_policies_passes_the_keyword_arguments_to_every_policy() -> None:
             raw_response_hook=hook,
             logger=logger,
             user_agent_use_env=False,
+            tracing_attributes={"app": "x"},
         )
     )
 
@@ -665,6 +700,7 @@ def test_build_policies_passes_the_keyword_arguments_to_every_policy() -> None:
     assert built[CustomHookPolicy]._response_callback is hook
     assert built[HttpLoggingPolicy].logger is logger
     assert built[UserAgentPolicy].use_env is False
+    assert built[DistributedTracingPolicy]._tracing_attributes == {"app": "x"}
 
 
 def test_build_policies_logs_only_the_safe_headers_and_query_parameters() -> None:

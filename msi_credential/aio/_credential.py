@@ -53,12 +53,13 @@ class ManagedIdentityCredential(CredentialBase):
 
     async def _acquire(self, scopes: tuple[str, ...], claims: object) -> AccessTokenInfo:
         trace, request = self._plan(scopes, claims)
-        try:
-            info: AccessTokenInfo = await request()
-        except Exception as error:
-            trace.report_failure(error)
-            raise
-        trace.report(info)
+        with trace:  # the acquisition's span, when tracing is on: current while the request runs
+            try:
+                info: AccessTokenInfo = await request()
+            except Exception as error:
+                trace.report_failure(error)
+                raise
+            trace.report(info)
         return info
 
     async def close(self) -> None:
