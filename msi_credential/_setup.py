@@ -69,6 +69,7 @@ class CredentialBase:
         self._clock = self._engine.clock
         # The hot path, both faces: a dict lookup and a clock read (cache.hit_reader), bound once here.
         self._hit = self._engine.hit
+        self._join_limit = _join_limit(self._engine)
         check_pipeline_keywords(kwargs)
         self._start_driver(sleep, kwargs)
 
@@ -105,6 +106,7 @@ class CredentialBase:
             resource,
             lambda: driver.run(trace.watch(engine.acquire(resource, in_chain=in_chain))),
             lambda: trace.still_valid(lambda: engine.still_valid(resource)),
+            self._join_limit,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -137,6 +139,13 @@ def called_from_credential_chain() -> bool:
     return marker.get(False) is True
 
 
+def _join_limit(engine: Engine) -> Any:
+    """How long this credential's calls wait for a request another caller already has in flight."""
+    from ._transport.flight import JoinLimit
+
+    return JoinLimit(engine.options.retry.deadline, engine.monotonic, engine.source)
+
+
 def build_engine(
     *,
     client_id: Optional[str],
@@ -150,7 +159,8 @@ def build_engine(
 ) -> Engine:
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
-    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_platform``, ``_path_exists``,
+    Private keywords (tests and the emulator): ``_environ``, ``_clock`` (the wall clock: expiry), ``_monotonic``
+    (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_platform``, ``_path_exists``,
     ``_arc_key_directory``.
     """
     from ._engine.detection import detect, names_managed_identity
@@ -167,6 +177,10 @@ def build_engine(
     if environ is None:
         environ = os.environ
     clock: Callable[[], float] = kwargs.pop("_clock", None) or time.time
+    # Deadlines run on a monotonic clock; an injected wall clock drives them too unless _monotonic is given.
+    monotonic: Callable[[], float] = kwargs.pop("_monotonic", None) or (
+        clock if clock is not time.time else time.monotonic
+    )
     config = detect(
         dict(environ),
         platform=kwargs.pop("_platform", None) or sys.platform,
@@ -184,7 +198,7 @@ def build_engine(
         chosen_by_environment=names_managed_identity(environ),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
-    return Engine(config, identity, options, clock)
+    return Engine(config, identity, options, clock, monotonic)
 
 
 # The pipeline keywords the drivers take (README, "Keywords"); build_engine has popped the engine's own before.

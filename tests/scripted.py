@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from azure.core.credentials import AccessTokenInfo
 
@@ -136,7 +136,7 @@ class Script:
 
 def engine(
     environ: Mapping[str, str],
-    clock: Clock,
+    clock: Callable[[], float],
     *,
     share_cache: bool = False,
     client_capabilities: Optional[list[str]] = None,

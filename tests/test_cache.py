@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import pickle
+import signal
 import threading
 import time
 import tracemalloc
@@ -107,6 +109,125 @@ def test_a_failed_flight_leaves_no_thread_waiting_and_only_late_threads_request_
     tokens = [o for o in outcomes if hasattr(o, "token")]
     assert outcomes.count("forbidden") + len(tokens) == 16 and outcomes.count("forbidden") >= 1
     assert len(emulator.requests) == 1 + (1 if tokens else 0)  # late threads share one new flight
+
+
+class JumpingClock:
+    """A monotonic clock that moves 2 s at every reading: a 1 s wait is over by its first check."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 2.0
+        return self.now
+
+
+def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_a_token(
+    emulator_factory: Any,
+) -> None:
+    """A handler (SIGALRM, SIGTERM cleanup) that asks for the same token while its thread is requesting it must
+    not wait on the flight its own thread leads: it makes a request of its own. A watchdog SIGALRM bounds the
+    test if it would hang."""
+    emulator = emulator_factory("app_service")
+    handler_got: list[str] = []
+    fired = [False]
+
+    def hook(request: Any) -> None:  # runs in the main thread, while its flight is registered
+        if not fired[0]:
+            fired[0] = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    credential = ManagedIdentityCredential(
+        _environ=emulator.environ, share_cache=False, raw_request_hook=hook
+    )
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        handler_got.append(credential.get_token(SCOPE).token)
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError("get_token in the signal handler waited on its own thread's flight")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        outer = credential.get_token(SCOPE).token
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+    assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
+    assert len(emulator.requests) == 2  # the handler's own request, then the interrupted one's
+
+
+def test_a_joining_thread_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
+    """A credential with timeout=1 that joins another credential's in-flight request for the same token gets its
+    own timeout error when its second is up, not the leader's answer after the leader's deadline."""
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(503))  # the leader retries, and its retry waits in the sleeper the test holds
+    in_flight, release = threading.Event(), threading.Event()
+
+    def held_sleep(seconds: float) -> None:
+        in_flight.set()
+        assert release.wait(30)
+
+    leader = ManagedIdentityCredential(_environ=emulator.environ, _sleep=held_sleep)
+    joiner = ManagedIdentityCredential(_environ=emulator.environ, timeout=1, _monotonic=JumpingClock())
+    leader_got: list[str] = []
+    joiner_got: list[object] = []
+
+    def join() -> None:
+        try:
+            joiner_got.append(joiner.get_token(SCOPE))
+        except ManagedIdentityError as error:
+            joiner_got.append(error)
+
+    leading = threading.Thread(target=lambda: leader_got.append(leader.get_token(SCOPE).token))
+    leading.start()
+    try:
+        assert in_flight.wait(30)
+        joining = threading.Thread(target=join)
+        joining.start()
+        joining.join(10)
+        joiner_done_first = not joining.is_alive()
+    finally:
+        release.set()
+        leading.join(30)
+    joining.join(30)
+
+    assert joiner_done_first
+    [error] = joiner_got
+    assert isinstance(error, ManagedIdentityError) and error.error_code == "timeout"
+    assert "timeout=1 s" in str(error)
+    assert leader_got and len(emulator.requests) == 2  # the joiner sent nothing of its own
+
+
+async def test_a_joining_task_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(503))
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        in_flight.set()
+        await release.wait()
+
+    async with (
+        AsyncCredential(_environ=emulator.environ, _sleep=held_sleep) as leader,
+        AsyncCredential(_environ=emulator.environ, timeout=1, _monotonic=JumpingClock()) as joiner,
+    ):
+        leading = asyncio.ensure_future(leader.get_token(SCOPE))
+        await asyncio.wait_for(in_flight.wait(), 30)
+        try:
+            with pytest.raises(ManagedIdentityError) as caught:
+                await asyncio.wait_for(joiner.get_token(SCOPE), 10)
+            leader_waiting = not leading.done()
+        finally:
+            release.set()
+        token = await asyncio.wait_for(leading, 30)
+
+    assert caught.value.error_code == "timeout" and "timeout=1 s" in str(caught.value)
+    assert leader_waiting and token.token
+    assert len(emulator.requests) == 2
 
 
 async def test_500_tasks_on_a_cold_cache_send_one_request(emulator_factory: Any) -> None:

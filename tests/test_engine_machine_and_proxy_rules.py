@@ -120,6 +120,7 @@ def test_a_miss_looks_up_once_in_the_directory_at_the_current_time_then_requests
     assert [type(effect) for effect in script.effects] == [MachineLookup, Send, MachineStore]
     [store] = script.stores
     assert (store.directory, store.name) == (DIRECTORY, lookup.name)
+    assert store.now == START  # the engine's clock: the store sweeps entries expired by then
 
 
 def test_the_stored_entry_carries_the_token_and_the_cache_windows_of_the_answer() -> None:

@@ -19,7 +19,17 @@ from msi_credential._engine import cache
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential._engine.expiry import token_times
 
-from .scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
+from .scripted import (
+    APP_SERVICE,
+    ARC,
+    IMDS,
+    START,
+    Clock,
+    Script,
+    engine,
+    error_response,
+    token_response,
+)
 
 RESOURCE = "https://storage.azure.com"
 SCOPE = RESOURCE + "/.default"
@@ -208,6 +218,22 @@ def test_an_attempt_started_at_the_deadline_gets_only_the_minimum_budget() -> No
 
     assert [request.budget for request in script.sent] == [10.0, 0.05]
     assert [request.read_timeout for request in script.sent] == [10.0, 0.05]
+
+
+def test_a_wall_clock_step_during_a_call_does_not_stretch_its_deadline() -> None:
+    """Deadlines run on the monotonic clock: the wall clock stepping back an hour mid-request (NTP, a resumed VM)
+    neither lengthens the next attempt's budget nor allows retries past ``timeout=``."""
+    monotonic = Clock()
+
+    def wall() -> float:  # steps back an hour once the first attempt has taken its time
+        return monotonic.now - (3600.0 if monotonic.now > START else 0.0)
+
+    credential_engine = engine(APP_SERVICE, wall, _monotonic=monotonic, _deadline=10, retry_total=1)
+    script = Script(monotonic, send_takes=9.0).queue(error_response(503), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE))
+
+    assert [request.budget for request in script.sent] == [10.0, 0.05]
 
 
 # ---------------------------------------------------------------------------------------------------- Azure Arc

@@ -172,6 +172,61 @@ def test_a_pickled_credential_gets_a_token_in_a_new_interpreter(
     assert len(emulator.requests) == 1
 
 
+_AT_EXIT = """
+import asyncio, atexit, json, sys
+from msi_credential.aio import ManagedIdentityCredential
+
+def at_exit():
+    async def main():
+        async with ManagedIdentityCredential(**json.loads(sys.argv[1])) as credential:
+            return await credential.get_token("https://storage.azure.com/.default")
+    try:
+        print("token", bool(asyncio.run(main()).token))
+    except Exception as error:
+        print("error", type(error).__name__, error)
+
+atexit.register(at_exit)
+"""
+
+
+@pytest.mark.parametrize("which", ["workload_identity", "azure_arc", "app_service with the machine cache"])
+def test_the_async_face_gets_a_token_in_an_atexit_handler(
+    emulator_factory: Any, tmp_path: Any, which: str
+) -> None:
+    """File reads (federated token, Arc key), the machine cache and aiohttp's own helpers use the loop's executor,
+    which the exiting interpreter refuses to start: the async face must still get its token there, as the sync
+    face does."""
+    source, _, extra = which.partition(" ")
+    emulator = emulator_factory(source)
+    kwargs = dict(emulator.credential_kwargs)
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if "proxy" not in name.lower()
+        and name != "PYTHONPATH"
+        and not name.startswith(("AZURE_", "IDENTITY_"))
+    }
+    environment.update(emulator.environ, NO_PROXY="*", PYTHONPATH=os.getcwd())
+    if extra:
+        runtime = tmp_path / "runtime"
+        runtime.mkdir(mode=0o700)
+        environment.update(XDG_RUNTIME_DIR=str(runtime))
+        kwargs["machine_cache"] = True
+
+    finished = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, json.dumps(kwargs)],
+        capture_output=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert finished.stdout.decode().split() == ["token", "True"], finished.stdout.decode()
+    if extra:
+        assert len(list((tmp_path / "runtime" / "msi-credential").iterdir())) == 1  # stored for the others
+
+
 def test_a_credential_with_a_transport_refuses_to_be_pickled(emulator_factory: Any) -> None:
     from azure.core.pipeline.transport import RequestsTransport
 

@@ -123,6 +123,8 @@ class MachineStore(Record):
     directory: str
     name: str
     entry: MachineEntry
+    # the engine's clock at the store: entries that expired before it are swept from the directory
+    now: Optional[float] = None
 
 
 MachineEffect = Union[MachineLookup, MachineStore]

@@ -83,12 +83,15 @@ class Engine:
         identity: Identity,
         options: EngineOptions,
         clock: Clock,
+        monotonic: Optional[Clock] = None,
     ) -> None:
         self.config = config
         self.identity = identity
         self.options = options
         self.spec = SPECS[config.source]
-        self.clock = clock
+        self.clock = clock  # the wall clock: token expiry and refresh windows
+        # Deadlines and elapsed time: a clock step (NTP, a suspended VM) must not stretch or cut a call.
+        self.monotonic: Clock = clock if monotonic is None else monotonic
         # Everything that changes which token comes back: the selector, the client id a source takes from the
         # environment (SourceSpec.client_id), extra identity_config parameters, capabilities.
         effective_client_id = self.spec.client_id(config, identity)
@@ -200,6 +203,7 @@ class Engine:
                     token_type=token.token_type,
                     info_refresh_on=token.refresh_on,
                 ),
+                self.clock(),
             )
         _LOGGER.info("%s: got a token for %s, expires at %d", label(self.source), resource, token.expires_on)
         return info
@@ -255,7 +259,7 @@ class Engine:
         if claims and cached is not None and spec.supports_revocation:
             revocation = hashlib.sha256(cached.info.token.encode("utf-8")).hexdigest()
         schedule = RetrySchedule(self.options.retry, spec.retry)
-        began = self.clock()
+        began = self.monotonic()
         secrets = list(self.config.secrets)
         request_id: Optional[str] = None  # the x-ms-client-request-id of the attempt on the wire
         try:
@@ -286,7 +290,7 @@ class Engine:
                 )
                 request = spec.build(self.config, self.identity, parts)
                 # The attempt gets what is left of the call's deadline (``timeout=``), and no single step more.
-                budget = max(self.options.retry.deadline - (self.clock() - began), _MIN_BUDGET)
+                budget = max(self.options.retry.deadline - (self.monotonic() - began), _MIN_BUDGET)
                 request_id = self._new_request_id()
                 headers = dict(request.headers)
                 if request_id is not None:
@@ -314,7 +318,7 @@ class Engine:
                 if isinstance(outcome, TransportFailure):
                     self._check_transport_failure(outcome, first_contact, secrets)
                     delay = schedule.next_delay(
-                        status=None, headers={}, now=self.clock(), elapsed=self.clock() - began
+                        status=None, headers={}, now=self.clock(), elapsed=self.monotonic() - began
                     )
                     if delay is None:
                         raise self._unreachable(outcome, schedule.retries, secrets)
@@ -340,7 +344,7 @@ class Engine:
                         status=outcome.status,
                         headers=outcome.headers,
                         now=self.clock(),
-                        elapsed=self.clock() - began,
+                        elapsed=self.monotonic() - began,
                     )
                     if delay is not None:
                         _LOGGER.info("%s: HTTP %d; retrying in %.1f s", label(source), outcome.status, delay)

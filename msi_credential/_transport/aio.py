@@ -14,7 +14,7 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Coroutine
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from azure.core.credentials import AccessTokenInfo
 from azure.core.pipeline import AsyncPipeline
@@ -32,7 +32,7 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
-from .._errors import ManagedIdentityError
+from .._errors import ManagedIdentityError, failed
 from . import machine_cache
 from .common import (
     NO_PROXIES,
@@ -51,10 +51,12 @@ from .common import (
     whole_body_methods,
 )
 from .files import read_file
+from .flight import JoinLimit
 from .policies import build_policies
 from .sync import pinned_session, token_proxy_session, watched_session
 
 _LOGGER = logging.getLogger("msi_credential")
+_T = TypeVar("_T")
 
 try:
     import aiohttp
@@ -120,12 +122,15 @@ async def single_flight(
     resource: str,
     request: Callable[[], Coroutine[Any, Any, AccessTokenInfo]],
     still_valid: Callable[[], Optional[AccessTokenInfo]],
+    limit: Optional[JoinLimit] = None,
 ) -> AccessTokenInfo:
     """Tasks of one event loop that miss the cache for one resource share one request (a task of its own).
 
     Each caller awaits it through a shield: a cancelled caller does not cancel the request for the others.
     A caller that finds a refresh in flight while the cached token may still be served takes the cached token.
+    A joining caller waits at most its own ``limit`` (its call's ``timeout=``).
     """
+    deadline = None if limit is None else limit.deadline()
     loop = asyncio.get_running_loop()
     task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
     if task is not None and (task.done() or task.get_loop() is not loop):
@@ -138,7 +143,16 @@ async def single_flight(
         cached = still_valid()
         if cached is not None:
             return cached
+        if limit is not None and deadline is not None:
+            return await _join(task, limit, deadline)
     return await asyncio.shield(task)
+
+
+async def _join(task: asyncio.Task[AccessTokenInfo], limit: JoinLimit, deadline: float) -> AccessTokenInfo:
+    """Wait for another caller's flight, at most until this call's own deadline; leaving does not cancel it."""
+    while not task.done():
+        await asyncio.wait((task,), timeout=limit.remaining(deadline))
+    return task.result()
 
 
 def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[AccessTokenInfo]) -> None:
@@ -146,6 +160,28 @@ def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[Acce
         del flights[resource]
     if not task.cancelled():
         task.exception()  # retrieved here, so a flight whose callers all left does not warn
+
+
+async def off_loop(work: Callable[..., _T], *args: Any) -> _T:
+    """Blocking file work in the loop's executor, off the event loop's thread. At interpreter exit (an ``atexit``
+    handler) no executor thread can start any more: then the work runs inline, as on the sync face (small, bounded
+    file reads; a machine cache lock wait is bounded too)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pending = loop.run_in_executor(None, work, *args)
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown" and its kin
+        return work(*args)
+    return await pending
+
+
+class _ExecutorGone(Exception):
+    """The transport needed the loop's executor, which the exiting interpreter refuses."""
+
+
+def _refused_by_exiting_interpreter(error: BaseException) -> bool:
+    # concurrent.futures at interpreter exit: "cannot schedule new futures after interpreter shutdown", or, when it
+    # is first imported then, "can't register atexit after shutdown"
+    return isinstance(error, RuntimeError) and "after" in str(error) and "shutdown" in str(error)
 
 
 async def read_body(http_response: Any, reader: BodyReader) -> None:
@@ -214,7 +250,8 @@ class AsyncDriver:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
         pipelines = _FlowPipelines(self)
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
                 try:
@@ -229,12 +266,10 @@ class AsyncDriver:
                     result = None
                 elif isinstance(effect, FILE_READS):
                     # never in the event loop's thread: a file read can block (a FIFO, a slow mount)
-                    result = await asyncio.get_running_loop().run_in_executor(None, read_file, effect)
+                    result = await off_loop(read_file, effect)
                 elif isinstance(effect, MACHINE_EFFECTS):
                     # file work and a bounded wait for another process's lock: never in the loop's thread
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        None, machine_cache.perform, effect, held
-                    )
+                    result = await off_loop(machine_cache.perform, effect, held)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
         finally:
@@ -248,6 +283,26 @@ class AsyncDriver:
             return await asyncio.wait_for(self._send(request, pipelines), request.budget)
         except asyncio.TimeoutError:
             return TransportFailure("read_timeout", "no complete answer before the deadline")
+        except _ExecutorGone:
+            return self._send_at_exit(request)
+
+    def _send_at_exit(self, request: Request) -> Response | TransportFailure:
+        """At interpreter exit (an ``atexit`` handler) aiohttp cannot start the helper threads it uses for DNS and
+        netrc: this one request goes the sync face's way, in this thread, as the sync credential would send it."""
+        if self._user_pipeline is not None and not (request.token_proxy or request.pin_sha1):
+            raise failed(
+                "the async credential cannot send through the transport it was given at interpreter exit (an "
+                "atexit handler): the transport needs a worker thread, which can no longer start; use the sync "
+                "credential there",
+                error_code="interpreter_exiting",
+            )
+        from .sync import SyncDriver
+
+        driver = SyncDriver(sleep=lambda seconds: None, **self._kwargs)
+        try:
+            return driver.send(request)
+        finally:
+            driver.close()
 
     async def _send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
         pipeline, extra = pipelines.for_request(request)
@@ -275,6 +330,8 @@ class AsyncDriver:
         except ManagedIdentityError:
             raise  # a supplied transport's response we cannot read (read_body): not a network failure
         except Exception as error:
+            if _refused_by_exiting_interpreter(error):
+                raise _ExecutorGone from error
             # aiohttp's payload errors are not all AzureErrors
             failure = transport_failure(error, *((aiohttp.ClientError,) if aiohttp is not None else ()))
             if failure is None:

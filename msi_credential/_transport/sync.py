@@ -50,6 +50,7 @@ from .common import (
     whole_body_methods,
 )
 from .files import read_file
+from .flight import JoinLimit
 from .policies import build_policies
 
 _LOGGER = logging.getLogger("msi_credential")
@@ -191,14 +192,15 @@ class _RefusingAdapter(HTTPAdapter):
 
 
 class _Flight:
-    """One token request in flight, and what its waiters will get."""
+    """One token request in flight, the thread that leads it, and what its waiters will get."""
 
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("done", "error", "leader", "result")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: Optional[AccessTokenInfo] = None
         self.error: Optional[BaseException] = None
+        self.leader = threading.get_ident()
 
 
 def single_flight(
@@ -206,11 +208,16 @@ def single_flight(
     resource: str,
     request: Callable[[], AccessTokenInfo],
     still_valid: Callable[[], Optional[AccessTokenInfo]],
+    limit: Optional[JoinLimit] = None,
 ) -> AccessTokenInfo:
     """Threads that miss the cache for one resource share one request, its token or its error.
 
     A thread that finds a refresh in flight while the cached token may still be served takes the cached token.
+    A joining thread waits at most its own ``limit`` (its call's ``timeout=``). The leading thread itself,
+    re-entering (a signal handler or a hook that runs in it during its request), never waits on its own flight:
+    it takes the cached token while it may be served, else makes a request of its own.
     """
+    deadline = None if limit is None else limit.deadline()
     with bucket.lock:
         existing: Optional[_Flight] = bucket.flights.get(resource)
         leader = existing is None
@@ -221,7 +228,9 @@ def single_flight(
         cached = still_valid()
         if cached is not None:
             return cached
-        flight.done.wait()
+        if flight.leader == threading.get_ident():
+            return request()  # waiting here would wait for this very thread: forever
+        _join(flight, limit, deadline)
         if flight.error is not None:
             raise flight.error
         assert flight.result is not None
@@ -240,6 +249,15 @@ def single_flight(
             if bucket.flights.get(resource) is flight:
                 del bucket.flights[resource]
         flight.done.set()
+
+
+def _join(flight: _Flight, limit: Optional[JoinLimit], deadline: Optional[float]) -> None:
+    """Wait for another thread's flight, at most until this call's own deadline."""
+    if limit is None or deadline is None:
+        flight.done.wait()
+        return
+    while not flight.done.is_set():
+        flight.done.wait(limit.remaining(deadline))
 
 
 def read_body(http_response: Any, reader: BodyReader) -> None:
@@ -289,7 +307,8 @@ class SyncDriver:
     def run(self, flow: Flow) -> AccessTokenInfo:
         """Drive a flow to its end, performing each effect it yields."""
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
                 try:
