@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._engine.scopes import resource_from_scopes
@@ -99,18 +100,24 @@ class CredentialBase:
         resource, checked_claims = self._prepare(scopes, claims)
         engine, driver = self._engine, self._driver
         trace = TokenTrace(engine, resource, checked_claims)
+        in_chain = called_from_credential_chain()
         if checked_claims is not None:
-            return trace, lambda: driver.run(trace.watch(engine.acquire(resource, checked_claims)))
+            return trace, lambda: driver.run(
+                trace.watch(engine.acquire(resource, checked_claims, in_chain=in_chain))
+            )
         cached, refresh = engine.serve(resource)
         if cached is not None:
             trace.served(refresh)
             return trace, lambda: self._serve(
-                self._bucket, resource, cached, (lambda: engine.acquire(resource)) if refresh else None
+                self._bucket,
+                resource,
+                cached,
+                (lambda: engine.acquire(resource, in_chain=in_chain)) if refresh else None,
             )
         return trace, lambda: self._single_flight(
             self._bucket,
             resource,
-            lambda: driver.run(trace.watch(engine.acquire(resource))),
+            lambda: driver.run(trace.watch(engine.acquire(resource, in_chain=in_chain))),
             lambda: trace.still_valid(lambda: engine.still_valid(resource)),
             self._join_limit,
         )
@@ -130,6 +137,19 @@ class CredentialBase:
             f"{type(self).__name__}(source={self.source.value!r}, "
             f"identity={self._engine.identity.describe()!r})"
         )
+
+
+def called_from_credential_chain() -> bool:
+    """Whether this call comes from azure-identity's ChainedTokenCredential or DefaultAzureCredential (sync or
+    async): they set the context variable ``within_credential_chain`` of ``azure.identity._internal.utils`` while
+    they ask their credentials, and azure-identity's own credential probes IMDS only when it is set. Read only when
+    the application imported azure-identity: nothing is imported here, and anything unexpected there means "not in
+    a chain". Called on a cache miss only."""
+    module = sys.modules.get("azure.identity._internal.utils")
+    marker = getattr(module, "within_credential_chain", None)
+    if not isinstance(marker, ContextVar):
+        return False
+    return marker.get(False) is True
 
 
 def _join_limit(engine: Engine) -> Any:
@@ -156,7 +176,7 @@ def build_engine(
     (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_random`` (the source of the
     refresh point's spread, numbers in [0, 1)), ``_platform``, ``_path_exists``, ``_arc_key_directory``.
     """
-    from ._engine.detection import detect
+    from ._engine.detection import detect, names_managed_identity
     from ._engine.flow import Engine, EngineOptions
     from ._engine.identity import identity_from_arguments
 
@@ -193,6 +213,7 @@ def build_engine(
         capabilities=_capabilities(client_capabilities),
         share_cache=_flag(share_cache, "share_cache"),
         client_request_id=_client_request_id(kwargs),
+        chosen_by_environment=names_managed_identity(environ),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
     return Engine(config, identity, options, clock, monotonic, random)

@@ -188,6 +188,18 @@ def face(request: pytest.FixtureRequest) -> Iterator[Face]:
 
 
 @pytest.fixture
+def in_credential_chain() -> Iterator[None]:
+    """Calls in the test run as inside azure-identity's ChainedTokenCredential / DefaultAzureCredential: its
+    ``within_credential_chain`` context variable is set, as those credentials set it around their members' calls
+    (the async face's calls run in tasks, which copy this context)."""
+    from azure.identity._internal import utils
+
+    reset = utils.within_credential_chain.set(True)
+    yield
+    utils.within_credential_chain.reset(reset)
+
+
+@pytest.fixture
 def emulator_factory() -> Iterator[Any]:
     """Start emulators for a test and stop them after it."""
     from msi_credential.emulator import Emulator

@@ -235,7 +235,9 @@ def test_imds_that_never_answers_after_retries_is_unavailable() -> None:
     assert "2 attempt(s)" in str(error)
 
 
-def test_first_contact_with_imds_is_unavailable_at_the_first_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_first_contact_with_imds_in_a_chain_is_unavailable_at_the_first_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from msi_credential._engine import detection
 
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
@@ -243,11 +245,64 @@ def test_first_contact_with_imds_is_unavailable_at_the_first_failure(monkeypatch
     credential_engine = engine({}, clock)
     script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"))
 
-    error = failure(script, credential_engine.acquire(RESOURCE))
+    error = failure(script, credential_engine.acquire(RESOURCE, in_chain=True))
 
     check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
     assert "127.0.0.1:9" in str(error)
     assert script.sleeps == [] and len(script.sent) == 1
+    assert script.sent[0].connect_timeout == 1.0
+
+
+def test_first_contact_with_imds_on_its_own_has_the_normal_connect_timeout_and_retries() -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock)
+    script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"), token_response())
+
+    info = script.run(credential_engine.acquire(RESOURCE))
+
+    assert info.token
+    assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
+    assert script.sleeps == [1.0]
+
+
+def test_imds_on_its_own_that_never_answers_is_unavailable_after_its_retries() -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock)
+    script = Script(clock).queue(*[TransportFailure("connect_timeout", "no answer")] * 4)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    assert "4 attempt(s)" in str(error)
+    assert script.sleeps == [1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "probed"),
+    [
+        ("ManagedIdentityCredential", False),
+        ("  managedidentitycredential ", False),
+        ("MANAGEDIDENTITYCREDENTIAL", False),
+        ("prod", True),  # a chain of several credentials: managed identity is not the application's choice
+        ("WorkloadIdentityCredential", True),
+        ("", True),
+    ],
+)
+def test_imds_named_by_azure_token_credentials_is_not_probed_even_in_a_chain(
+    value: str, probed: bool
+) -> None:
+    clock = Clock()
+    credential_engine = engine({"AZURE_TOKEN_CREDENTIALS": value}, clock)
+    script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"), token_response())
+
+    if probed:
+        error = failure(script, credential_engine.acquire(RESOURCE, in_chain=True))
+        check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+        assert [request.connect_timeout for request in script.sent] == [1.0]
+    else:
+        assert script.run(credential_engine.acquire(RESOURCE, in_chain=True)).token
+        assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
+        assert script.sleeps == [1.0]
 
 
 def test_a_certificate_pin_mismatch_is_never_retried() -> None:

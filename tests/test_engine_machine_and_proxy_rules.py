@@ -675,7 +675,7 @@ def test_the_first_imds_contact_failure_names_the_endpoint_and_the_failure(
     clock = Clock()
     script = Script(clock).queue(TransportFailure("connect_timeout", "timed out"))
 
-    error = failure(script, engine({}, clock).acquire(RESOURCE))
+    error = failure(script, engine({}, clock).acquire(RESOURCE, in_chain=True))
 
     assert isinstance(error, CredentialUnavailableError) and error.error_code == "imds_unreachable"
     assert str(error).startswith(

@@ -176,9 +176,9 @@ def test_imds_retries_after_a_first_answer_use_a_two_second_connect_timeout(
     credential_engine = engine({}, clock)
     script = Script(clock).queue(error_response(503), error_response(503), token_response())
 
-    script.run(credential_engine.acquire(RESOURCE))
+    script.run(credential_engine.acquire(RESOURCE, in_chain=True))
     script.queue(token_response("vault"))
-    script.run(credential_engine.acquire("https://vault.azure.net"))
+    script.run(credential_engine.acquire("https://vault.azure.net", in_chain=True))
 
     assert [request.connect_timeout for request in script.sent] == [1.0, 2.0, 2.0, 2.0]
 
@@ -188,7 +188,7 @@ def test_pod_identity_imds_is_never_a_first_contact() -> None:
     credential_engine = engine(IMDS, clock)
     script = Script(clock).queue(TransportFailure("connect", "refused"), token_response())
 
-    script.run(credential_engine.acquire(RESOURCE))
+    script.run(credential_engine.acquire(RESOURCE, in_chain=True))
 
     assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
     assert script.sleeps == [1.0]

@@ -79,6 +79,9 @@ class EngineOptions(Record):
     # the machine cache's directory when machine_cache is on (and the platform has flock), else None
     machine_cache_dir: Optional[str] = None
     machine_cache_wait: float = MACHINE_CACHE_WAIT
+    # AZURE_TOKEN_CREDENTIALS names this credential (detection.names_managed_identity): the application chose
+    # managed identity, so its first contact never fails fast, not even inside a credential chain
+    chosen_by_environment: bool = False
 
 
 class Engine:
@@ -165,8 +168,11 @@ class Engine:
             return entry.info, False
         return entry.info, True
 
-    def acquire(self, resource: str, claims: Optional[str] = None) -> Flow:
+    def acquire(self, resource: str, claims: Optional[str] = None, *, in_chain: bool = False) -> Flow:
         """Serve from the cache when the refresh windows allow, else request, store and return a token.
+
+        ``in_chain``: the call comes from a credential chain (azure-identity's ChainedTokenCredential or
+        DefaultAzureCredential), where a source that may not be there fails fast on its first contact.
 
         Run by a waiting caller (no token, or the mandatory window), a claims request, or a refresh beside the
         callers (``serve``); the windows are checked again here because another flow may have stored meanwhile.
@@ -210,7 +216,7 @@ class Engine:
                 return entry.info  # another process was asked to wait: ours may still be served
         start = self.clock()
         try:
-            token = yield from self.request(resource, claims=claims, cached=entry)
+            token = yield from self.request(resource, claims=claims, cached=entry, in_chain=in_chain)
         except ManagedIdentityError as error:
             if claims is None and entry is not None and self.clock() < entry.mandatory_at:
                 entry.next_attempt_at = self.clock() + cache.ADVISORY_RETRY_DELAY
@@ -256,9 +262,10 @@ class Engine:
             code, message = self.config.problem
             raise failed(message, error_code=code, source=self.source)
         if self.identity.user_assigned and self.identity.kind not in self.spec.selectors:
+            taken = " or ".join(f"its {kind.replace('_', ' ')} ({kind}=)" for kind in self.spec.selectors)
             raise failed(
                 f"{label(self.source)} does not support a user-assigned identity selected by "
-                f"{self.identity.kind}",
+                f"{self.identity.kind}" + (f"; select it by {taken} instead" if taken else ""),
                 error_code="user_assigned_not_supported",
                 source=self.source,
             )
@@ -272,12 +279,24 @@ class Engine:
         *,
         claims: Optional[str] = None,
         cached: Optional[cache.CacheEntry] = None,
+        in_chain: bool = False,
     ) -> Generator[Effect, EffectResult, Token]:
-        """One token request with its retries: the protocol of the detected source."""
+        """One token request with its retries: the protocol of the detected source.
+
+        A source that may not be there (``SourceSpec.absence``) fails fast on its first contact only inside a
+        credential chain, where the next credential should get its turn quickly; a credential used on its own, or
+        one that AZURE_TOKEN_CREDENTIALS names, waits and retries like any other (docs/protocols.md section 7).
+        """
         self.check_usable()
         source, spec, endpoint = self.source, self.spec, self.config.endpoint
         absence = spec.absence
-        first_contact = absence is not None and absence.fails_fast(self.config) and endpoint not in _answered
+        first_contact = (
+            in_chain
+            and not self.options.chosen_by_environment
+            and absence is not None
+            and absence.fails_fast(self.config)
+            and endpoint not in _answered
+        )
         connect_timeout = self.options.connect_timeout
         if connect_timeout is None:
             connect_timeout = CONNECT_TIMEOUT
