@@ -28,6 +28,7 @@ class CredentialBase:
 
     _driver: Any  # the face's SyncDriver or AsyncDriver
     _single_flight: Callable[..., Any]  # the face's single-flight around a cache miss
+    _serve: Callable[..., Any]  # the face's "return the cached token, maybe starting a refresh beside it"
 
     def __init__(
         self,
@@ -90,9 +91,12 @@ class CredentialBase:
         return resource, (claims if claims and claims.strip() else None)
 
     def _plan(self, scopes: tuple[str, ...], claims: object) -> tuple[TokenTrace, Callable[[], Any]]:
-        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it
-        (the engine's flow run by this face's driver; single-flight unless claims force a request). The sync face
-        calls it, the async face awaits what it returns."""
+        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it.
+
+        The engine decides (``Engine.serve``): a token that may still be served is returned at once, and when it
+        is due its refresh runs beside the caller (the driver's ``refresh_beside``: a thread, or a task of the
+        running loop); otherwise the engine's flow is run by this face's driver, single-flight unless claims
+        force a request. The sync face calls what this returns, the async face awaits it."""
         resource, checked_claims = self._prepare(scopes, claims)
         engine, driver = self._engine, self._driver
         trace = TokenTrace(engine, resource, checked_claims)
@@ -100,6 +104,15 @@ class CredentialBase:
         if checked_claims is not None:
             return trace, lambda: driver.run(
                 trace.watch(engine.acquire(resource, checked_claims, in_chain=in_chain))
+            )
+        cached, refresh = engine.serve(resource)
+        if cached is not None:
+            trace.served(refresh)
+            return trace, lambda: self._serve(
+                self._bucket,
+                resource,
+                cached,
+                (lambda: engine.acquire(resource, in_chain=in_chain)) if refresh else None,
             )
         return trace, lambda: self._single_flight(
             self._bucket,
@@ -160,8 +173,8 @@ def build_engine(
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
     Private keywords (tests and the emulator): ``_environ``, ``_clock`` (the wall clock: expiry), ``_monotonic``
-    (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_platform``, ``_path_exists``,
-    ``_arc_key_directory``.
+    (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_random`` (the source of the
+    refresh point's spread, numbers in [0, 1)), ``_platform``, ``_path_exists``, ``_arc_key_directory``.
     """
     from ._engine.detection import detect, names_managed_identity
     from ._engine.flow import Engine, EngineOptions
@@ -181,6 +194,11 @@ def build_engine(
     monotonic: Callable[[], float] = kwargs.pop("_monotonic", None) or (
         clock if clock is not time.time else time.monotonic
     )
+    random: Optional[Callable[[], float]] = kwargs.pop("_random", None)
+    if random is None:
+        import random as _random_module  # already loaded (tempfile imports it): no import cost
+
+        random = _random_module.random
     config = detect(
         dict(environ),
         platform=kwargs.pop("_platform", None) or sys.platform,
@@ -198,7 +216,7 @@ def build_engine(
         chosen_by_environment=names_managed_identity(environ),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
-    return Engine(config, identity, options, clock, monotonic)
+    return Engine(config, identity, options, clock, monotonic, random)
 
 
 # The pipeline keywords the drivers take (README, "Keywords"); build_engine has popped the engine's own before.

@@ -121,6 +121,8 @@ class Face:
                 kwargs.setdefault(key, value)
         kwargs.setdefault("_environ", {})
         kwargs.setdefault("share_cache", False)
+        # the refresh point exactly at refresh_on, unless the test gives its own random source (cache.spread)
+        kwargs.setdefault("_random", lambda: 0.0)
         if self.is_async:
             from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 
@@ -164,6 +166,17 @@ class FaceCredential:
 
     def close(self) -> None:
         self.face._run(self.inner.close())
+
+    def settle(self) -> None:
+        """Let the refreshes running beside the callers end (the async face runs its loop until they have)."""
+        if self.face.is_async:
+            self.face._run(self.inner._driver.settle())
+        else:
+            assert self.inner._driver.settle(30)
+
+    def refreshing(self) -> int:
+        """How many refreshes this credential runs beside its callers that have not ended."""
+        return sum(1 for job in self.inner._driver._jobs if not getattr(job, "done", lambda: False)())
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -7,6 +7,7 @@ import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -496,6 +497,36 @@ def test_retry_after_over_a_minute_stops_retrying(face: Any, emulator_factory: A
 
     assert caught.value.status_code == 429
     assert face.sleeps == []
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_429_retry_after_holds_every_credential_of_the_endpoint_until_its_time(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(429, headers={"Retry-After": "30"}))
+    clock = _Clock()
+    with pytest.raises(ManagedIdentityError):
+        face.credential(emulator, _clock=clock, retry_total=0).get_token(SCOPE)
+
+    hurried = face.credential(emulator, _clock=clock, timeout=10)  # another credential, the same endpoint
+    with pytest.raises(ManagedIdentityError) as caught:
+        hurried.get_token(SCOPE)
+    clock.now += 10
+    patient = face.credential(emulator, _clock=clock)
+    token = patient.get_token(SCOPE)
+
+    assert caught.value.error_code == "throttled"  # the wait is past its deadline: nothing sent
+    assert token.token
+    assert face.sleeps == [20.0]  # the patient one waited for the time the endpoint named, then asked
+    assert len(emulator.requests) == 2
 
 
 def test_retry_keywords_adjust_the_schedule(face: Any, emulator_factory: Any) -> None:

@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from msi_credential import ManagedIdentityCredential
 from msi_credential._engine import cache
-from msi_credential.emulator import UserAssignedIdentity
+from msi_credential.emulator import Fault, UserAssignedIdentity
 
 from .conftest import FIGURES
 
@@ -94,6 +95,62 @@ def test_a_child_forked_during_a_token_request_gets_its_own_token(emulator_facto
     assert result["ok"] is True
     assert parent_result and parent_result[0].token
     assert len(emulator.requests) == 2  # the parent's and the child's own
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() with threads, the case under test
+def test_a_child_forked_during_a_refresh_beside_the_callers_has_none_running_and_starts_its_own(
+    emulator_factory: Any,
+) -> None:
+    emulator = emulator_factory("app_service")
+    clock = _Clock()
+    credential = ManagedIdentityCredential(_environ=dict(emulator.environ), _clock=clock, _random=lambda: 0.0)
+    old = credential.get_token_info(SCOPE)
+    assert old.refresh_on is not None
+    emulator.script(Fault(200, delay=120))  # the parent's refresh stays in flight
+    clock.now = old.refresh_on + 1
+    assert credential.get_token(SCOPE).token == old.token
+    _wait_for(lambda: len(emulator.requests) == 2, "the parent's refresh to reach the emulator")
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            threads = [thread.name for thread in threading.enumerate()]
+            flights = len(credential._bucket.flights)
+            served = credential.get_token(SCOPE).token == old.token  # at once, and a refresh of its own
+            settled = credential._driver.settle(30)
+            refreshed = credential.get_token(SCOPE).token != old.token
+            credential.close()
+            report = {"threads": threads, "flights": flights, "served": served, "settled": settled}
+            report["refreshed"] = refreshed
+            os.write(write_end, json.dumps(report).encode())
+            code = 0
+        except BaseException as error:
+            os.write(write_end, json.dumps({"error": type(error).__name__}).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    result = _child_result(read_end, pid)
+    pickled = pickle.dumps(credential)  # mid-refresh: still only its arguments
+    credential.close()
+
+    assert "msi-credential-refresh" not in result["threads"]
+    assert result["flights"] == 0
+    assert result["served"] and result["settled"] and result["refreshed"]
+    assert len(emulator.requests) == 3  # the parent's refresh and the child's own
+    assert b"Thread" not in pickled and b"Lock" not in pickled
+    assert credential._driver.settle(30)
 
 
 # ------------------------------------------------------------------------------------------------ pickle

@@ -23,7 +23,13 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from msi_credential._engine.effects import MachineEntry, MachineFound, MachineLookup, MachineStore
+from msi_credential._engine.effects import (
+    MachineEntry,
+    MachineFound,
+    MachineLookup,
+    MachineStore,
+    MachineThrottle,
+)
 from msi_credential._engine.record import replace
 from msi_credential._transport import machine_cache
 
@@ -1270,3 +1276,55 @@ def test_perform_runs_a_store_and_returns_none(cache_dir: Path) -> None:
     assert machine_cache.perform(_store(cache_dir, name=OTHER), held) is None
     assert held == []
     assert machine_cache._read_entry(str(cache_dir), OTHER) == EXPECTED
+
+
+# ------------------------------------------------------------------------------------------- throttle notes
+
+THROTTLE = "ef" * 32 + ".throttle"
+
+
+def test_a_throttle_note_is_written_private_and_comes_back_with_the_lookup(cache_dir: Path) -> None:
+    machine_cache.perform(MachineThrottle(str(cache_dir), THROTTLE, 1234.5), [])
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+
+    assert found.throttled_until == 1234.5 and found.locked
+    assert _mode(cache_dir / THROTTLE) == 0o600
+    assert json.loads((cache_dir / THROTTLE).read_text()) == {"v": 1, "name": THROTTLE, "until": 1234.5}
+    machine_cache.release_all(held)
+
+
+def test_a_throttle_note_keeps_the_later_time(cache_dir: Path) -> None:
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 2000.0))
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 1500.0))
+
+    assert json.loads((cache_dir / THROTTLE).read_text())["until"] == 2000.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        json.dumps({"v": 1, "name": "another", "until": 2000.0}).encode(),
+        json.dumps({"v": 1, "name": THROTTLE, "until": "2000"}).encode(),
+        json.dumps({"v": 1, "name": THROTTLE, "until": True}).encode(),
+        json.dumps([THROTTLE]).encode(),
+    ],
+)
+def test_a_throttle_note_that_is_not_well_formed_holds_nothing(cache_dir: Path, body: bytes) -> None:
+    _write(cache_dir / THROTTLE, body)
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+    machine_cache.release_all(held)
+
+    assert found.throttled_until == 0.0
+
+
+def test_a_throttle_note_others_could_have_written_holds_nothing(cache_dir: Path) -> None:
+    _write(cache_dir / THROTTLE, json.dumps({"v": 1, "name": THROTTLE, "until": 2000.0}).encode())
+    os.chmod(cache_dir / THROTTLE, 0o666)
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+    machine_cache.release_all(held)
+
+    assert found.throttled_until == 0.0

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import inspect
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Coroutine
 from typing import Any, Callable, Optional, TypeVar
@@ -128,24 +129,39 @@ async def single_flight(
 
     Each caller awaits it through a shield: a cancelled caller does not cancel the request for the others.
     A caller that finds a refresh in flight while the cached token may still be served takes the cached token.
-    A joining caller waits at most its own ``limit`` (its call's ``timeout=``).
+    A joining caller waits at most its own ``limit`` (its call's ``timeout=``). A caller whose flight was a refresh
+    beside the callers that its credential's close() cancelled asks again.
     """
     deadline = None if limit is None else limit.deadline()
     loop = asyncio.get_running_loop()
-    task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
-    if task is not None and (task.done() or task.get_loop() is not loop):
-        task = None
-    if task is None:
-        task = loop.create_task(request())
-        bucket.async_flights[resource] = task
-        task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
-    else:
-        cached = still_valid()
-        if cached is not None:
-            return cached
-        if limit is not None and deadline is not None:
-            return await _join(task, limit, deadline)
-    return await asyncio.shield(task)
+    while True:
+        task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
+        if task is not None and (task.done() or task.get_loop() is not loop):
+            task = None
+        joining = task is not None
+        if task is None:
+            task = loop.create_task(request())
+            bucket.async_flights[resource] = task
+            task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
+        else:
+            cached = still_valid()
+            if cached is not None:
+                return cached
+        try:
+            if joining and limit is not None and deadline is not None:
+                return await _join(task, limit, deadline)
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled() or _being_cancelled():
+                raise
+            # the flight was a refresh beside the callers, ended by its credential's close(): ask again
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to cancel (known from Python 3.11; before, assumed not)."""
+    current = asyncio.current_task()
+    cancelling = getattr(current, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
 
 
 async def _join(task: asyncio.Task[AccessTokenInfo], limit: JoinLimit, deadline: float) -> AccessTokenInfo:
@@ -211,6 +227,10 @@ async def read_body(http_response: Any, reader: BodyReader) -> None:
     raise unreadable_response(http_response)
 
 
+# Seconds close() waits, in all, for the refreshes it cancels.
+CLOSE_WAIT = 1.0
+
+
 class AsyncDriver:
     """Runs engine flows in the running event loop.
 
@@ -238,6 +258,47 @@ class AsyncDriver:
         self._user = UserTransport(transport)
         self._user_tuple_timeouts = transport is not None and _takes_tuple_timeouts(transport)
         self._proxy_context: Optional[tuple[Optional[str], ssl.SSLContext]] = None
+        # refreshes beside the callers that this credential started: tasks, each of the loop that started it
+        # (held here so that none is garbage collected while it runs)
+        self._jobs: set[asyncio.Task[AccessTokenInfo]] = set()
+        self._pid = os.getpid()
+
+    def refresh_beside(self, bucket: Bucket, resource: str, flow: Callable[[], Flow]) -> None:
+        """Start the flow as a task of the running loop, as the token's single flight, unless one of this loop is
+        in flight. The caller does not wait for it; waiters that arrive meanwhile (past the mandatory window) join
+        it; close() cancels it; it never outlives its loop (asyncio.run cancels it, and a later call on another
+        loop starts its own)."""
+        loop = asyncio.get_running_loop()
+        if os.getpid() != self._pid:  # a forked child: the parent's tasks are not ours to run
+            self._jobs = set()
+            self._pid = os.getpid()
+        task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        for stale in [job for job in self._jobs if job.get_loop().is_closed()]:
+            self._jobs.discard(stale)  # its loop closed without running it to its end: nothing will
+        task = loop.create_task(self._refresh(flow))
+        bucket.async_flights[resource] = task
+        task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _refresh(self, flow: Callable[[], Flow]) -> AccessTokenInfo:
+        try:
+            return await self.run(flow())
+        except Exception as error:  # logged without its message: only the code or the type
+            _LOGGER.warning(
+                "a token refresh running beside the callers failed (%s)",
+                getattr(error, "error_code", None) or type(error).__name__,
+            )
+            raise
+
+    async def settle(self) -> None:
+        """Wait for the refreshes this credential runs beside its callers in the running loop to end."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self._jobs if task.get_loop() is loop and not task.done()]
+        if mine:
+            await asyncio.wait(mine)
 
     def token_proxy_context(self, ca_pem: Optional[str]) -> ssl.SSLContext:
         """The AKS token proxy's TLS context for this CA, made again only when the CA changes."""
@@ -339,6 +400,23 @@ class AsyncDriver:
             return failure
 
     async def close(self) -> None:
+        """Cancel the refreshes this credential runs beside its callers (those of the running loop are awaited for
+        at most CLOSE_WAIT; another loop's are cancelled in their loop), then close a supplied transport."""
+        jobs = list(self._jobs) if os.getpid() == self._pid else []
+        self._jobs = set()
+        loop = asyncio.get_running_loop()
+        mine = []
+        for task in jobs:
+            other = task.get_loop()
+            if task.done() or other.is_closed():
+                continue
+            if other is loop:
+                task.cancel()
+                mine.append(task)
+            else:
+                other.call_soon_threadsafe(task.cancel)
+        if mine:
+            await asyncio.wait(mine, timeout=CLOSE_WAIT)
         if self._user_pipeline is not None:
             self._user.closed = True
             await self._user_pipeline.__aexit__()

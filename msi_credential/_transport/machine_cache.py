@@ -10,6 +10,8 @@ executor). Safety rules, all checked here on every use:
 - an entry or lock file not owned by this user, or readable by others, is never trusted (warning); an entry that is
   corrupt, truncated, too large or written for another key is ignored, and replaced by the next store;
 - writes go to a temporary file in the same directory, fsync, rename: a reader sees the old entry or the new one;
+- a 429's Retry-After is a note of its own, ``<sha256 of the endpoint>.throttle`` (the time, nothing secret), read
+  with each lookup under the same rules as an entry;
 - the lock is ``fcntl.flock`` on ``<name>.lock``: the kernel releases it when its holder dies, so a killed process
   stalls nobody; a waiter gives up after the engine's bound and asks the endpoint itself;
 - the directory stays bounded: a holder removes its lock file while still holding it, and whoever locks a file
@@ -31,7 +33,14 @@ import threading
 import time
 from typing import Optional
 
-from .._engine.effects import MachineEffect, MachineEntry, MachineFound, MachineLookup, MachineStore
+from .._engine.effects import (
+    MachineEffect,
+    MachineEntry,
+    MachineFound,
+    MachineLookup,
+    MachineStore,
+    MachineThrottle,
+)
 
 try:
     import fcntl
@@ -222,9 +231,16 @@ def _still_linked(descriptor: int, path: str) -> bool:
 
 
 def lookup(effect: MachineLookup, held: list[int]) -> MachineFound:
-    """The fresh entry, else the lock (appended to ``held``) and whatever the previous holder stored."""
+    """The fresh entry, else the lock (appended to ``held``) and whatever the previous holder stored; with the
+    endpoint's throttle note when one is asked for and noted."""
     if not available() or not _checked_directory(effect.directory):
         return MachineFound()
+    until = _read_throttle(effect.directory, effect.throttle) if effect.throttle is not None else 0.0
+    found = _lookup(effect, held)
+    return MachineFound(entry=found.entry, locked=found.locked, throttled_until=until) if until else found
+
+
+def _lookup(effect: MachineLookup, held: list[int]) -> MachineFound:
     entry = _read_entry(effect.directory, effect.name)
     if _fresh(entry, effect.now):
         return MachineFound(entry=entry)
@@ -304,22 +320,29 @@ def store(effect: MachineStore) -> None:
             "refresh_on": entry.refresh_on,
             "mandatory_at": entry.mandatory_at,
         }
-    ).encode("utf-8")
+    )
+    if _write(effect.directory, effect.name, body) and effect.now is not None:
+        sweep(effect.directory, effect.now)
+
+
+def _write(directory: str, name: str, text: str) -> bool:
+    """A temporary file beside the target, fsync, rename over it; False when not even the temporary file could be
+    made."""
+    body = text.encode("utf-8")
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=effect.directory)  # 0600
+        descriptor, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory)  # 0600
     except OSError:
-        return
+        return False
     try:
         with os.fdopen(descriptor, "wb") as file:
             file.write(body)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, os.path.join(effect.directory, effect.name))
+        os.replace(temporary, os.path.join(directory, name))
     except OSError:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-    if effect.now is not None:
-        sweep(effect.directory, effect.now)
+    return True
 
 
 def sweep(directory: str, now: float) -> int:
@@ -378,9 +401,48 @@ def _remove_stale_temporary(path: str) -> int:
     return 1
 
 
+def _read_throttle(directory: str, name: str) -> float:
+    """The time in the endpoint's throttle note, or 0.0 (none, or not one this user alone could have written)."""
+    path = os.path.join(directory, name)
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        descriptor = os.open(path, flags)
+    except OSError:
+        return 0.0
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or not _private(info):
+            return 0.0
+        data = os.read(descriptor, 1024)
+    except OSError:
+        return 0.0
+    finally:
+        os.close(descriptor)
+    try:
+        body = json.loads(data.decode("utf-8"))
+        until = body["until"] if isinstance(body, dict) and body.get("name") == name else None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return 0.0
+    if isinstance(until, bool) or not isinstance(until, (int, float)) or until != until:
+        return 0.0
+    return float(until)
+
+
+def note_throttle(effect: MachineThrottle) -> None:
+    """Write the endpoint's throttle note (same crash-safe write as an entry), unless a later time is noted."""
+    if not available() or not _checked_directory(effect.directory):
+        return
+    if _read_throttle(effect.directory, effect.name) >= effect.until:
+        return
+    _write(effect.directory, effect.name, json.dumps({"v": 1, "name": effect.name, "until": effect.until}))
+
+
 def perform(effect: MachineEffect, held: list[int]) -> Optional[MachineFound]:
     if isinstance(effect, MachineLookup):
         return lookup(effect, held)
+    if isinstance(effect, MachineThrottle):
+        note_throttle(effect)
+        return None
     store(effect)
     return None
 
