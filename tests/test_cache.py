@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AccessTokenInfo
+from azure.core.pipeline.policies import AsyncHTTPPolicy, HTTPPolicy
 
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
@@ -381,6 +382,71 @@ def test_the_caller_that_finds_the_token_due_is_not_held_by_its_refresh_and_clos
     credential.settle()
     assert credential.get_token(SCOPE).token != old.token
     assert len(emulator.requests) == 3
+
+
+def test_close_called_from_inside_a_refresh_beside_the_callers_closes_and_ends_that_refresh(
+    face: Any, emulator_factory: Any
+) -> None:
+    """A policy (or hook) that closes its credential while a refresh runs beside the callers runs in that refresh:
+    close() must not wait for the very thread or task it is called from. It returns, the refresh it was called
+    from ends, and the credential stays usable."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    armed = [False]
+    outcome: list[object] = []
+    holder: list[Any] = []
+
+    def closing() -> bool:
+        if not armed[0]:
+            return False
+        armed[0] = False
+        return True
+
+    if face.is_async:
+
+        class AsyncCloser(AsyncHTTPPolicy):  # type: ignore[type-arg]
+            async def send(self, request: Any) -> Any:
+                if closing():
+                    try:
+                        await holder[0].inner.close()
+                        outcome.append("returned")
+                    except BaseException as error:
+                        outcome.append(error)
+                        raise
+                return await self.next.send(request)
+
+        policy: Any = AsyncCloser()
+    else:
+
+        class Closer(HTTPPolicy):  # type: ignore[type-arg]
+            def send(self, request: Any) -> Any:
+                if closing():
+                    try:
+                        holder[0].inner.close()
+                        outcome.append("returned")
+                    except BaseException as error:
+                        outcome.append(error)
+                        raise
+                return self.next.send(request)
+
+        policy = Closer()
+    credential = face.credential(emulator, _clock=clock, per_call_policies=[policy])
+    holder.append(credential)
+    old = credential.get_token_info(SCOPE)
+
+    clock.now = old.refresh_on + 1
+    armed[0] = True
+    assert credential.get_token(SCOPE).token == old.token  # its refresh, beside it, closes the credential
+    credential.settle()
+
+    assert outcome == ["returned"]
+    assert credential.refreshing() == 0
+    assert not credential.inner._bucket.flights
+    assert all(task.done() for task in credential.inner._bucket.async_flights.values())
+    # the closing refresh stored nothing; a new one starts
+    assert credential.get_token(SCOPE).token == old.token
+    credential.settle()
+    assert credential.get_token(SCOPE).token != old.token
 
 
 def test_callers_in_the_advisory_window_start_one_refresh_per_token(face: Any, emulator_factory: Any) -> None:

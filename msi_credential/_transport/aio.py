@@ -405,10 +405,11 @@ class AsyncDriver:
         jobs = list(self._jobs) if os.getpid() == self._pid else []
         self._jobs = set()
         loop = asyncio.get_running_loop()
+        current = asyncio.current_task()
         mine = []
         for task in jobs:
             other = task.get_loop()
-            if task.done() or other.is_closed():
+            if task.done() or other.is_closed() or task is current:
                 continue
             if other is loop:
                 task.cancel()
@@ -420,6 +421,9 @@ class AsyncDriver:
         if self._user_pipeline is not None:
             self._user.closed = True
             await self._user_pipeline.__aexit__()
+        if current is not None and current in jobs:
+            # called from that refresh itself (a policy of its pipeline): it ends at its next await, after close()
+            current.cancel()
 
 
 class _FlowPipelines:

@@ -401,9 +401,13 @@ class SyncDriver:
                 self._jobs.discard(job)
 
     def settle(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the refreshes this credential runs beside its callers to end; True when none is left."""
+        """Wait for the refreshes this credential runs beside its callers to end; True when none is left. Called
+        from one of them (a hook or policy of that refresh closing its credential), it does not wait for itself."""
+        current = threading.current_thread()
         with self._lock:
-            threads = [job.thread for job in self._jobs if job.thread is not None]
+            threads = [
+                job.thread for job in self._jobs if job.thread is not None and job.thread is not current
+            ]
         ends = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if ends is None else max(ends - time.monotonic(), 0.0))
