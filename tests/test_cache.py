@@ -182,6 +182,47 @@ def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_
     assert len(emulator.requests) == 2  # the handler's own request, then the interrupted one's
 
 
+def test_get_token_from_a_signal_handler_that_lands_while_its_thread_registers_a_flight_gets_a_token(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal can land while its thread holds the token cache's bookkeeping lock (registering a flight); a
+    handler that asks for a token then takes that lock again in the same thread, which must not deadlock. A
+    watchdog SIGALRM bounds the test if it would hang."""
+    from msi_credential._transport import sync
+
+    emulator = emulator_factory("app_service")
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    handler_got: list[str] = []
+    fired = [False]
+
+    class InterruptedFlight(sync._Flight):
+        def __init__(self) -> None:
+            if not fired[0]:
+                fired[0] = True
+                os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs here, under the bucket's lock
+            super().__init__()
+
+    monkeypatch.setattr(sync, "_Flight", InterruptedFlight)
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        handler_got.append(credential.get_token(SCOPE).token)
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError("get_token in the signal handler waited for the lock its own thread holds")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        outer = credential.get_token(SCOPE).token
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+    assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
+    assert not credential._bucket.flights
+
+
 def test_a_joining_thread_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
     """A credential with timeout=1 that joins another credential's in-flight request for the same token gets its
     own timeout error when its second is up, not the leader's answer after the leader's deadline."""
