@@ -490,6 +490,40 @@ def test_close_called_from_inside_a_refresh_beside_the_callers_closes_and_ends_t
     assert credential.get_token(SCOPE).token != old.token
 
 
+def test_a_refresh_thread_that_cannot_start_costs_the_caller_nothing(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The cached token may still be served: when the thread for its refresh cannot start (the process's thread
+    limit), the caller still gets it at once, nothing stays in flight, and a later call starts the refresh."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = ManagedIdentityCredential(
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
+    )
+    old = credential.get_token_info(SCOPE)
+    assert old.refresh_on is not None
+    start = threading.Thread.start
+
+    def no_thread(thread: threading.Thread) -> None:
+        if thread.name == "msi-credential-refresh":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    clock.now = old.refresh_on + 1
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with caplog.at_level("WARNING", logger="msi_credential"):
+        during = credential.get_token(SCOPE)
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    assert during.token == old.token
+    assert not credential._bucket.flights and not credential._driver._jobs
+    assert "RuntimeError" in caplog.text and old.token not in caplog.text
+    assert credential.get_token(SCOPE).token == old.token  # this call's refresh starts
+    assert credential._driver.settle(30)
+    assert credential.get_token(SCOPE).token != old.token
+    assert len(emulator.requests) == 2
+
+
 def test_callers_in_the_advisory_window_start_one_refresh_per_token(face: Any, emulator_factory: Any) -> None:
     emulator = emulator_factory("imds", token_lifetime=3600)
     emulator.delay = 0.05

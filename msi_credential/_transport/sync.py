@@ -350,7 +350,8 @@ class SyncDriver:
         """Start the flow in a daemon thread of its own, as the token's single flight, unless one is in flight.
 
         The caller does not wait for it. Waiters that arrive meanwhile (past the mandatory window) join it like any
-        flight; close() ends it (``_Job.cancel``); a forked child has none (cache.Bucket._after_fork).
+        flight; close() ends it (``_Job.cancel``); a forked child has none (cache.Bucket._after_fork). When no thread
+        can start, the refresh is put off to a later call (logged); the caller is not failed for it.
         """
         if os.getpid() != self._pid:
             self._forget_inherited_pipelines()
@@ -371,11 +372,14 @@ class SyncDriver:
             self._jobs.add(job)
         try:
             job.thread.start()
-        except BaseException:  # no thread (resources exhausted, interpreter shutting down): nothing in flight
+        except BaseException as error:  # no thread (resources exhausted, interpreter shutting down)
             with self._lock:
                 self._jobs.discard(job)
-            _end_flight(bucket, resource, flight)
-            raise
+            _end_flight(bucket, resource, flight)  # nothing in flight: a later call tries again
+            if not isinstance(error, Exception):
+                raise
+            # the caller still gets its cached token, which may be served: only the refresh is put off
+            _LOGGER.warning("a token refresh could not start beside the callers (%s)", type(error).__name__)
 
     def _refresh(
         self, bucket: Bucket, resource: str, flight: _Flight, flow: Callable[[], Flow], job: _Job
