@@ -223,6 +223,47 @@ def test_get_token_from_a_signal_handler_that_lands_while_its_thread_registers_a
     assert not credential._bucket.flights
 
 
+def test_close_from_a_signal_handler_that_lands_while_its_thread_holds_the_drivers_lock_returns(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM cleanup that closes the credential can land while its thread holds the driver's lock (building
+    its connection pool, registering a refresh beside the callers); close() then takes that lock again in the
+    same thread, which must not deadlock. A watchdog SIGALRM bounds the test if it would hang."""
+    from msi_credential._transport import sync
+
+    emulator = emulator_factory("app_service")
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    closed: list[bool] = []
+    fired = [False]
+    session = sync.watched_session
+
+    def interrupted_session(**kwargs: Any) -> Any:
+        if not fired[0]:
+            fired[0] = True
+            os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs here, under the driver's lock
+        return session(**kwargs)
+
+    monkeypatch.setattr(sync, "watched_session", interrupted_session)
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        credential.close()
+        closed.append(True)
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError("close() in the signal handler waited for the lock its own thread holds")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        token = credential.get_token(SCOPE).token
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+    assert fired[0] and closed == [True] and token
+
+
 def test_a_joining_thread_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
     """A credential with timeout=1 that joins another credential's in-flight request for the same token gets its
     own timeout error when its second is up, not the leader's answer after the leader's deadline."""

@@ -343,7 +343,8 @@ class SyncDriver:
         # "proxied", "pin:<sha1>".
         self._owned: dict[str, Pipeline[Any, Any]] = {}
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        # re-entrant: close() may run in a signal handler of a thread that holds it
+        self._lock = threading.RLock()
         self._jobs: set[_Job] = set()  # refreshes beside the callers that this credential started
 
     def refresh_beside(self, bucket: Bucket, resource: str, flow: Callable[[], Flow]) -> None:
@@ -530,7 +531,7 @@ class SyncDriver:
         """In a forked child: the parent's pooled connections are the parent's; close our copies, start anew."""
         inherited = list(self._owned.values())
         self._owned = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._jobs = set()  # the parent's refresh threads are not in this process
         self._pid = os.getpid()
         for pipeline in inherited:
