@@ -15,6 +15,7 @@ import logging
 import os
 import ssl
 from collections.abc import Awaitable, Coroutine
+from contextvars import ContextVar
 from typing import Any, Callable, Optional, TypeVar
 
 from azure.core.credentials import AccessTokenInfo
@@ -229,6 +230,8 @@ async def read_body(http_response: Any, reader: BodyReader) -> None:
 
 # Seconds close() waits, in all, for the refreshes it cancels.
 CLOSE_WAIT = 1.0
+# The refresh beside the callers whose task (or a task it started) is running, if any.
+_REFRESH: ContextVar[Optional[asyncio.Task[AccessTokenInfo]]] = ContextVar("msi_refresh", default=None)
 
 
 class AsyncDriver:
@@ -284,6 +287,8 @@ class AsyncDriver:
         task.add_done_callback(self._jobs.discard)
 
     async def _refresh(self, flow: Callable[[], Flow]) -> AccessTokenInfo:
+        # in this task's context, and so in the tasks it starts (asyncio.wait_for's, before Python 3.12)
+        _REFRESH.set(asyncio.current_task())
         try:
             return await self.run(flow())
         except Exception as error:  # logged without its message: only the code or the type
@@ -405,7 +410,8 @@ class AsyncDriver:
         jobs = list(self._jobs) if os.getpid() == self._pid else []
         self._jobs = set()
         loop = asyncio.get_running_loop()
-        current = asyncio.current_task()
+        # set when close() runs inside one of those refreshes (a policy of its request)
+        current = _REFRESH.get()
         mine = []
         for task in jobs:
             other = task.get_loop()
