@@ -728,6 +728,49 @@ def test_a_caller_in_the_mandatory_window_joins_the_refresh_in_flight_beside_the
     assert len(emulator.requests) == 2
 
 
+def test_an_async_refresh_starts_while_another_threads_loop_ends_one_of_the_credentials_refreshes(
+    emulator_factory: Any,
+) -> None:
+    """One async credential used from event loops in several threads: a refresh of another thread's loop can end
+    (its done callback removes it from the credential's refreshes) while this thread looks them over to start
+    one. The caller still gets its cached token and the refresh starts."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = AsyncCredential(
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
+    )
+    old = asyncio.run(credential.get_token_info(SCOPE))
+    assert old.refresh_on is not None
+    other_loop = asyncio.new_event_loop()
+    jobs = credential._driver._jobs
+
+    class OtherThreadsRefresh:
+        """Stands for a task of another thread's loop, which ends while it is looked at."""
+
+        def get_loop(self) -> Any:
+            jobs.discard(self)  # its loop's thread: the task's done callback
+            return other_loop
+
+        def done(self) -> bool:
+            return False
+
+    jobs.add(OtherThreadsRefresh())
+    clock.now = old.refresh_on + 1
+
+    async def call() -> tuple[Any, Any]:
+        during = await credential.get_token(SCOPE)
+        await credential._driver.settle()
+        return during, await credential.get_token(SCOPE)
+
+    try:
+        during, after = asyncio.run(call())
+    finally:
+        other_loop.close()
+
+    assert during.token == old.token and after.token != old.token
+    assert len(emulator.requests) == 2
+
+
 def test_a_refresh_beside_an_async_caller_ends_with_its_loop_and_the_next_loop_starts_its_own(
     emulator_factory: Any,
 ) -> None:

@@ -278,7 +278,8 @@ class AsyncDriver:
         task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
         if task is not None and not task.done() and task.get_loop() is loop:
             return
-        for stale in [job for job in self._jobs if job.get_loop().is_closed()]:
+        # list(): a copy made at once; other threads' loops add and discard their own tasks meanwhile
+        for stale in [job for job in list(self._jobs) if job.get_loop().is_closed()]:
             self._jobs.discard(stale)  # its loop closed without running it to its end: nothing will
         task = loop.create_task(self._refresh(flow))
         bucket.async_flights[resource] = task
@@ -301,7 +302,7 @@ class AsyncDriver:
     async def settle(self) -> None:
         """Wait for the refreshes this credential runs beside its callers in the running loop to end."""
         loop = asyncio.get_running_loop()
-        mine = [task for task in self._jobs if task.get_loop() is loop and not task.done()]
+        mine = [task for task in list(self._jobs) if task.get_loop() is loop and not task.done()]
         if mine:
             await asyncio.wait(mine)
 
