@@ -546,3 +546,10 @@ def test_the_shell_form_says_which_incident_it_plays(emulate: Any) -> None:
 
     assert "# scenario slow_endpoint: the endpoint answers, but only after seconds (docs/testing.md)" in lines
     assert "# every answer waits 0.5 s" in lines
+
+
+def test_the_shell_form_of_an_expired_assertion_does_not_call_it_fresh(emulate: Any) -> None:
+    lines = emulate("--scenario", "expired_federated_token").lines_until_ready()
+
+    assert not any("fresh client assertion" in line for line in lines)
+    assert any("the federated token file holds an expired client assertion" in line for line in lines)
