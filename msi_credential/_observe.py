@@ -50,6 +50,7 @@ class TokenTrace:
         "_engine",
         "_resource",
         "_span",
+        "beside",
         "ran",
         "sends",
         "took_cached",
@@ -65,6 +66,13 @@ class TokenTrace:
         self.ran = False  # this caller ran a flow (it led the single flight, or it had claims)
         self.sends = 0  # HTTP requests that flow made (retries and the Azure Arc challenge included)
         self.took_cached = False  # a refresh was in flight elsewhere and this caller took the cached token
+        # the cached token was returned at once: True, with a refresh started beside it (unless one was in
+        # flight); False, none due (a failed refresh backing off, or the endpoint asked to wait)
+        self.beside: Optional[bool] = None
+
+    def served(self, refresh: bool) -> None:
+        """The engine said: return the cached token at once (``refresh``: and refresh it beside the caller)."""
+        self.beside = refresh
 
     def watch(self, flow: Flow) -> Flow:
         """Pass the flow's effects through, counting the HTTP requests among them."""
@@ -122,6 +130,13 @@ class TokenTrace:
             if renewed:  # a new token without a request: the engine took it from the machine cache
                 return CACHE, MACHINE_CACHE_REASON
             return CACHE, "no refresh due yet"
+        if self.beside is not None:
+            if self.beside:
+                return CACHE, "the cached token is still valid; it is refreshed beside this call"
+            return (
+                CACHE,
+                "the cached token is still valid; no refresh now (not due, backing off, or asked to wait)",
+            )
         if self.took_cached:
             return CACHE, "a refresh is in flight and the cached token is still valid"
         return ENDPOINT, "waited for another caller's request"

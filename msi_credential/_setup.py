@@ -6,6 +6,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ._engine.scopes import resource_from_scopes
@@ -27,6 +28,7 @@ class CredentialBase:
 
     _driver: Any  # the face's SyncDriver or AsyncDriver
     _single_flight: Callable[..., Any]  # the face's single-flight around a cache miss
+    _serve: Callable[..., Any]  # the face's "return the cached token, maybe starting a refresh beside it"
 
     def __init__(
         self,
@@ -68,6 +70,7 @@ class CredentialBase:
         self._clock = self._engine.clock
         # The hot path, both faces: a dict lookup and a clock read (cache.hit_reader), bound once here.
         self._hit = self._engine.hit
+        self._join_limit = _join_limit(self._engine)
         check_pipeline_keywords(kwargs)
         self._start_driver(sleep, kwargs)
 
@@ -88,19 +91,35 @@ class CredentialBase:
         return resource, (claims if claims and claims.strip() else None)
 
     def _plan(self, scopes: tuple[str, ...], claims: object) -> tuple[TokenTrace, Callable[[], Any]]:
-        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it
-        (the engine's flow run by this face's driver; single-flight unless claims force a request). The sync face
-        calls it, the async face awaits what it returns."""
+        """A cache miss, for both faces: the DEBUG trace of where the token came from, and the call that gets it.
+
+        The engine decides (``Engine.serve``): a token that may still be served is returned at once, and when it
+        is due its refresh runs beside the caller (the driver's ``refresh_beside``: a thread, or a task of the
+        running loop); otherwise the engine's flow is run by this face's driver, single-flight unless claims
+        force a request. The sync face calls what this returns, the async face awaits it."""
         resource, checked_claims = self._prepare(scopes, claims)
         engine, driver = self._engine, self._driver
         trace = TokenTrace(engine, resource, checked_claims)
+        in_chain = called_from_credential_chain()
         if checked_claims is not None:
-            return trace, lambda: driver.run(trace.watch(engine.acquire(resource, checked_claims)))
+            return trace, lambda: driver.run(
+                trace.watch(engine.acquire(resource, checked_claims, in_chain=in_chain))
+            )
+        cached, refresh = engine.serve(resource)
+        if cached is not None:
+            trace.served(refresh)
+            return trace, lambda: self._serve(
+                self._bucket,
+                resource,
+                cached,
+                (lambda: engine.acquire(resource, in_chain=in_chain)) if refresh else None,
+            )
         return trace, lambda: self._single_flight(
             self._bucket,
             resource,
-            lambda: driver.run(trace.watch(engine.acquire(resource))),
+            lambda: driver.run(trace.watch(engine.acquire(resource, in_chain=in_chain))),
             lambda: trace.still_valid(lambda: engine.still_valid(resource)),
+            self._join_limit,
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -120,6 +139,26 @@ class CredentialBase:
         )
 
 
+def called_from_credential_chain() -> bool:
+    """Whether this call comes from azure-identity's ChainedTokenCredential or DefaultAzureCredential (sync or
+    async): they set the context variable ``within_credential_chain`` of ``azure.identity._internal.utils`` while
+    they ask their credentials, and azure-identity's own credential probes IMDS only when it is set. Read only when
+    the application imported azure-identity: nothing is imported here, and anything unexpected there means "not in
+    a chain". Called on a cache miss only."""
+    module = sys.modules.get("azure.identity._internal.utils")
+    marker = getattr(module, "within_credential_chain", None)
+    if not isinstance(marker, ContextVar):
+        return False
+    return marker.get(False) is True
+
+
+def _join_limit(engine: Engine) -> Any:
+    """How long this credential's calls wait for a request another caller already has in flight."""
+    from ._transport.flight import JoinLimit
+
+    return JoinLimit(engine.options.retry.deadline, engine.monotonic, engine.source)
+
+
 def build_engine(
     *,
     client_id: Optional[str],
@@ -133,10 +172,11 @@ def build_engine(
 ) -> Engine:
     """Validate arguments, detect the source once, and build the engine. Pops what it uses from kwargs.
 
-    Private keywords (tests and the emulator): ``_environ``, ``_clock``, ``_platform``, ``_path_exists``,
-    ``_arc_key_directory``.
+    Private keywords (tests and the emulator): ``_environ``, ``_clock`` (the wall clock: expiry), ``_monotonic``
+    (deadlines; the injected ``_clock`` when not given, else ``time.monotonic``), ``_random`` (the source of the
+    refresh point's spread, numbers in [0, 1)), ``_platform``, ``_path_exists``, ``_arc_key_directory``.
     """
-    from ._engine.detection import detect
+    from ._engine.detection import detect, names_managed_identity
     from ._engine.flow import Engine, EngineOptions
     from ._engine.identity import identity_from_arguments
 
@@ -150,6 +190,15 @@ def build_engine(
     if environ is None:
         environ = os.environ
     clock: Callable[[], float] = kwargs.pop("_clock", None) or time.time
+    # Deadlines run on a monotonic clock; an injected wall clock drives them too unless _monotonic is given.
+    monotonic: Callable[[], float] = kwargs.pop("_monotonic", None) or (
+        clock if clock is not time.time else time.monotonic
+    )
+    random: Optional[Callable[[], float]] = kwargs.pop("_random", None)
+    if random is None:
+        import random as _random_module  # already loaded (tempfile imports it): no import cost
+
+        random = _random_module.random
     config = detect(
         dict(environ),
         platform=kwargs.pop("_platform", None) or sys.platform,
@@ -164,9 +213,10 @@ def build_engine(
         capabilities=_capabilities(client_capabilities),
         share_cache=_flag(share_cache, "share_cache"),
         client_request_id=_client_request_id(kwargs),
+        chosen_by_environment=names_managed_identity(environ),
         **_machine_cache_options(machine_cache, environ, kwargs),
     )
-    return Engine(config, identity, options, clock)
+    return Engine(config, identity, options, clock, monotonic, random)
 
 
 # The pipeline keywords the drivers take (README, "Keywords"); build_engine has popped the engine's own before.

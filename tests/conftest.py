@@ -121,6 +121,8 @@ class Face:
                 kwargs.setdefault(key, value)
         kwargs.setdefault("_environ", {})
         kwargs.setdefault("share_cache", False)
+        # the refresh point exactly at refresh_on, unless the test gives its own random source (cache.spread)
+        kwargs.setdefault("_random", lambda: 0.0)
         if self.is_async:
             from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 
@@ -165,6 +167,17 @@ class FaceCredential:
     def close(self) -> None:
         self.face._run(self.inner.close())
 
+    def settle(self) -> None:
+        """Let the refreshes running beside the callers end (the async face runs its loop until they have)."""
+        if self.face.is_async:
+            self.face._run(self.inner._driver.settle())
+        else:
+            assert self.inner._driver.settle(30)
+
+    def refreshing(self) -> int:
+        """How many refreshes this credential runs beside its callers that have not ended."""
+        return sum(1 for job in self.inner._driver._jobs if not getattr(job, "done", lambda: False)())
+
 
 @pytest.fixture(params=["sync", "async"])
 def face(request: pytest.FixtureRequest) -> Iterator[Face]:
@@ -172,6 +185,18 @@ def face(request: pytest.FixtureRequest) -> Iterator[Face]:
     adapter = Face(request.param)
     yield adapter
     adapter.close()
+
+
+@pytest.fixture
+def in_credential_chain() -> Iterator[None]:
+    """Calls in the test run as inside azure-identity's ChainedTokenCredential / DefaultAzureCredential: its
+    ``within_credential_chain`` context variable is set, as those credentials set it around their members' calls
+    (the async face's calls run in tasks, which copy this context)."""
+    from azure.identity._internal import utils
+
+    reset = utils.within_credential_chain.set(True)
+    yield
+    utils.within_credential_chain.reset(reset)
 
 
 @pytest.fixture

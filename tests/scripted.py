@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from azure.core.credentials import AccessTokenInfo
 
@@ -19,6 +19,7 @@ from msi_credential._engine.effects import (
     MachineFound,
     MachineLookup,
     MachineStore,
+    MachineThrottle,
     ReadAssertion,
     ReadKeyFile,
     ReadProxyCA,
@@ -93,6 +94,7 @@ class Script:
         self.machine: dict[str, MachineEntry] = {} if machine is None else machine
         self.lookups: list[MachineLookup] = []
         self.stores: list[MachineStore] = []
+        self.throttles: dict[str, float] = {}  # the machine cache's throttle notes, by name
         self.effects: list[object] = []  # every effect, in order
 
     def queue(self, *answers: Answer) -> Script:
@@ -122,10 +124,14 @@ class Script:
                     if self.answers and isinstance(self.answers[0], MachineFound):
                         result = self.answers.pop(0)
                     else:
-                        result = MachineFound(self.machine.get(effect.name))
+                        until = self.throttles.get(effect.throttle or "", 0.0)
+                        result = MachineFound(self.machine.get(effect.name), throttled_until=until)
                 elif isinstance(effect, MachineStore):
                     self.stores.append(effect)
                     self.machine[effect.name] = effect.entry
+                    result = None
+                elif isinstance(effect, MachineThrottle):
+                    self.throttles[effect.name] = max(effect.until, self.throttles.get(effect.name, 0.0))
                     result = None
                 else:  # pragma: no cover - a new effect kind
                     raise AssertionError(f"unexpected effect {effect!r}")
@@ -136,14 +142,15 @@ class Script:
 
 def engine(
     environ: Mapping[str, str],
-    clock: Clock,
+    clock: Callable[[], float],
     *,
     share_cache: bool = False,
     client_capabilities: Optional[list[str]] = None,
     **kwargs: Any,
 ) -> Engine:
-    """An engine as a credential builds it, on the given environment and clock."""
-    keywords: dict[str, Any] = {"_environ": dict(environ), "_clock": clock, **kwargs}
+    """An engine as a credential builds it, on the given environment and clock; its refresh point is not spread
+    (cache.spread) unless the test passes ``_random``."""
+    keywords: dict[str, Any] = {"_environ": dict(environ), "_clock": clock, "_random": lambda: 0.0, **kwargs}
     return build_engine(
         client_id=keywords.pop("client_id", None),
         object_id=keywords.pop("object_id", None),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import pickle
+import signal
 import threading
 import time
 import tracemalloc
@@ -30,6 +32,27 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def _until(condition: Any, limit: int = 3000) -> None:
+    """Wait for a condition another thread makes true (polled through an Event's wait, never a bare sleep)."""
+    tick = threading.Event()
+    for _ in range(limit):
+        if condition():
+            return
+        tick.wait(0.01)
+    pytest.fail("timed out")
+
+
+async def _until_async(condition: Any, limit: int = 3000) -> None:
+    """The same in an event loop: its tasks run between the polls."""
+    tick = threading.Event()
+    for _ in range(limit):
+        if condition():
+            return
+        await asyncio.sleep(0)
+        tick.wait(0.001)
+    pytest.fail("timed out")
 
 
 # ---------------------------------------------------------------------------------------------- single-flight
@@ -107,6 +130,125 @@ def test_a_failed_flight_leaves_no_thread_waiting_and_only_late_threads_request_
     tokens = [o for o in outcomes if hasattr(o, "token")]
     assert outcomes.count("forbidden") + len(tokens) == 16 and outcomes.count("forbidden") >= 1
     assert len(emulator.requests) == 1 + (1 if tokens else 0)  # late threads share one new flight
+
+
+class JumpingClock:
+    """A monotonic clock that moves 2 s at every reading: a 1 s wait is over by its first check."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 2.0
+        return self.now
+
+
+def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_a_token(
+    emulator_factory: Any,
+) -> None:
+    """A handler (SIGALRM, SIGTERM cleanup) that asks for the same token while its thread is requesting it must
+    not wait on the flight its own thread leads: it makes a request of its own. A watchdog SIGALRM bounds the
+    test if it would hang."""
+    emulator = emulator_factory("app_service")
+    handler_got: list[str] = []
+    fired = [False]
+
+    def hook(request: Any) -> None:  # runs in the main thread, while its flight is registered
+        if not fired[0]:
+            fired[0] = True
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    credential = ManagedIdentityCredential(
+        _environ=emulator.environ, share_cache=False, raw_request_hook=hook
+    )
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        handler_got.append(credential.get_token(SCOPE).token)
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError("get_token in the signal handler waited on its own thread's flight")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        outer = credential.get_token(SCOPE).token
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+    assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
+    assert len(emulator.requests) == 2  # the handler's own request, then the interrupted one's
+
+
+def test_a_joining_thread_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
+    """A credential with timeout=1 that joins another credential's in-flight request for the same token gets its
+    own timeout error when its second is up, not the leader's answer after the leader's deadline."""
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(503))  # the leader retries, and its retry waits in the sleeper the test holds
+    in_flight, release = threading.Event(), threading.Event()
+
+    def held_sleep(seconds: float) -> None:
+        in_flight.set()
+        assert release.wait(30)
+
+    leader = ManagedIdentityCredential(_environ=emulator.environ, _sleep=held_sleep)
+    joiner = ManagedIdentityCredential(_environ=emulator.environ, timeout=1, _monotonic=JumpingClock())
+    leader_got: list[str] = []
+    joiner_got: list[object] = []
+
+    def join() -> None:
+        try:
+            joiner_got.append(joiner.get_token(SCOPE))
+        except ManagedIdentityError as error:
+            joiner_got.append(error)
+
+    leading = threading.Thread(target=lambda: leader_got.append(leader.get_token(SCOPE).token))
+    leading.start()
+    try:
+        assert in_flight.wait(30)
+        joining = threading.Thread(target=join)
+        joining.start()
+        joining.join(10)
+        joiner_done_first = not joining.is_alive()
+    finally:
+        release.set()
+        leading.join(30)
+    joining.join(30)
+
+    assert joiner_done_first
+    [error] = joiner_got
+    assert isinstance(error, ManagedIdentityError) and error.error_code == "timeout"
+    assert "timeout=1 s" in str(error)
+    assert leader_got and len(emulator.requests) == 2  # the joiner sent nothing of its own
+
+
+async def test_a_joining_task_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(503))
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def held_sleep(seconds: float) -> None:
+        in_flight.set()
+        await release.wait()
+
+    async with (
+        AsyncCredential(_environ=emulator.environ, _sleep=held_sleep) as leader,
+        AsyncCredential(_environ=emulator.environ, timeout=1, _monotonic=JumpingClock()) as joiner,
+    ):
+        leading = asyncio.ensure_future(leader.get_token(SCOPE))
+        await asyncio.wait_for(in_flight.wait(), 30)
+        try:
+            with pytest.raises(ManagedIdentityError) as caught:
+                await asyncio.wait_for(joiner.get_token(SCOPE), 10)
+            leader_waiting = not leading.done()
+        finally:
+            release.set()
+        token = await asyncio.wait_for(leading, 30)
+
+    assert caught.value.error_code == "timeout" and "timeout=1 s" in str(caught.value)
+    assert leader_waiting and token.token
+    assert len(emulator.requests) == 2
 
 
 async def test_500_tasks_on_a_cold_cache_send_one_request(emulator_factory: Any) -> None:
@@ -193,19 +335,89 @@ def test_fresh_token_is_served_until_refresh_on(face: Any, emulator_factory: Any
     assert len(emulator.requests) == 1
 
 
-def test_advisory_window_refreshes_once(face: Any, emulator_factory: Any) -> None:
+def test_advisory_window_refreshes_once_beside_the_callers(face: Any, emulator_factory: Any) -> None:
     emulator = emulator_factory("imds", token_lifetime=3600)
     clock = Clock()
     credential = face.credential(emulator, _clock=clock)
     old = credential.get_token_info(SCOPE)
 
     clock.now = old.refresh_on + 1
+    during = credential.get_token(SCOPE)  # due: returned at once, the refresh runs beside it
+    credential.settle()
     new = credential.get_token(SCOPE)
     again = credential.get_token(SCOPE)
 
+    assert during.token == old.token
     assert new.token != old.token
     assert again.token == new.token
     assert len(emulator.requests) == 2
+
+
+def test_the_caller_that_finds_the_token_due_is_not_held_by_its_refresh_and_close_ends_it(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock)
+    old = credential.get_token_info(SCOPE)
+    emulator.script(Fault(200, delay=120))  # the refresh's answer would take two minutes
+
+    clock.now = old.refresh_on + 1
+    during = credential.get_token(SCOPE)
+    in_flight = credential.refreshing()
+    if face.is_async:
+        face._run(_until_async(lambda: len(emulator.requests) == 2))
+    else:
+        _until(lambda: len(emulator.requests) == 2)  # the refresh waits for its answer
+    credential.close()
+
+    assert during.token == old.token
+    assert in_flight == 1  # it returned while its refresh was in flight
+    credential.settle()
+    assert credential.refreshing() == 0
+    assert not [thread for thread in threading.enumerate() if thread.name == "msi-credential-refresh"]
+    assert not credential.inner._bucket.flights and not credential.inner._bucket.async_flights
+    assert credential.get_token(SCOPE).token == old.token  # usable after close(): a new refresh starts
+    credential.settle()
+    assert credential.get_token(SCOPE).token != old.token
+    assert len(emulator.requests) == 3
+
+
+def test_callers_in_the_advisory_window_start_one_refresh_per_token(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    emulator.delay = 0.05
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock, share_cache=True)
+    other = face.credential(emulator, _clock=clock, share_cache=True)  # shares the bucket
+    old = credential.get_token_info(SCOPE)
+    clock.now = old.refresh_on + 1
+
+    if face.is_async:
+
+        async def many() -> list[Any]:
+            calls = [c.inner.get_token(SCOPE) for c in (credential, other) for _ in range(8)]
+            return list(await asyncio.gather(*calls))
+
+        tokens = face._run(many())
+    else:
+        barrier = threading.Barrier(16)
+        tokens = []
+
+        def work(c: Any) -> None:
+            barrier.wait()
+            tokens.append(c.get_token(SCOPE))
+
+        threads = [threading.Thread(target=work, args=(c,)) for c in (credential, other) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    credential.settle()
+    other.settle()
+
+    assert len(tokens) == 16 and {token.token for token in tokens} == {old.token}
+    assert len(emulator.requests) == 2  # the first token and one refresh
+    assert credential.get_token(SCOPE).token != old.token
 
 
 def test_advisory_refresh_failure_serves_the_cached_token_and_backs_off_30_seconds(
@@ -218,16 +430,40 @@ def test_advisory_refresh_failure_serves_the_cached_token_and_backs_off_30_secon
     emulator.script(Fault(500), Fault(500))
 
     clock.now = old.refresh_on + 1
-    assert credential.get_token(SCOPE).token == old.token  # refresh failed: cached token
+    assert credential.get_token(SCOPE).token == old.token  # the refresh beside it fails
+    credential.settle()
+    assert len(emulator.requests) == 2
     clock.now += 29
     assert credential.get_token(SCOPE).token == old.token  # backing off: no request
+    credential.settle()
     assert len(emulator.requests) == 2
     clock.now += 2
     assert credential.get_token(SCOPE).token == old.token  # next attempt fails too
+    credential.settle()
     assert len(emulator.requests) == 3
-    clock.now += 31
+    clock.now = old.expires_on - 61  # backing off until the last second before the mandatory window
+    assert credential.get_token(SCOPE).token == old.token
+    credential.settle()
     assert credential.get_token(SCOPE).token != old.token  # and then it recovers
     assert len(emulator.requests) == 4
+
+
+def test_a_failed_refresh_beside_the_callers_is_logged_without_the_token(
+    face: Any, emulator_factory: Any, caplog: Any
+) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = face.credential(emulator, _clock=clock, retry_total=0)
+    old = credential.get_token_info(SCOPE)
+    emulator.script(Fault(500))
+
+    clock.now = old.refresh_on + 1
+    with caplog.at_level("INFO", logger="msi_credential"):
+        credential.get_token(SCOPE)
+        credential.settle()
+
+    assert "refreshing the token for https://storage.azure.com failed (internal_server_error)" in caplog.text
+    assert old.token not in caplog.text
 
 
 def test_mandatory_window_waits_and_propagates_the_error(face: Any, emulator_factory: Any) -> None:
@@ -269,7 +505,9 @@ def test_long_lived_token_refreshes_at_half_life(face: Any, emulator_factory: An
     assert info.refresh_on == info.expires_on - 12 * 3600
 
 
-def test_advisory_caller_gets_the_cached_token_while_a_refresh_is_in_flight(emulator_factory: Any) -> None:
+def test_a_caller_in_the_mandatory_window_joins_the_refresh_in_flight_beside_the_callers(
+    emulator_factory: Any,
+) -> None:
     emulator = emulator_factory("imds", token_lifetime=3600)
     clock = Clock()
     sent = threading.Event()
@@ -282,25 +520,66 @@ def test_advisory_caller_gets_the_cached_token_while_a_refresh_is_in_flight(emul
             assert release.wait(30)  # the refresh stays in flight until the test lets it go
 
     credential = ManagedIdentityCredential(
-        _environ=emulator.environ, _clock=clock, share_cache=False, raw_request_hook=hook
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False, raw_request_hook=hook
     )
     old = credential.get_token_info(SCOPE)
     sent.clear()
     hold[0] = True
+    assert old.refresh_on is not None
     clock.now = old.refresh_on + 1
-    refresher = threading.Thread(target=credential.get_token, args=(SCOPE,))
-    refresher.start()
+    during = credential.get_token(SCOPE)  # at once; the refresh is held in flight
     assert sent.wait(30)
-
-    during = credential.get_token(SCOPE)
-    still_in_flight = refresher.is_alive() and not release.is_set()
+    # the flight is the refresh thread's: this thread, calling again, joins it rather than re-entering it
+    assert credential._bucket.flights["https://storage.azure.com"].leader != threading.get_ident()
+    clock.now = old.expires_on - 30  # the mandatory window: this caller must wait, and joins that refresh
+    late: list[Any] = []
+    waiter = threading.Thread(target=lambda: late.append(credential.get_token(SCOPE)))
+    waiter.start()
+    waiting = waiter.is_alive()
     release.set()
-    refresher.join(30)
+    waiter.join(30)
+    assert credential._driver.settle(30)
 
     assert during.token == old.token
-    assert still_in_flight  # it returned while the refresh was held back
-    assert credential.get_token(SCOPE).token != old.token  # the refresh then landed
+    assert waiting
+    assert late and late[0].token != old.token
     assert len(emulator.requests) == 2
+
+
+def test_a_refresh_beside_an_async_caller_ends_with_its_loop_and_the_next_loop_starts_its_own(
+    emulator_factory: Any,
+) -> None:
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = AsyncCredential(
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
+    )
+    old = asyncio.run(credential.get_token_info(SCOPE))
+    assert old.refresh_on is not None
+    emulator.script(Fault(200, delay=120))  # the first loop's refresh would take two minutes
+    clock.now = old.refresh_on + 1
+
+    async def call_and_leave() -> tuple[Any, Any]:
+        token = await credential.get_token(SCOPE)
+        await _until_async(lambda: len(emulator.requests) == 2)  # the refresh waits for its answer
+        return token, credential._bucket.async_flights["https://storage.azure.com"]
+
+    token, refresh = asyncio.run(call_and_leave())
+
+    assert token.token == old.token
+    assert refresh.cancelled()  # asyncio.run ended it with its loop
+    assert all(job.done() for job in credential._driver._jobs)
+
+    async def next_loop() -> tuple[Any, Any]:
+        during = await credential.get_token(SCOPE)  # the old loop's task is not this loop's: a new refresh
+        await credential._driver.settle()
+        return during, await credential.get_token(SCOPE)
+
+    during, new = asyncio.run(next_loop())
+    asyncio.run(credential.close())
+
+    assert during.token == old.token and new.token != old.token
+    assert len(emulator.requests) == 3
 
 
 # ---------------------------------------------------------------------------------------- process-wide cache

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import types
 from typing import Any
 
 import pytest
@@ -15,6 +18,7 @@ from msi_credential import (
     ManagedIdentityError,
     ManagedIdentitySource,
 )
+from msi_credential._setup import called_from_credential_chain
 from msi_credential.emulator import Fault
 
 STORAGE = "https://storage.azure.com/.default"
@@ -43,7 +47,7 @@ class RefusingTransport(HttpTransport):  # type: ignore[type-arg]
         raise ServiceRequestError("connection refused")
 
 
-def test_not_on_azure_is_unavailable_without_retries() -> None:
+def test_not_on_azure_in_a_credential_chain_is_unavailable_without_retries(in_credential_chain: None) -> None:
     transport = RefusingTransport()
     credential = ManagedIdentityCredential(_environ={}, transport=transport, _sleep=lambda s: None)
     assert credential.source is ManagedIdentitySource.IMDS
@@ -56,6 +60,53 @@ def test_not_on_azure_is_unavailable_without_retries() -> None:
     [(request, options)] = transport.requests
     assert request.url.startswith("http://169.254.169.254/metadata/identity/oauth2/token?")
     assert options["connection_timeout"] == 1.0
+
+
+def test_not_on_azure_on_its_own_is_unavailable_after_the_normal_timeouts_and_retries() -> None:
+    sleeps: list[float] = []
+    transport = RefusingTransport()
+    credential = ManagedIdentityCredential(_environ={}, transport=transport, _sleep=sleeps.append)
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert [options["connection_timeout"] for _, options in transport.requests] == [2.0] * 4
+    assert sleeps == [1.0, 2.0, 4.0]
+
+
+def test_a_call_is_in_a_chain_while_azure_identity_marks_it_so(in_credential_chain: None) -> None:
+    from azure.identity._internal import utils
+
+    assert called_from_credential_chain()
+    reset = utils.within_credential_chain.set(False)  # as ChainedTokenCredential leaves it after its loop
+    assert not called_from_credential_chain()
+    utils.within_credential_chain.reset(reset)
+
+
+@pytest.mark.parametrize(
+    "module", [None, types.SimpleNamespace(), types.SimpleNamespace(within_credential_chain=True)]
+)
+def test_without_azure_identity_s_chain_marker_a_call_is_not_in_a_chain(
+    monkeypatch: pytest.MonkeyPatch, in_credential_chain: None, module: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "azure.identity._internal.utils", module)
+
+    assert not called_from_credential_chain()
+
+
+def test_telling_a_chain_call_imports_nothing() -> None:
+    code = (
+        "import sys\n"
+        "from msi_credential._setup import called_from_credential_chain\n"
+        "print(called_from_credential_chain(), any(name.startswith('azure.identity') for name in sys.modules))\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert result.stdout.split() == ["False", "False"]
 
 
 @pytest.mark.parametrize(
@@ -201,7 +252,9 @@ def test_unavailable_error_is_azure_identity_class_when_it_is_imported() -> None
     import azure.identity
 
     transport_error = RefusingTransport()
-    credential = ManagedIdentityCredential(_environ={}, transport=transport_error)
+    credential = ManagedIdentityCredential(
+        _environ={}, transport=transport_error, _sleep=lambda seconds: None
+    )
 
     with pytest.raises(CredentialUnavailableError) as caught:
         credential.get_token(STORAGE)
@@ -301,6 +354,30 @@ async def test_leaving_the_async_context_manager_closes_the_supplied_transport(e
         assert Recording.closed == 0
 
     assert Recording.closed >= 1
+
+
+async def test_a_given_transport_refused_by_the_exiting_interpreter_is_a_typed_error(
+    emulator_factory: Any,
+) -> None:
+    """In an atexit handler a caller's async transport that needs the loop's executor cannot send; our own
+    transports then send as the sync face does (tests/test_processes.py), a caller's is a ManagedIdentityError."""
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+
+    class Exiting(AioHttpTransport):
+        async def send(self, request: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    emulator = emulator_factory("app_service")
+    async with AsyncCredential(
+        _environ=emulator.environ, share_cache=False, transport=Exiting()
+    ) as credential:
+        with pytest.raises(ManagedIdentityError) as caught:
+            await credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "interpreter_exiting"
+    assert "atexit" in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------------ pipeline keywords

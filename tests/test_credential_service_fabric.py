@@ -10,9 +10,15 @@ import pytest
 import trustme
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError
-from msi_credential.emulator import Fault, decode_jwt
+from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
 VAULT = "https://vault.azure.net/.default"
+IDENTITY = UserAssignedIdentity(
+    client_id="aaaaaaaa-1111-1111-1111-111111111111",
+    object_id="bbbbbbbb-2222-2222-2222-222222222222",
+    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a",
+)
+TOKEN_PATH = "/metadata/identity/oauth2/token"
 
 
 @pytest.fixture
@@ -123,3 +129,51 @@ def test_service_fabric_reads_expires_on_as_a_json_number(
     token = credential.get_token(VAULT)
 
     assert token.expires_on == decode_jwt(token.token)["exp"]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "query"),
+    [
+        ({}, "api-version=2020-05-01&resource=https://vault.azure.net"),
+        (
+            {"object_id": IDENTITY.object_id},
+            f"api-version=2020-05-01&resource=https://vault.azure.net&principalId={IDENTITY.object_id}",
+        ),
+        (
+            {"identity_config": {"object_id": IDENTITY.object_id}},
+            f"api-version=2020-05-01&resource=https://vault.azure.net&principalId={IDENTITY.object_id}",
+        ),
+    ],
+    ids=["system-assigned", "object_id", "identity_config"],
+)
+def test_service_fabric_sends_the_stable_api_version_and_the_object_id_as_principal_id(
+    face: Any, emulator_factory: Any, tls_cert: tuple[str, str], arguments: dict[str, Any], query: str
+) -> None:
+    emulator = emulator_factory("service_fabric", tls_cert=tls_cert, identities=[IDENTITY])
+    credential = face.credential(emulator, **arguments)
+
+    token = credential.get_token(VAULT)
+
+    [request] = emulator.requests
+    assert request.request_line == f"GET {TOKEN_PATH}?{query} HTTP/1.1"
+    expected = IDENTITY if arguments else emulator.system_identity
+    assert decode_jwt(token.token)["oid"] == expected.object_id
+
+
+@pytest.mark.parametrize("keyword", ["client_id", "resource_id"])
+def test_service_fabric_refuses_a_client_or_resource_id_and_names_the_object_id(
+    face: Any, emulator_factory: Any, tls_cert: tuple[str, str], keyword: str
+) -> None:
+    emulator = emulator_factory("service_fabric", tls_cert=tls_cert, identities=[IDENTITY])
+    credential = face.credential(emulator, identity_config={keyword: getattr(IDENTITY, keyword)})
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(VAULT)
+
+    assert not isinstance(caught.value, CredentialUnavailableError)
+    assert caught.value.error_code == "user_assigned_not_supported"
+    assert str(caught.value) == (
+        "Service Fabric managed identity endpoint does not support a user-assigned identity selected by "
+        f"{keyword}; select it by its object id (object_id=) instead"
+    )
+    assert emulator.requests == []

@@ -20,7 +20,7 @@ IDENTITY = UserAssignedIdentity(
 )
 # Every spelling a source uses on the wire for a user-assigned selector (or that another source uses).
 SELECTOR_SPELLINGS = frozenset(
-    {"client_id", "clientid", "object_id", "msi_res_id", "mi_res_id", "resource_id"}
+    {"client_id", "clientid", "object_id", "principalId", "msi_res_id", "mi_res_id", "resource_id"}
 )
 PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 METADATA_PATH = "/metadata/identity/oauth2/token"
@@ -102,8 +102,9 @@ SERVICE_FABRIC = Source(
     "https://vault.azure.net/.default",
     "https://vault.azure.net",
     scheme="https",
-    query={"api-version": "2019-07-01-preview", "resource": "https://vault.azure.net"},
+    query={"api-version": "2020-05-01", "resource": "https://vault.azure.net"},
     header_from_variable={"secret": "IDENTITY_HEADER"},
+    selectors={"object_id": "principalId"},
     tls=True,
 )
 MACHINE_LEARNING = Source(
@@ -137,7 +138,6 @@ REFUSED_SELECTORS: list[tuple[Source, str]] = [
     (CLOUD_SHELL, "object_id"),
     (CLOUD_SHELL, "resource_id"),
     (SERVICE_FABRIC, "client_id"),
-    (SERVICE_FABRIC, "object_id"),
     (SERVICE_FABRIC, "resource_id"),
     (MACHINE_LEARNING, "object_id"),
     (MACHINE_LEARNING, "resource_id"),

@@ -46,9 +46,11 @@ API_VERSIONS = {
     "imds": "2018-02-01",
     "app_service": "2019-08-01",
     "azure_arc": "2020-06-01",
-    "service_fabric": "2019-07-01-preview",
+    "service_fabric": "2020-05-01",
     "machine_learning": "2017-09-01",
 }
+# Older api-versions an endpoint still takes: Service Fabric's preview, which azure-identity and msal-python send.
+OLDER_API_VERSIONS = {"service_fabric": ("2019-07-01-preview",)}
 
 
 class Answer:
@@ -484,6 +486,24 @@ def test_service_fabric_serves_tls_with_the_given_certificate(
     assert request.query["xms_cc"] == "cp1"
 
 
+@pytest.mark.parametrize("version", ["2020-05-01", "2019-07-01-preview"])
+def test_service_fabric_answers_the_identity_named_by_principal_id_and_ignores_a_client_id(
+    emulators: Any, version: str
+) -> None:
+    emulator = emulators("service_fabric", tls=True, identities=[IDENTITY])
+
+    chosen = token_request(emulator, **{"api-version": version, "principalId": IDENTITY.object_id.upper()})
+    ignored = token_request(emulator, **{"api-version": version, "client_id": IDENTITY.client_id})
+    unknown = token_request(emulator, **{"api-version": version, "principalId": "no-such-identity"})
+
+    assert chosen.status == 200, chosen.body
+    assert decode_jwt(chosen.json()["access_token"])["oid"] == IDENTITY.object_id
+    # as the real token service: a client id is no selector there, so the application's default identity answers
+    assert ignored.status == 200, ignored.body
+    assert decode_jwt(ignored.json()["access_token"])["oid"] == emulator.system_identity.object_id
+    assert unknown.status == 404 and unknown.json()["error"]["code"] == "ManagedIdentityNotFound"
+
+
 def test_service_fabric_makes_its_own_certificate(emulators: Any) -> None:
     emulator = emulators("service_fabric")
 
@@ -508,13 +528,11 @@ def test_service_fabric_without_the_emulator_extra_says_what_to_install(
 
 def test_service_fabric_errors_have_its_shape(emulators: Any, tls_cert: tuple[str, str]) -> None:
     emulator = emulators("service_fabric", tls_cert=tls_cert)
-    good = {"api-version": "2019-07-01-preview", "resource": RESOURCE}
+    good = {"api-version": "2020-05-01", "resource": RESOURCE}
 
     no_secret = call(emulator, query=good)
     wrong_secret = call(emulator, query=good, headers={"Secret": "wrong"})
-    no_resource = call(
-        emulator, query={"api-version": "2019-07-01-preview"}, headers={"Secret": emulator.secret}
-    )
+    no_resource = call(emulator, query={"api-version": "2020-05-01"}, headers={"Secret": emulator.secret})
     bad_version = call(
         emulator, query={**good, "api-version": "2018-02-01"}, headers={"Secret": emulator.secret}
     )
@@ -551,9 +569,13 @@ def test_failed_handshake_does_not_break_the_server(emulators: Any, tls_cert: tu
 @pytest.mark.parametrize("source", sorted(API_VERSIONS))
 def test_each_source_takes_only_its_documented_api_version(emulators: Any, source: str) -> None:
     emulator = emulators(source, tls=True) if source == "service_fabric" else emulators(source)
-    others = sorted(set(API_VERSIONS.values()) - {API_VERSIONS[source]})
+    older = OLDER_API_VERSIONS.get(source, ())
+    others = sorted(set(API_VERSIONS.values()) - {API_VERSIONS[source]} - set(older))
 
     assert token_request(emulator).status == 200
+    for version in older:
+        answer = token_request(emulator, **{"api-version": version})
+        assert answer.status == 200, (version, answer.body)
     for version in others:
         answer = token_request(emulator, **{"api-version": version})
         assert answer.status == 400, (version, answer.body)
@@ -566,7 +588,11 @@ def test_each_source_takes_only_its_documented_api_version(emulators: Any, sourc
         ("azure_arc", {"client_id", "object_id", "msi_res_id"}, {"mi_res_id", "clientid"}),
         ("app_service", {"client_id", "object_id", "mi_res_id"}, {"msi_res_id", "clientid"}),
         ("machine_learning", {"clientid"}, {"client_id", "object_id", "msi_res_id", "mi_res_id"}),
-        ("service_fabric", set(), {"client_id", "object_id", "msi_res_id", "mi_res_id", "clientid"}),
+        (
+            "service_fabric",
+            {"principalId"},
+            {"client_id", "object_id", "msi_res_id", "mi_res_id", "clientid"},
+        ),
     ],
 )
 def test_each_source_takes_only_its_documented_selector_names(

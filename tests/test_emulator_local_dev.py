@@ -145,7 +145,7 @@ def test_token_paths_in_any_case_and_with_a_trailing_slash(
         "imds": "2018-02-01",
         "app_service": "2019-08-01",
         "machine_learning": "2017-09-01",
-        "service_fabric": "2019-07-01-preview",
+        "service_fabric": "2020-05-01",
     }[source]
     with Emulator(source) as emulator:
         secret = {

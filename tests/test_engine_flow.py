@@ -12,7 +12,7 @@ from msi_credential import CredentialUnavailableError, ManagedIdentityError, Man
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential._engine.sources.azure_arc import valid_key_path
 
-from .scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
+from .scripted import APP_SERVICE, ARC, IMDS, START, Clock, Script, engine, error_response, token_response
 
 RESOURCE = "https://storage.azure.com"
 CLOUD_SHELL = {"MSI_ENDPOINT": "http://127.0.0.1:9/oauth2/token"}
@@ -235,7 +235,9 @@ def test_imds_that_never_answers_after_retries_is_unavailable() -> None:
     assert "2 attempt(s)" in str(error)
 
 
-def test_first_contact_with_imds_is_unavailable_at_the_first_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_first_contact_with_imds_in_a_chain_is_unavailable_at_the_first_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from msi_credential._engine import detection
 
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
@@ -243,11 +245,64 @@ def test_first_contact_with_imds_is_unavailable_at_the_first_failure(monkeypatch
     credential_engine = engine({}, clock)
     script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"))
 
-    error = failure(script, credential_engine.acquire(RESOURCE))
+    error = failure(script, credential_engine.acquire(RESOURCE, in_chain=True))
 
     check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
     assert "127.0.0.1:9" in str(error)
     assert script.sleeps == [] and len(script.sent) == 1
+    assert script.sent[0].connect_timeout == 1.0
+
+
+def test_first_contact_with_imds_on_its_own_has_the_normal_connect_timeout_and_retries() -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock)
+    script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"), token_response())
+
+    info = script.run(credential_engine.acquire(RESOURCE))
+
+    assert info.token
+    assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
+    assert script.sleeps == [1.0]
+
+
+def test_imds_on_its_own_that_never_answers_is_unavailable_after_its_retries() -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock)
+    script = Script(clock).queue(*[TransportFailure("connect_timeout", "no answer")] * 4)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    assert "4 attempt(s)" in str(error)
+    assert script.sleeps == [1.0, 2.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("value", "probed"),
+    [
+        ("ManagedIdentityCredential", False),
+        ("  managedidentitycredential ", False),
+        ("MANAGEDIDENTITYCREDENTIAL", False),
+        ("prod", True),  # a chain of several credentials: managed identity is not the application's choice
+        ("WorkloadIdentityCredential", True),
+        ("", True),
+    ],
+)
+def test_imds_named_by_azure_token_credentials_is_not_probed_even_in_a_chain(
+    value: str, probed: bool
+) -> None:
+    clock = Clock()
+    credential_engine = engine({"AZURE_TOKEN_CREDENTIALS": value}, clock)
+    script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"), token_response())
+
+    if probed:
+        error = failure(script, credential_engine.acquire(RESOURCE, in_chain=True))
+        check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+        assert [request.connect_timeout for request in script.sent] == [1.0]
+    else:
+        assert script.run(credential_engine.acquire(RESOURCE, in_chain=True)).token
+        assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
+        assert script.sleeps == [1.0]
 
 
 def test_a_certificate_pin_mismatch_is_never_retried() -> None:
@@ -409,6 +464,127 @@ def test_a_waiter_takes_the_cached_token_only_before_the_mandatory_moment() -> N
     assert credential_engine.still_valid(RESOURCE) is old
     clock.now = old.expires_on - 60
     assert credential_engine.still_valid(RESOURCE) is None
+
+
+def test_the_engine_serves_a_due_token_at_once_and_asks_for_a_refresh_beside_it() -> None:
+    clock = Clock()
+    credential_engine, script, old = _cached(clock)
+
+    assert credential_engine.serve("https://other.example.com") == (None, False)  # nothing cached: request
+    clock.now = old.refresh_on - 1
+    assert credential_engine.serve(RESOURCE) == (old, False)  # not due
+    clock.now = old.refresh_on
+    assert credential_engine.serve(RESOURCE) == (old, True)  # due: served, refreshed beside the caller
+    clock.now = old.expires_on - 61
+    assert credential_engine.serve(RESOURCE) == (old, True)
+    clock.now = old.expires_on - 60  # the mandatory moment: the caller waits for a request
+    assert credential_engine.serve(RESOURCE) == (None, False)
+    assert script.sent and len(script.sent) == 1  # deciding sends nothing
+
+
+def test_after_a_failed_refresh_the_engine_serves_without_refreshing_until_the_back_off_ends() -> None:
+    clock = Clock()
+    credential_engine, script, old = _cached(clock)
+    clock.now = old.refresh_on + 1
+    script.queue(error_response(500))
+    assert script.run(credential_engine.acquire(RESOURCE)) is old  # the refresh beside the callers fails
+
+    clock.now += 29.5
+    assert credential_engine.serve(RESOURCE) == (old, False)
+    clock.now += 0.5
+    assert credential_engine.serve(RESOURCE) == (old, True)
+
+
+def test_each_process_spreads_its_refresh_point_over_part_of_the_advisory_window() -> None:
+    clock = Clock()
+    draws = iter([0.0, 0.5, 0.999])
+    credential_engine = engine(APP_SERVICE, clock, _random=lambda: next(draws))
+    script = Script(clock).queue(*(token_response(f"t{n}", expires_in=3600) for n in range(3)))
+    moments = []
+    for _ in range(3):
+        info = script.run(credential_engine.acquire(RESOURCE, claims="{}"))  # a new token each time
+        entry = credential_engine.bucket[RESOURCE]
+        assert info.refresh_on == int(clock.now) + 3300  # what the caller is told is the endpoint's moment
+        moments.append(entry.refresh_on - info.refresh_on)
+
+    assert moments == [0.0, 30.0, pytest.approx(59.94)]  # at most 60 s later (azure-core adds 0 to 60 s)
+    clock.now = START + 3300 + 59
+    assert credential_engine.serve(RESOURCE)[1] is False  # this process's point has not come yet
+    clock.now += 1
+    assert credential_engine.serve(RESOURCE)[1] is True
+
+
+@pytest.mark.parametrize(("lifetime", "most"), [(20, 2.5), (200, 25.0), (86400, 60.0)])
+def test_the_spread_never_reaches_the_mandatory_window(lifetime: int, most: float) -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, _random=lambda: 0.999999)
+    script = Script(clock).queue(token_response("t", expires_in=lifetime))
+    info = script.run(credential_engine.acquire(RESOURCE))
+    entry = credential_engine.bucket[RESOURCE]
+
+    assert info.refresh_on is not None
+    assert entry.refresh_on - info.refresh_on == pytest.approx(most, abs=0.001)
+    assert entry.refresh_on < entry.mandatory_at
+    # half the advisory window is left for the refresh and a retry after a failure
+    assert entry.mandatory_at - entry.refresh_on >= (entry.mandatory_at - info.refresh_on) / 2 - 0.001
+
+
+# --------------------------------------------------------------------------------------- 429 and Retry-After
+
+
+def test_a_429_retry_after_holds_every_request_to_that_endpoint_until_the_time_it_named() -> None:
+    clock = Clock()
+    first = engine(APP_SERVICE, clock, retry_total=0)
+    other = engine(APP_SERVICE, clock, retry_total=0, client_id="someone-else")  # same endpoint
+    script = Script(clock).queue(error_response(429, {"retry-after": "20"}))
+    with pytest.raises(ManagedIdentityError):
+        script.run(first.acquire(RESOURCE))
+
+    clock.now += 5
+    script.queue(token_response("t"))
+    assert script.run(other.acquire(RESOURCE)).token == "t"
+
+    assert script.sleeps == [15.0]  # nothing went out before the time the endpoint named
+    assert first.throttled_until() == other.throttled_until() == START + 20
+
+
+def test_while_an_endpoint_asks_to_wait_a_due_token_is_served_without_a_refresh() -> None:
+    clock = Clock()
+    credential_engine, script, old = _cached(clock)
+    clock.now = old.refresh_on + 1
+    script.queue(error_response(429, {"retry-after": "45"}))
+    assert script.run(credential_engine.acquire(RESOURCE)) is old  # the refresh failed: served, back off 30 s
+
+    clock.now += 40  # the back-off is over, the endpoint's wait is not
+    assert credential_engine.serve(RESOURCE) == (old, False)
+    assert script.run(credential_engine.acquire(RESOURCE)) is old
+    assert len(script.sent) == 2
+    clock.now += 5
+    assert credential_engine.serve(RESOURCE) == (old, True)
+
+
+def test_a_caller_that_cannot_be_served_waits_for_the_named_time_or_fails_without_sending() -> None:
+    clock = Clock()
+    patient = engine(APP_SERVICE, clock, retry_total=0)
+    hurried = engine(APP_SERVICE, clock, retry_total=0, client_id="hurried", timeout=10)
+    script = Script(clock).queue(error_response(429, {"retry-after": "30"}))
+    with pytest.raises(ManagedIdentityError):
+        script.run(patient.acquire(RESOURCE))
+
+    error = failure(script, hurried.acquire(RESOURCE))
+    check(error, "throttled", ManagedIdentitySource.APP_SERVICE)
+    assert len(script.sent) == 1  # nothing sent: 30 s is past its 10 s deadline
+    assert "30 s" in str(error)
+
+
+def test_a_retry_after_is_remembered_for_at_most_five_minutes() -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, retry_total=0)
+    script = Script(clock).queue(error_response(429, {"retry-after": "86400"}))
+    with pytest.raises(ManagedIdentityError):
+        script.run(credential_engine.acquire(RESOURCE))
+
+    assert credential_engine.throttled_until() == START + 300
 
 
 # ------------------------------------------------------------------------------------------------- cache keys

@@ -17,12 +17,14 @@ import pytest
 import trustme
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
+from msi_credential._engine import flow
 from msi_credential._engine.effects import (
     KeyFileResult,
     MachineEntry,
     MachineFound,
     MachineLookup,
     MachineStore,
+    MachineThrottle,
     ReadAssertion,
     ReadProxyCA,
     Send,
@@ -120,6 +122,7 @@ def test_a_miss_looks_up_once_in_the_directory_at_the_current_time_then_requests
     assert [type(effect) for effect in script.effects] == [MachineLookup, Send, MachineStore]
     [store] = script.stores
     assert (store.directory, store.name) == (DIRECTORY, lookup.name)
+    assert store.now == START  # the engine's clock: the store sweeps entries expired by then
 
 
 def test_the_stored_entry_carries_the_token_and_the_cache_windows_of_the_answer() -> None:
@@ -241,6 +244,61 @@ def test_where_each_token_came_from_is_logged_with_source_resource_and_expiry(
         f"{label}: got a token for {RESOURCE}, expires at {int(START) + 3600}",
         f"{label}: token for {RESOURCE} from the machine cache",
     ]
+
+
+def test_the_machine_cache_keeps_the_endpoints_refresh_moment_and_each_process_spreads_its_own() -> None:
+    clock = Clock()
+    writer = shared(APP_SERVICE, clock, _random=lambda: 0.5)
+    reader = shared(APP_SERVICE, clock, _random=lambda: 0.25)  # another process
+    script = Script(clock).queue(token_response("t", expires_in=3600))
+    info = script.run(writer.acquire(RESOURCE))
+    assert script.run(reader.acquire(RESOURCE)).token == "t"  # from the machine cache
+
+    assert info.refresh_on is not None
+    [stored] = script.machine.values()
+    assert stored.refresh_on == info.refresh_on
+    assert writer.bucket[RESOURCE].refresh_on == info.refresh_on + 30  # half of 60 s
+    assert reader.bucket[RESOURCE].refresh_on == info.refresh_on + 15
+
+
+def test_a_429_retry_after_is_noted_in_the_machine_cache_and_another_process_waits_for_its_time() -> None:
+    clock = Clock()
+    first = shared(APP_SERVICE, clock, retry_total=0)
+    script = Script(clock).queue(error_response(429, {"retry-after": "20"}))
+    failure(script, first.acquire(RESOURCE))
+    assert script.throttles == {first.throttle_note: START + 20}
+
+    flow.forget_answers()  # another process: nothing held in its own memory
+    other = shared(APP_SERVICE, clock, client_id="other-identity")  # the same endpoint
+    clock.now += 5
+    script.queue(token_response("t"))
+
+    assert script.run(other.acquire(RESOURCE)).token == "t"
+    assert other.throttle_note == first.throttle_note
+    assert script.sleeps == [15.0]  # it asked only at the time the endpoint had named
+
+
+def test_a_process_whose_token_may_still_be_served_does_not_refresh_while_another_was_asked_to_wait() -> None:
+    clock = Clock()
+    mine = shared(APP_SERVICE, clock, retry_total=0)
+    script = Script(clock).queue(token_response("old", expires_in=3600))
+    old = script.run(mine.acquire(RESOURCE))
+    assert old.refresh_on is not None and mine.throttle_note is not None
+    script.throttles[mine.throttle_note] = START + 3400  # noted by another process
+
+    clock.now = old.refresh_on + 1
+    assert script.run(mine.acquire(RESOURCE)) is old  # served: no request
+    assert len(script.sent) == 1
+    assert mine.serve(RESOURCE) == (old, False)  # held in this process's memory now too
+
+
+def test_without_the_machine_cache_a_429_is_noted_nowhere_else() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(429, {"retry-after": "20"}))
+    failure(script, engine(APP_SERVICE, clock, retry_total=0).acquire(RESOURCE))
+
+    assert script.throttles == {}
+    assert not any(isinstance(effect, MachineThrottle) for effect in script.effects)
 
 
 def test_an_entry_at_its_refresh_moment_is_stale_and_a_new_token_replaces_it() -> None:
@@ -617,7 +675,7 @@ def test_the_first_imds_contact_failure_names_the_endpoint_and_the_failure(
     clock = Clock()
     script = Script(clock).queue(TransportFailure("connect_timeout", "timed out"))
 
-    error = failure(script, engine({}, clock).acquire(RESOURCE))
+    error = failure(script, engine({}, clock).acquire(RESOURCE, in_chain=True))
 
     assert isinstance(error, CredentialUnavailableError) and error.error_code == "imds_unreachable"
     assert str(error).startswith(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import pytest
+from azure.core.credentials import AccessToken
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError
 from msi_credential.emulator import Fault
@@ -102,10 +106,11 @@ def app_service_environ(port: int) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------- fail fast off Azure
 
 
-def test_nothing_listening_at_imds_is_unavailable_on_the_first_failure_without_a_retry(
-    face: Any, unused_port: int, monkeypatch: Any
+def test_nothing_listening_at_imds_in_a_chain_is_unavailable_on_the_first_failure_without_a_retry(
+    face: Any, unused_port: int, monkeypatch: Any, in_credential_chain: None
 ) -> None:
-    """No variables, IMDS address closed: unavailable on the first failure, no retry, no sleep."""
+    """No variables, IMDS address closed, inside a credential chain: unavailable on the first failure, no retry,
+    no sleep."""
     from msi_credential._engine import detection
 
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{unused_port}")
@@ -138,8 +143,159 @@ def blackhole_port() -> Iterator[int]:
     listener.close()
 
 
-def test_silent_imds_address_is_unavailable_after_one_connect_attempt(
-    face: Any, blackhole_port: int, monkeypatch: Any
+class SlowAcceptServer:
+    """A loopback IMDS whose first connect is slow the way a busy host's is: it listens with a backlog of 0 and
+    the one place of its accept queue is taken by a connection it has not accepted, so the kernel drops a client's
+    SYN. Once a client is seen waiting (its socket in SYN_SENT, read from /proc/net/tcp), the server accepts that
+    filler: the client's connect completes when its kernel retransmits the SYN, about 1 s after the first, or at
+    once on a new attempt. Every connection after the filler gets a token answer."""
+
+    TOKEN = "slow-first-connect-token"
+
+    def __init__(self) -> None:
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(0)
+        self.port: int = self._listener.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.saw_a_waiting_client = False
+        self.connections = 0  # served, the filler not counted
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _client_waiting(self) -> bool:
+        """A socket in SYN_SENT (state 02) towards this port: its SYN was dropped, the queue being full."""
+        with open("/proc/net/tcp", encoding="ascii") as table:
+            rows = [line.split() for line in table.readlines()[1:]]
+        return any(row[2].endswith(f":{self.port:04X}") and row[3] == "02" for row in rows)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set() and not self._client_waiting():
+            self._stop.wait(0.002)
+        self.saw_a_waiting_client = not self._stop.is_set()
+        self._listener.settimeout(0.2)
+        with contextlib.suppress(OSError):
+            self._listener.accept()[
+                0
+            ].close()  # the filler: now there is room for the client's retransmitted SYN
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            with connection, contextlib.suppress(OSError):
+                _read_request(connection)
+                self.connections += 1
+                body = json.dumps({"access_token": self.TOKEN, "expires_in": "3600", "token_type": "Bearer"})
+                connection.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n{body}".encode()
+                )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._filler.close()
+        self._listener.close()
+
+
+@pytest.fixture
+def slow_first_connect_imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowAcceptServer]:
+    """IMDS's address pointed at a SlowAcceptServer (Linux: it reads /proc/net/tcp to see a client wait)."""
+    from msi_credential._engine import detection
+
+    if not Path("/proc/net/tcp").exists():
+        skip_or_fail_in_ci("no /proc/net/tcp: cannot see a client's dropped SYN on this kernel")
+    server = SlowAcceptServer()
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{server.port}")
+    yield server
+    server.stop()
+
+
+class Fallback:
+    """The credential after ours in a chain: it always has a token."""
+
+    TOKEN = "fallback-token"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        self.calls += 1
+        return AccessToken(self.TOKEN, 4_102_444_800)
+
+
+class AsyncFallback(Fallback):
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:  # type: ignore[override]
+        return Fallback.get_token(self, *scopes, **kwargs)
+
+    async def close(self) -> None:
+        pass
+
+
+def chain_get_token(face: Any, credential: Any, fallback: Fallback) -> AccessToken:
+    """get_token through azure-identity's ChainedTokenCredential of the face's kind: ours first, then fallback."""
+    if face.is_async:
+        from azure.identity.aio import ChainedTokenCredential as AsyncChain
+
+        token: AccessToken = face._run(AsyncChain(credential.inner, fallback).get_token(SCOPE))
+        return token
+    from azure.identity import ChainedTokenCredential
+
+    return ChainedTokenCredential(credential.inner, fallback).get_token(SCOPE)
+
+
+@pytest.mark.parametrize(
+    ("timeout", "sleeps"),
+    [(None, []), (0.5, [1.0])],
+    ids=["connect-completes-on-the-syn-retransmit", "connect-times-out-and-is-retried"],
+)
+def test_imds_on_its_own_gets_its_token_through_a_slow_first_connect(
+    face: Any, slow_first_connect_imds: SlowAcceptServer, timeout: Optional[float], sleeps: list[float]
+) -> None:
+    """azure-identity's credential on its own does not probe either: the normal 2 s connect timeout and retries."""
+    options = {} if timeout is None else {"connection_timeout": timeout}
+    credential = face.credential(_environ={}, **options)
+
+    assert credential.get_token(SCOPE).token == SlowAcceptServer.TOKEN
+    assert slow_first_connect_imds.saw_a_waiting_client
+    assert slow_first_connect_imds.connections == 1
+    assert face.sleeps == sleeps
+
+
+def test_imds_in_an_azure_identity_chain_fails_fast_on_a_slow_first_connect_and_the_chain_moves_on(
+    face: Any, slow_first_connect_imds: SlowAcceptServer
+) -> None:
+    """Inside ChainedTokenCredential (DefaultAzureCredential is one) the first contact fails at once as unavailable
+    (the default 1 s connect timeout, here 0.5 s to keep clear of the SYN retransmit): the next credential answers."""
+    fallback = AsyncFallback() if face.is_async else Fallback()
+    credential = face.credential(_environ={}, connection_timeout=0.5)
+
+    token = chain_get_token(face, credential, fallback)
+
+    assert token.token == Fallback.TOKEN and fallback.calls == 1
+    assert slow_first_connect_imds.connections == 0
+    assert face.sleeps == []
+
+
+def test_imds_chosen_by_azure_token_credentials_gets_its_token_through_a_slow_first_connect_in_a_chain(
+    face: Any, slow_first_connect_imds: SlowAcceptServer
+) -> None:
+    fallback = AsyncFallback() if face.is_async else Fallback()
+    environ = {"AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential"}
+    credential = face.credential(_environ=environ, connection_timeout=0.5)
+
+    token = chain_get_token(face, credential, fallback)
+
+    assert token.token == SlowAcceptServer.TOKEN and fallback.calls == 0
+    assert face.sleeps == [1.0]
+
+
+def test_silent_imds_address_in_a_chain_is_unavailable_after_one_connect_attempt(
+    face: Any, blackhole_port: int, monkeypatch: Any, in_credential_chain: None
 ) -> None:
     """The first contact's 1 s connect timeout itself is checked without a network in test_mutation_guards."""
     from msi_credential._engine import detection
@@ -180,11 +336,11 @@ def test_slow_but_present_imds_still_works(face: Any, emulator_factory: Any, mon
     assert len(emulator.requests) == 1
 
 
-def test_imds_address_that_accepts_and_never_answers_is_unavailable_after_the_read_timeout(
-    face: Any, raw_server: Any, monkeypatch: Any
+def test_imds_address_that_accepts_and_never_answers_in_a_chain_is_unavailable_after_the_read_timeout(
+    face: Any, raw_server: Any, monkeypatch: Any, in_credential_chain: None
 ) -> None:
     """Accepting and staying silent looks like a slow IMDS until the read timeout (10 s by default, here 0.5 s):
-    then it is unavailable at once, with no retry, as on any first contact."""
+    then, inside a chain, it is unavailable at once, with no retry, as on any first contact there."""
     from msi_credential._engine import detection
 
     server = raw_server(lambda connection: (_read_request(connection), server.stopping.wait(30)))
@@ -341,6 +497,36 @@ def test_retry_after_over_a_minute_stops_retrying(face: Any, emulator_factory: A
 
     assert caught.value.status_code == 429
     assert face.sleeps == []
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_429_retry_after_holds_every_credential_of_the_endpoint_until_its_time(
+    face: Any, emulator_factory: Any
+) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(429, headers={"Retry-After": "30"}))
+    clock = _Clock()
+    with pytest.raises(ManagedIdentityError):
+        face.credential(emulator, _clock=clock, retry_total=0).get_token(SCOPE)
+
+    hurried = face.credential(emulator, _clock=clock, timeout=10)  # another credential, the same endpoint
+    with pytest.raises(ManagedIdentityError) as caught:
+        hurried.get_token(SCOPE)
+    clock.now += 10
+    patient = face.credential(emulator, _clock=clock)
+    token = patient.get_token(SCOPE)
+
+    assert caught.value.error_code == "throttled"  # the wait is past its deadline: nothing sent
+    assert token.token
+    assert face.sleeps == [20.0]  # the patient one waited for the time the endpoint named, then asked
+    assert len(emulator.requests) == 2
 
 
 def test_retry_keywords_adjust_the_schedule(face: Any, emulator_factory: Any) -> None:

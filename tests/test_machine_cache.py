@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from msi_credential import ManagedIdentityCredential
+from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 from msi_credential.emulator import Fault, UserAssignedIdentity
 
@@ -211,6 +214,88 @@ def test_an_expired_entry_is_never_served(emulator_factory: Any, tmp_path: Path)
     entry.write_text(json.dumps(body))
     _credential(emulator, runtime).get_token(STORAGE)
     assert len(_token_requests(emulator)) == 2
+
+
+def test_refused_resources_leave_no_lock_file_behind(emulator_factory: Any, tmp_path: Path) -> None:
+    """Every resource asked takes a lock file while its request is in flight; its holder removes it when done,
+    refused resources included, so the directory holds only the entries (40 refusals: 0 files, not 40)."""
+    emulator = emulator_factory("app_service")
+    emulator.script(*[Fault(400, {"error": "invalid_resource", "error_description": "no"})] * 40)
+    runtime = _runtime_dir(tmp_path)
+    credential = _credential(emulator, runtime)
+    for number in range(40):
+        with pytest.raises(ManagedIdentityError):
+            credential.get_token(f"https://refused-{number}.example")
+    credential.get_token(STORAGE)
+
+    [entry] = list((runtime / "msi-credential").iterdir())  # the one token; no lock file
+    assert not entry.name.endswith(".lock")
+
+
+def test_expired_entries_are_swept_when_a_token_is_stored(emulator_factory: Any, tmp_path: Path) -> None:
+    emulator = emulator_factory("app_service")
+    runtime = _runtime_dir(tmp_path)
+    _credential(emulator, runtime).get_token(STORAGE)
+    [entry] = list((runtime / "msi-credential").iterdir())
+    body = json.loads(entry.read_text())
+    body.update(expires_on=1, refresh_on=0, mandatory_at=0)
+    entry.write_text(json.dumps(body))
+
+    _credential(emulator, runtime).get_token(VAULT)
+
+    names = [p.name for p in (runtime / "msi-credential").iterdir()]
+    assert len(names) == 1 and entry.name not in names  # the vault token only: the expired one is gone
+
+
+async def test_a_cancelled_async_call_leaves_no_machine_cache_lock_behind(
+    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its executor thread waits for another process's lock (``asyncio.run`` ending after a
+    ``wait_for`` timeout): once that process lets go, the thread must not take the lock and keep it until this
+    process exits (every process would then wait on it)."""
+    from msi_credential._transport import machine_cache
+
+    emulator = emulator_factory("app_service")
+    runtime = _runtime_dir(tmp_path)
+    real_lookup = machine_cache.lookup
+    waiting, finished = threading.Event(), threading.Event()
+    other: list[int] = []
+
+    def lookup_behind_another_process(effect: Any, held: list[int]) -> Any:
+        path = os.path.join(effect.directory, effect.name + ".lock")
+        os.makedirs(effect.directory, mode=0o700, exist_ok=True)
+        other.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        fcntl.flock(other[0], fcntl.LOCK_EX | fcntl.LOCK_NB)  # "another process" holds it
+        waiting.set()
+        try:
+            return real_lookup(effect, held)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(machine_cache, "lookup", lookup_behind_another_process)
+    env = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
+    credential = AsyncCredential(_environ=env, machine_cache=True, share_cache=False, _machine_cache_wait=30)
+    loop = asyncio.get_running_loop()
+    call = asyncio.ensure_future(credential.get_token(STORAGE))
+    assert await loop.run_in_executor(None, waiting.wait, 30)
+    # cancelled as asyncio.run cancels what is left when its main coroutine ends: the call and its request
+    [flight] = credential._bucket.async_flights.values()
+    for task in (call, flight):
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    os.close(other[0])  # the other process is done; the abandoned thread must not take its place
+    assert await loop.run_in_executor(None, finished.wait, 30)
+    await credential.close()
+
+    lock_files = [p for p in (runtime / "msi-credential").iterdir() if p.name.endswith(".lock")]
+    for lock_file in lock_files:
+        probe = os.open(lock_file, os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: the lock leaked
+        finally:
+            os.close(probe)
+    assert machine_cache._held == set()
 
 
 def test_a_directory_open_to_others_is_refused(

@@ -19,7 +19,17 @@ from msi_credential._engine import cache
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential._engine.expiry import token_times
 
-from .scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
+from .scripted import (
+    APP_SERVICE,
+    ARC,
+    IMDS,
+    START,
+    Clock,
+    Script,
+    engine,
+    error_response,
+    token_response,
+)
 
 RESOURCE = "https://storage.azure.com"
 SCOPE = RESOURCE + "/.default"
@@ -166,9 +176,9 @@ def test_imds_retries_after_a_first_answer_use_a_two_second_connect_timeout(
     credential_engine = engine({}, clock)
     script = Script(clock).queue(error_response(503), error_response(503), token_response())
 
-    script.run(credential_engine.acquire(RESOURCE))
+    script.run(credential_engine.acquire(RESOURCE, in_chain=True))
     script.queue(token_response("vault"))
-    script.run(credential_engine.acquire("https://vault.azure.net"))
+    script.run(credential_engine.acquire("https://vault.azure.net", in_chain=True))
 
     assert [request.connect_timeout for request in script.sent] == [1.0, 2.0, 2.0, 2.0]
 
@@ -178,7 +188,7 @@ def test_pod_identity_imds_is_never_a_first_contact() -> None:
     credential_engine = engine(IMDS, clock)
     script = Script(clock).queue(TransportFailure("connect", "refused"), token_response())
 
-    script.run(credential_engine.acquire(RESOURCE))
+    script.run(credential_engine.acquire(RESOURCE, in_chain=True))
 
     assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
     assert script.sleeps == [1.0]
@@ -208,6 +218,22 @@ def test_an_attempt_started_at_the_deadline_gets_only_the_minimum_budget() -> No
 
     assert [request.budget for request in script.sent] == [10.0, 0.05]
     assert [request.read_timeout for request in script.sent] == [10.0, 0.05]
+
+
+def test_a_wall_clock_step_during_a_call_does_not_stretch_its_deadline() -> None:
+    """Deadlines run on the monotonic clock: the wall clock stepping back an hour mid-request (NTP, a resumed VM)
+    neither lengthens the next attempt's budget nor allows retries past ``timeout=``."""
+    monotonic = Clock()
+
+    def wall() -> float:  # steps back an hour once the first attempt has taken its time
+        return monotonic.now - (3600.0 if monotonic.now > START else 0.0)
+
+    credential_engine = engine(APP_SERVICE, wall, _monotonic=monotonic, _deadline=10, retry_total=1)
+    script = Script(monotonic, send_takes=9.0).queue(error_response(503), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE))
+
+    assert [request.budget for request in script.sent] == [10.0, 0.05]
 
 
 # ---------------------------------------------------------------------------------------------------- Azure Arc

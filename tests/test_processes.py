@@ -10,6 +10,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 
 from msi_credential import ManagedIdentityCredential
 from msi_credential._engine import cache
-from msi_credential.emulator import UserAssignedIdentity
+from msi_credential.emulator import Fault, UserAssignedIdentity
 
 from .conftest import FIGURES
 
@@ -96,6 +97,62 @@ def test_a_child_forked_during_a_token_request_gets_its_own_token(emulator_facto
     assert len(emulator.requests) == 2  # the parent's and the child's own
 
 
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() with threads, the case under test
+def test_a_child_forked_during_a_refresh_beside_the_callers_has_none_running_and_starts_its_own(
+    emulator_factory: Any,
+) -> None:
+    emulator = emulator_factory("app_service")
+    clock = _Clock()
+    credential = ManagedIdentityCredential(_environ=dict(emulator.environ), _clock=clock, _random=lambda: 0.0)
+    old = credential.get_token_info(SCOPE)
+    assert old.refresh_on is not None
+    emulator.script(Fault(200, delay=120))  # the parent's refresh stays in flight
+    clock.now = old.refresh_on + 1
+    assert credential.get_token(SCOPE).token == old.token
+    _wait_for(lambda: len(emulator.requests) == 2, "the parent's refresh to reach the emulator")
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            threads = [thread.name for thread in threading.enumerate()]
+            flights = len(credential._bucket.flights)
+            served = credential.get_token(SCOPE).token == old.token  # at once, and a refresh of its own
+            settled = credential._driver.settle(30)
+            refreshed = credential.get_token(SCOPE).token != old.token
+            credential.close()
+            report = {"threads": threads, "flights": flights, "served": served, "settled": settled}
+            report["refreshed"] = refreshed
+            os.write(write_end, json.dumps(report).encode())
+            code = 0
+        except BaseException as error:
+            os.write(write_end, json.dumps({"error": type(error).__name__}).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    result = _child_result(read_end, pid)
+    pickled = pickle.dumps(credential)  # mid-refresh: still only its arguments
+    credential.close()
+
+    assert "msi-credential-refresh" not in result["threads"]
+    assert result["flights"] == 0
+    assert result["served"] and result["settled"] and result["refreshed"]
+    assert len(emulator.requests) == 3  # the parent's refresh and the child's own
+    assert b"Thread" not in pickled and b"Lock" not in pickled
+    assert credential._driver.settle(30)
+
+
 # ------------------------------------------------------------------------------------------------ pickle
 
 
@@ -170,6 +227,61 @@ def test_a_pickled_credential_gets_a_token_in_a_new_interpreter(
     assert finished.returncode == 0, finished.stderr.decode()
     assert finished.stdout.decode().split() == ["app_service", "True"]
     assert len(emulator.requests) == 1
+
+
+_AT_EXIT = """
+import asyncio, atexit, json, sys
+from msi_credential.aio import ManagedIdentityCredential
+
+def at_exit():
+    async def main():
+        async with ManagedIdentityCredential(**json.loads(sys.argv[1])) as credential:
+            return await credential.get_token("https://storage.azure.com/.default")
+    try:
+        print("token", bool(asyncio.run(main()).token))
+    except Exception as error:
+        print("error", type(error).__name__, error)
+
+atexit.register(at_exit)
+"""
+
+
+@pytest.mark.parametrize("which", ["workload_identity", "azure_arc", "app_service with the machine cache"])
+def test_the_async_face_gets_a_token_in_an_atexit_handler(
+    emulator_factory: Any, tmp_path: Any, which: str
+) -> None:
+    """File reads (federated token, Arc key), the machine cache and aiohttp's own helpers use the loop's executor,
+    which the exiting interpreter refuses to start: the async face must still get its token there, as the sync
+    face does."""
+    source, _, extra = which.partition(" ")
+    emulator = emulator_factory(source)
+    kwargs = dict(emulator.credential_kwargs)
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if "proxy" not in name.lower()
+        and name != "PYTHONPATH"
+        and not name.startswith(("AZURE_", "IDENTITY_"))
+    }
+    environment.update(emulator.environ, NO_PROXY="*", PYTHONPATH=os.getcwd())
+    if extra:
+        runtime = tmp_path / "runtime"
+        runtime.mkdir(mode=0o700)
+        environment.update(XDG_RUNTIME_DIR=str(runtime))
+        kwargs["machine_cache"] = True
+
+    finished = subprocess.run(
+        [sys.executable, "-c", _AT_EXIT, json.dumps(kwargs)],
+        capture_output=True,
+        env=environment,
+        timeout=60,
+        check=False,
+    )
+
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert finished.stdout.decode().split() == ["token", "True"], finished.stdout.decode()
+    if extra:
+        assert len(list((tmp_path / "runtime" / "msi-credential").iterdir())) == 1  # stored for the others
 
 
 def test_a_credential_with_a_transport_refuses_to_be_pickled(emulator_factory: Any) -> None:

@@ -90,7 +90,7 @@ def test_every_source_has_a_spec() -> None:
         (S.APP_SERVICE, {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}),
         (S.AZURE_ARC, {"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"}),
         (S.CLOUD_SHELL, {}),
-        (S.SERVICE_FABRIC, {}),
+        (S.SERVICE_FABRIC, {"object_id": "principalId"}),
         (S.MACHINE_LEARNING, {"client_id": "clientid"}),
         (S.WORKLOAD_IDENTITY, {"client_id": "client_id"}),
     ],
@@ -223,7 +223,7 @@ def test_service_fabric_request_is_pinned_with_secret_header() -> None:
     request = build(S.SERVICE_FABRIC)
     assert request.method == "GET"
     assert request.url == SF_URL
-    assert request.params == (("api-version", "2019-07-01-preview"), ("resource", RESOURCE))
+    assert request.params == (("api-version", "2020-05-01"), ("resource", RESOURCE))
     assert dict(request.headers) == {"Secret": SECRET}
     assert request.pin_sha1 == PIN
     assert request.form is None
@@ -236,7 +236,7 @@ def test_service_fabric_sends_xms_cc_when_capabilities_are_set() -> None:
     )
     request = build(S.SERVICE_FABRIC, parts=parts)
     assert request.params == (
-        ("api-version", "2019-07-01-preview"),
+        ("api-version", "2020-05-01"),
         ("resource", RESOURCE),
         ("xms_cc", "cp1,cp2"),
     )
@@ -254,7 +254,7 @@ def test_service_fabric_sends_token_sha256_to_refresh_for_revocation() -> None:
     )
     request = build(S.SERVICE_FABRIC, parts=parts)
     assert request.params == (
-        ("api-version", "2019-07-01-preview"),
+        ("api-version", "2020-05-01"),
         ("resource", RESOURCE),
         ("xms_cc", "cp1"),
         ("token_sha256_to_refresh", digest),
@@ -442,7 +442,7 @@ def test_modules_declare_the_protocol_api_versions() -> None:
     assert imds.API_VERSION == "2018-02-01"
     assert app_service.API_VERSION == "2019-08-01"
     assert azure_arc.API_VERSION == "2020-06-01"
-    assert service_fabric.API_VERSION == "2019-07-01-preview"
+    assert service_fabric.API_VERSION == "2020-05-01"
     assert machine_learning.API_VERSION == "2017-09-01"
     assert workload_identity.ASSERTION_TYPE == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     assert cloud_shell.SPEC.selectors == {}

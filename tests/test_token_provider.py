@@ -112,14 +112,17 @@ def test_provider_hot_path_allocates_nothing(emulator: Emulator) -> None:
 
 def test_provider_refreshes_through_the_credential_when_the_token_is_due(emulator: Emulator) -> None:
     clock = Clock()
-    with sync_credential(emulator, _clock=clock) as credential:
+    with sync_credential(emulator, _clock=clock, _random=lambda: 0.0) as credential:
         provider = get_bearer_token_provider(credential, COGNITIVE)
         first = provider()
         clock.now += 3600 - 299  # past refresh_on (5 minutes before expiry for a 1 h token)
 
+        during = provider()  # at once: the refresh runs beside the call
+        assert credential._driver.settle(30)
         second = provider()
 
         assert token_requests(emulator) == 2
+        assert during == first
         assert second != first
         assert provider() is second
 
@@ -204,14 +207,17 @@ async def test_async_provider_one_request_for_many_concurrent_calls(emulator: Em
 
 async def test_async_provider_refreshes_when_due(emulator: Emulator) -> None:
     clock = Clock()
-    async with async_credential(emulator, _clock=clock) as credential:
+    async with async_credential(emulator, _clock=clock, _random=lambda: 0.0) as credential:
         provider = msi_credential.aio.get_bearer_token_provider(credential, COGNITIVE)
         first = await provider()
         clock.now += 3600 - 299
 
+        during = await provider()  # at once: the refresh runs beside the call
+        await credential._driver.settle()
         second = await provider()
 
         assert token_requests(emulator) == 2
+        assert during == first
         assert second != first
 
 

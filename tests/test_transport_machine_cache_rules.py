@@ -23,7 +23,13 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from msi_credential._engine.effects import MachineEntry, MachineFound, MachineLookup, MachineStore
+from msi_credential._engine.effects import (
+    MachineEntry,
+    MachineFound,
+    MachineLookup,
+    MachineStore,
+    MachineThrottle,
+)
 from msi_credential._engine.record import replace
 from msi_credential._transport import machine_cache
 
@@ -40,6 +46,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fresh warning memory and held set, umask 022, and a scratch working directory (nothing lands elsewhere)."""
     monkeypatch.setattr(machine_cache, "_warned", set())
     monkeypatch.setattr(machine_cache, "_held", set())
+    monkeypatch.setattr(machine_cache, "_locked_paths", {})
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -115,7 +122,10 @@ def _other_holder(directory: Path, name: str = NAME) -> int:
 
 
 def _lock_is_free(directory: Path, name: str = NAME) -> bool:
-    descriptor = os.open(directory / (name + ".lock"), os.O_RDWR)
+    try:
+        descriptor = os.open(directory / (name + ".lock"), os.O_RDWR)
+    except FileNotFoundError:
+        return True  # its last holder removed it
     try:
         real_fcntl.flock(descriptor, real_fcntl.LOCK_EX | real_fcntl.LOCK_NB)
         return True
@@ -915,6 +925,61 @@ def test_lookup_when_flock_fails_finds_nothing_and_closes_the_lock(
     assert not _is_open(calls[0][0])
 
 
+def test_lookup_that_got_a_removed_lock_file_locks_the_current_one(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder removes its lock file when done; a waiter that then locks the removed file would hold a lock
+    nobody else sees: it checks the path still names the file it locked, else locks the file now there."""
+    path = cache_dir / (NAME + ".lock")
+    holder = [_other_holder(cache_dir)]
+    rounds: list[int] = []
+
+    def others_come_and_go() -> None:
+        rounds.append(1)
+        os.unlink(path)  # the holder is done: removes its file, then lets go
+        os.close(holder.pop())
+        if len(rounds) == 1:
+            holder.append(_other_holder(cache_dir))  # a newcomer creates and locks a new file meanwhile
+
+    polls = _inject(monkeypatch, _Clock(100.0), others_come_and_go)
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir, wait=1.0), held) == MachineFound(locked=True)
+
+    assert polls == [0.01, 0.01]  # it waited for the newcomer too, instead of holding beside it
+    [descriptor] = held
+    assert (os.fstat(descriptor).st_ino, os.fstat(descriptor).st_dev) == (
+        os.stat(path).st_ino,
+        os.stat(path).st_dev,
+    )
+    assert not _lock_is_free(cache_dir)
+
+
+def test_a_lookup_for_a_flow_that_has_ended_gives_up_its_wait_and_keeps_no_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = [_other_holder(cache_dir)]
+    held = machine_cache.Holdings()
+
+    def the_flow_ends() -> None:
+        machine_cache.release_all(held)  # a cancelled async call: its executor thread is still here
+
+    polls = _inject(monkeypatch, _Clock(100.0), the_flow_ends)
+    try:
+        assert machine_cache.lookup(_lookup(cache_dir, wait=1.0), held) == MachineFound()
+    finally:
+        os.close(other.pop())
+    assert polls == [0.01] and list(held) == [] and machine_cache._held == set()
+    assert _lock_is_free(cache_dir)
+
+
+def test_a_lock_taken_after_its_flow_has_ended_is_released_at_once(cache_dir: Path) -> None:
+    held = machine_cache.Holdings()
+    machine_cache.release_all(held)
+    assert machine_cache.lookup(_lookup(cache_dir), held) == MachineFound()
+    assert list(held) == [] and machine_cache._held == set()
+    assert os.listdir(cache_dir) == []  # its lock file removed too
+
+
 # ---------------------------------------------------------------------------------------- release, release_all
 
 
@@ -953,6 +1018,120 @@ def test_after_fork_in_child_closes_every_held_descriptor(cache_dir: Path) -> No
     assert machine_cache._held == set()
     assert not any(_is_open(d) for d in descriptors)
     machine_cache._after_fork_in_child()  # nothing held: a no-op
+
+
+def test_release_of_a_lock_from_lookup_removes_its_file_while_still_holding_it(cache_dir: Path) -> None:
+    held: list[int] = []
+    assert machine_cache.lookup(_lookup(cache_dir), held) == MachineFound(locked=True)
+    assert os.listdir(cache_dir) == [NAME + ".lock"]
+    machine_cache.release_all(held)
+    assert os.listdir(cache_dir) == [] and machine_cache._locked_paths == {}
+
+
+def test_after_fork_in_child_leaves_the_parents_lock_file_in_place(cache_dir: Path) -> None:
+    held: list[int] = []
+    machine_cache.lookup(_lookup(cache_dir), held)
+    machine_cache._after_fork_in_child()  # as in a forked child: its copy closes, the parent still holds it
+    assert os.listdir(cache_dir) == [NAME + ".lock"]
+
+
+def test_sweep_removes_expired_entries_and_stale_temporaries_only(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(expires_on=900))  # expired at NOW
+    _write(cache_dir / OTHER, _body(name=OTHER))  # valid until 2000
+    busy = "ef" * 32
+    _write(cache_dir / busy, _body(name=busy, expires_on=900))  # expired, but its holder is renewing it
+    holder = _other_holder(cache_dir, busy)
+    foreign = _write(cache_dir / ("12" * 32), b"not json")  # not ours to judge
+    stale = _write(cache_dir / ".tmp-crashed", b"x")
+    os.utime(stale, (0, 0))
+    fresh_temporary = _write(cache_dir / ".tmp-writing", b"x")
+    try:
+        assert machine_cache.sweep(str(cache_dir), NOW) == 2
+    finally:
+        os.close(holder)
+    assert sorted(os.listdir(cache_dir)) == sorted(
+        [OTHER, busy, busy + ".lock", foreign.name, fresh_temporary.name]
+    )
+
+
+def test_store_with_the_engines_clock_sweeps_the_directory(cache_dir: Path) -> None:
+    _write(cache_dir / OTHER, _body(name=OTHER, expires_on=900))
+    machine_cache.store(MachineStore(str(cache_dir), NAME, EXPECTED, NOW))
+    assert os.listdir(cache_dir) == [NAME]
+
+
+def test_holdings_start_open_and_empty_and_keep_what_a_lookup_locked(cache_dir: Path) -> None:
+    held = machine_cache.Holdings()
+    assert held.closed is False and list(held) == []
+    descriptor = _other_holder(cache_dir)
+    assert machine_cache._keep(held, descriptor) is True
+    assert list(held) == [descriptor] and machine_cache._held == {descriptor}
+    machine_cache.release_all(held)
+    assert held.closed is True and machine_cache._held == set() and not _is_open(descriptor)
+
+
+def test_release_whose_lock_file_cannot_be_removed_still_closes_silently(cache_dir: Path) -> None:
+    descriptor = os.open(cache_dir, os.O_RDONLY)  # its "lock file" is a directory: unlink fails
+    machine_cache._locked_paths[descriptor] = str(cache_dir)
+    machine_cache.release(descriptor)
+    assert not _is_open(descriptor) and cache_dir.is_dir()
+
+
+def test_sweep_of_a_missing_directory_removes_nothing(tmp_path: Path) -> None:
+    assert machine_cache.sweep(str(tmp_path / "missing"), NOW) == 0
+
+
+def test_sweep_judges_only_entries_never_lock_or_hidden_files(cache_dir: Path) -> None:
+    hidden, lock = ".hidden", NAME + ".lock"
+    _write(cache_dir / hidden, _body(name=hidden, expires_on=900))  # expired bodies, under names
+    _write(cache_dir / lock, _body(name=lock, expires_on=900))  # that are not entries
+    assert machine_cache.sweep(str(cache_dir), NOW) == 0
+    assert sorted(os.listdir(cache_dir)) == sorted([hidden, lock])
+
+
+def test_sweep_removes_an_entry_expiring_exactly_now(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(expires_on=int(NOW)))
+    assert machine_cache.sweep(str(cache_dir), NOW) == 1
+    assert os.listdir(cache_dir) == []
+
+
+def test_sweep_keeps_an_entry_whose_lock_file_is_refused(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body(expires_on=900))
+    _write(cache_dir / (NAME + ".lock"), b"", 0o644)
+    assert machine_cache.sweep(str(cache_dir), NOW) == 0
+    assert NAME in os.listdir(cache_dir)
+
+
+def test_sweep_keeps_an_entry_renewed_between_its_check_and_its_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / NAME, _body(expires_on=900))
+    real_read = machine_cache._read_entry
+    reads: list[int] = []
+
+    def renewed_after_the_first_read(directory: str, name: str) -> Any:
+        reads.append(1)
+        if len(reads) == 2:  # another process stored a new token meanwhile
+            _write(cache_dir / NAME, _body(expires_on=2000))
+        return real_read(directory, name)
+
+    monkeypatch.setattr(machine_cache, "_read_entry", renewed_after_the_first_read)
+    assert machine_cache.sweep(str(cache_dir), NOW) == 0
+    assert os.listdir(cache_dir) == [NAME]
+
+
+def test_a_temporary_file_is_stale_after_exactly_an_hour(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hour_old, younger = cache_dir / ".tmp-a", cache_dir / ".tmp-b"
+    for path, age in ((hour_old, 3600), (younger, 3599)):
+        _write(path, b"x")
+        os.utime(path, (5000 - age, 5000 - age))
+    monkeypatch.setattr(machine_cache, "time", SimpleNamespace(time=lambda: 5000.0))
+    assert machine_cache._remove_stale_temporary(str(hour_old)) == 1
+    assert machine_cache._remove_stale_temporary(str(younger)) == 0
+    assert machine_cache._remove_stale_temporary(str(cache_dir / ".tmp-gone")) == 0
+    assert os.listdir(cache_dir) == [younger.name]
 
 
 # ------------------------------------------------------------------------------------------------------- store
@@ -1097,3 +1276,55 @@ def test_perform_runs_a_store_and_returns_none(cache_dir: Path) -> None:
     assert machine_cache.perform(_store(cache_dir, name=OTHER), held) is None
     assert held == []
     assert machine_cache._read_entry(str(cache_dir), OTHER) == EXPECTED
+
+
+# ------------------------------------------------------------------------------------------- throttle notes
+
+THROTTLE = "ef" * 32 + ".throttle"
+
+
+def test_a_throttle_note_is_written_private_and_comes_back_with_the_lookup(cache_dir: Path) -> None:
+    machine_cache.perform(MachineThrottle(str(cache_dir), THROTTLE, 1234.5), [])
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+
+    assert found.throttled_until == 1234.5 and found.locked
+    assert _mode(cache_dir / THROTTLE) == 0o600
+    assert json.loads((cache_dir / THROTTLE).read_text()) == {"v": 1, "name": THROTTLE, "until": 1234.5}
+    machine_cache.release_all(held)
+
+
+def test_a_throttle_note_keeps_the_later_time(cache_dir: Path) -> None:
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 2000.0))
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 1500.0))
+
+    assert json.loads((cache_dir / THROTTLE).read_text())["until"] == 2000.0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        json.dumps({"v": 1, "name": "another", "until": 2000.0}).encode(),
+        json.dumps({"v": 1, "name": THROTTLE, "until": "2000"}).encode(),
+        json.dumps({"v": 1, "name": THROTTLE, "until": True}).encode(),
+        json.dumps([THROTTLE]).encode(),
+    ],
+)
+def test_a_throttle_note_that_is_not_well_formed_holds_nothing(cache_dir: Path, body: bytes) -> None:
+    _write(cache_dir / THROTTLE, body)
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+    machine_cache.release_all(held)
+
+    assert found.throttled_until == 0.0
+
+
+def test_a_throttle_note_others_could_have_written_holds_nothing(cache_dir: Path) -> None:
+    _write(cache_dir / THROTTLE, json.dumps({"v": 1, "name": THROTTLE, "until": 2000.0}).encode())
+    os.chmod(cache_dir / THROTTLE, 0o666)
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+    machine_cache.release_all(held)
+
+    assert found.throttled_until == 0.0

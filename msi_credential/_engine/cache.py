@@ -13,6 +13,10 @@ from .record import Record, field
 
 ADVISORY_RETRY_DELAY = 30.0
 MANDATORY_WINDOW_MAX = 60.0
+# Each process moves its refresh point later by a random part of this (at most half the advisory window), so that
+# processes that got their tokens together do not all ask again in the same second (azure-core's bearer policy
+# adds 0 to 60 s likewise).
+REFRESH_SPREAD_MAX = 60.0
 
 BucketKey = tuple[object, ...]
 
@@ -64,6 +68,16 @@ class CacheEntry(Record, frozen=False):
         )
 
 
+def spread(refresh_on: float, mandatory_at: float, fraction: float) -> float:
+    """The refresh point moved later by ``fraction`` (0 to 1, from the engine's random source) of the smaller of
+    REFRESH_SPREAD_MAX and half the advisory window: never into the mandatory window, and leaving at least half of
+    the advisory window for the refresh (and a retry after a failure)."""
+    window = mandatory_at - refresh_on
+    if window <= 0:
+        return refresh_on
+    return refresh_on + min(max(fraction, 0.0), 1.0) * min(REFRESH_SPREAD_MAX, window / 2)
+
+
 def hit_reader(
     bucket: Bucket, clock: Callable[[], float]
 ) -> Callable[[tuple[Any, ...]], Optional[CacheEntry]]:
@@ -111,7 +125,9 @@ class Bucket(dict[str, CacheEntry]):
     """Entries of one endpoint and identity, by resource and by ``<resource>/.default``.
 
     It also holds the token requests in flight for it, so credentials sharing the bucket share them too
-    (single-flight). ``lock`` guards ``flights`` (threads); ``async_flights`` is touched only in event loops.
+    (single-flight), whether a caller waits for them or they run beside the callers (a refresh started while the
+    cached token may still be served). ``lock`` guards ``flights`` (threads); ``async_flights`` is touched only in
+    event loops.
     """
 
     __slots__ = ("__weakref__", "async_flights", "flights", "lock", "shared", "sweep_at")
@@ -140,7 +156,8 @@ class Bucket(dict[str, CacheEntry]):
         self.sweep_at = max(_SWEEP_MINIMUM, 2 * len(self))
 
     def _after_fork(self) -> None:
-        # The parent's threads and event loops are not in the child: their flights will never finish.
+        # The parent's threads and event loops are not in the child: their flights, background refreshes
+        # included, will never finish; the child starts its own.
         self.lock = threading.Lock()
         self.flights = {}
         self.async_flights = {}

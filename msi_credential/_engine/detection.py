@@ -34,6 +34,8 @@ VARIABLES = (
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
     "AZURE_AUTHORITY_HOST",
+    # the azure-identity setting that pins DefaultAzureCredential to one credential (names_managed_identity)
+    "AZURE_TOKEN_CREDENTIALS",
     # AKS identity bindings: read only when the credential opts in (enable_azure_proxy=True)
     "AZURE_KUBERNETES_TOKEN_PROXY",
     "AZURE_KUBERNETES_CA_FILE",
@@ -357,6 +359,13 @@ def _detect(
             problem=_local_endpoint_problem(pod_host, "AZURE_POD_IDENTITY_AUTHORITY_HOST"),
         )
     return SourceConfig(ManagedIdentitySource.IMDS, IMDS_DEFAULT_HOST + IMDS_PATH, "")
+
+
+def names_managed_identity(environ: Mapping[str, str]) -> bool:
+    """Whether AZURE_TOKEN_CREDENTIALS names managed identity (``ManagedIdentityCredential``, in any letter case,
+    spaces around it ignored, as azure-identity reads it): the application chose this credential, so IMDS is not
+    probed even inside a chain (docs/protocols.md section 7). ``prod``, a chain of several, is not a choice."""
+    return (environ.get("AZURE_TOKEN_CREDENTIALS") or "").strip().lower() == "managedidentitycredential"
 
 
 def detection_reason(config: SourceConfig) -> str:

@@ -104,17 +104,29 @@ class MachineEntry(Record):
 class MachineLookup(Record):
     """Machine cache: the entry ``name`` in ``directory`` if it is fresh at ``now``; else take the entry's lock,
     waiting at most ``wait`` seconds for a process that holds it, and read again. The driver keeps the lock until
-    the flow ends (a process that dies releases it: the kernel drops its locks)."""
+    the flow ends (a process that dies releases it: the kernel drops its locks). ``throttle``: the name of the
+    endpoint's throttle note (MachineThrottle), whose time comes back as ``MachineFound.throttled_until``."""
 
     directory: str
     name: str
     now: float
     wait: float
+    throttle: Optional[str] = None
 
 
 class MachineFound(Record):
     entry: Optional[MachineEntry] = None
     locked: bool = False
+    throttled_until: float = 0.0
+
+
+class MachineThrottle(Record):
+    """Machine cache: the endpoint asked (429 Retry-After) not to be asked before ``until``; note it in ``name``
+    for the other processes (kept when a later time is already noted)."""
+
+    directory: str
+    name: str
+    until: float
 
 
 class MachineStore(Record):
@@ -123,13 +135,15 @@ class MachineStore(Record):
     directory: str
     name: str
     entry: MachineEntry
+    # the engine's clock at the store: entries that expired before it are swept from the directory
+    now: Optional[float] = None
 
 
-MachineEffect = Union[MachineLookup, MachineStore]
+MachineEffect = Union[MachineLookup, MachineStore, MachineThrottle]
 FileRead = Union[ReadKeyFile, ReadAssertion, ReadProxyCA]
 Effect = Union[Send, Sleep, FileRead, MachineEffect]
 # The effects a driver performs alike, by group: local file reads (_transport/files.py) and the machine cache
 # (_transport/machine_cache.py). Each driver dispatches on these, so a new effect of a group is added here only.
 FILE_READS = (ReadKeyFile, ReadAssertion, ReadProxyCA)
-MACHINE_EFFECTS = (MachineLookup, MachineStore)
+MACHINE_EFFECTS = (MachineLookup, MachineStore, MachineThrottle)
 EffectResult = Union[Response, TransportFailure, KeyFileResult, MachineFound, None]

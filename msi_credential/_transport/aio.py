@@ -12,9 +12,10 @@ import hashlib
 import hmac
 import inspect
 import logging
+import os
 import ssl
 from collections.abc import Awaitable, Coroutine
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 from azure.core.credentials import AccessTokenInfo
 from azure.core.pipeline import AsyncPipeline
@@ -32,7 +33,7 @@ from .._engine.effects import (
     TransportFailure,
 )
 from .._engine.flow import Flow
-from .._errors import ManagedIdentityError
+from .._errors import ManagedIdentityError, failed
 from . import machine_cache
 from .common import (
     NO_PROXIES,
@@ -51,10 +52,12 @@ from .common import (
     whole_body_methods,
 )
 from .files import read_file
+from .flight import JoinLimit
 from .policies import build_policies
 from .sync import pinned_session, token_proxy_session, watched_session
 
 _LOGGER = logging.getLogger("msi_credential")
+_T = TypeVar("_T")
 
 try:
     import aiohttp
@@ -120,25 +123,52 @@ async def single_flight(
     resource: str,
     request: Callable[[], Coroutine[Any, Any, AccessTokenInfo]],
     still_valid: Callable[[], Optional[AccessTokenInfo]],
+    limit: Optional[JoinLimit] = None,
 ) -> AccessTokenInfo:
     """Tasks of one event loop that miss the cache for one resource share one request (a task of its own).
 
     Each caller awaits it through a shield: a cancelled caller does not cancel the request for the others.
     A caller that finds a refresh in flight while the cached token may still be served takes the cached token.
+    A joining caller waits at most its own ``limit`` (its call's ``timeout=``). A caller whose flight was a refresh
+    beside the callers that its credential's close() cancelled asks again.
     """
+    deadline = None if limit is None else limit.deadline()
     loop = asyncio.get_running_loop()
-    task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
-    if task is not None and (task.done() or task.get_loop() is not loop):
-        task = None
-    if task is None:
-        task = loop.create_task(request())
-        bucket.async_flights[resource] = task
-        task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
-    else:
-        cached = still_valid()
-        if cached is not None:
-            return cached
-    return await asyncio.shield(task)
+    while True:
+        task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
+        if task is not None and (task.done() or task.get_loop() is not loop):
+            task = None
+        joining = task is not None
+        if task is None:
+            task = loop.create_task(request())
+            bucket.async_flights[resource] = task
+            task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
+        else:
+            cached = still_valid()
+            if cached is not None:
+                return cached
+        try:
+            if joining and limit is not None and deadline is not None:
+                return await _join(task, limit, deadline)
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not task.cancelled() or _being_cancelled():
+                raise
+            # the flight was a refresh beside the callers, ended by its credential's close(): ask again
+
+
+def _being_cancelled() -> bool:
+    """Whether the current task has been asked to cancel (known from Python 3.11; before, assumed not)."""
+    current = asyncio.current_task()
+    cancelling = getattr(current, "cancelling", None)
+    return bool(cancelling()) if cancelling is not None else False
+
+
+async def _join(task: asyncio.Task[AccessTokenInfo], limit: JoinLimit, deadline: float) -> AccessTokenInfo:
+    """Wait for another caller's flight, at most until this call's own deadline; leaving does not cancel it."""
+    while not task.done():
+        await asyncio.wait((task,), timeout=limit.remaining(deadline))
+    return task.result()
 
 
 def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[AccessTokenInfo]) -> None:
@@ -146,6 +176,28 @@ def _flight_done(flights: dict[str, Any], resource: str, task: asyncio.Task[Acce
         del flights[resource]
     if not task.cancelled():
         task.exception()  # retrieved here, so a flight whose callers all left does not warn
+
+
+async def off_loop(work: Callable[..., _T], *args: Any) -> _T:
+    """Blocking file work in the loop's executor, off the event loop's thread. At interpreter exit (an ``atexit``
+    handler) no executor thread can start any more: then the work runs inline, as on the sync face (small, bounded
+    file reads; a machine cache lock wait is bounded too)."""
+    loop = asyncio.get_running_loop()
+    try:
+        pending = loop.run_in_executor(None, work, *args)
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown" and its kin
+        return work(*args)
+    return await pending
+
+
+class _ExecutorGone(Exception):
+    """The transport needed the loop's executor, which the exiting interpreter refuses."""
+
+
+def _refused_by_exiting_interpreter(error: BaseException) -> bool:
+    # concurrent.futures at interpreter exit: "cannot schedule new futures after interpreter shutdown", or, when it
+    # is first imported then, "can't register atexit after shutdown"
+    return isinstance(error, RuntimeError) and "after" in str(error) and "shutdown" in str(error)
 
 
 async def read_body(http_response: Any, reader: BodyReader) -> None:
@@ -175,6 +227,10 @@ async def read_body(http_response: Any, reader: BodyReader) -> None:
     raise unreadable_response(http_response)
 
 
+# Seconds close() waits, in all, for the refreshes it cancels.
+CLOSE_WAIT = 1.0
+
+
 class AsyncDriver:
     """Runs engine flows in the running event loop.
 
@@ -202,6 +258,47 @@ class AsyncDriver:
         self._user = UserTransport(transport)
         self._user_tuple_timeouts = transport is not None and _takes_tuple_timeouts(transport)
         self._proxy_context: Optional[tuple[Optional[str], ssl.SSLContext]] = None
+        # refreshes beside the callers that this credential started: tasks, each of the loop that started it
+        # (held here so that none is garbage collected while it runs)
+        self._jobs: set[asyncio.Task[AccessTokenInfo]] = set()
+        self._pid = os.getpid()
+
+    def refresh_beside(self, bucket: Bucket, resource: str, flow: Callable[[], Flow]) -> None:
+        """Start the flow as a task of the running loop, as the token's single flight, unless one of this loop is
+        in flight. The caller does not wait for it; waiters that arrive meanwhile (past the mandatory window) join
+        it; close() cancels it; it never outlives its loop (asyncio.run cancels it, and a later call on another
+        loop starts its own)."""
+        loop = asyncio.get_running_loop()
+        if os.getpid() != self._pid:  # a forked child: the parent's tasks are not ours to run
+            self._jobs = set()
+            self._pid = os.getpid()
+        task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
+        if task is not None and not task.done() and task.get_loop() is loop:
+            return
+        for stale in [job for job in self._jobs if job.get_loop().is_closed()]:
+            self._jobs.discard(stale)  # its loop closed without running it to its end: nothing will
+        task = loop.create_task(self._refresh(flow))
+        bucket.async_flights[resource] = task
+        task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _refresh(self, flow: Callable[[], Flow]) -> AccessTokenInfo:
+        try:
+            return await self.run(flow())
+        except Exception as error:  # logged without its message: only the code or the type
+            _LOGGER.warning(
+                "a token refresh running beside the callers failed (%s)",
+                getattr(error, "error_code", None) or type(error).__name__,
+            )
+            raise
+
+    async def settle(self) -> None:
+        """Wait for the refreshes this credential runs beside its callers in the running loop to end."""
+        loop = asyncio.get_running_loop()
+        mine = [task for task in self._jobs if task.get_loop() is loop and not task.done()]
+        if mine:
+            await asyncio.wait(mine)
 
     def token_proxy_context(self, ca_pem: Optional[str]) -> ssl.SSLContext:
         """The AKS token proxy's TLS context for this CA, made again only when the CA changes."""
@@ -214,7 +311,8 @@ class AsyncDriver:
         """Drive a flow to its end. A cancellation abandons the flow; the credential stays usable."""
         pipelines = _FlowPipelines(self)
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
                 try:
@@ -229,12 +327,10 @@ class AsyncDriver:
                     result = None
                 elif isinstance(effect, FILE_READS):
                     # never in the event loop's thread: a file read can block (a FIFO, a slow mount)
-                    result = await asyncio.get_running_loop().run_in_executor(None, read_file, effect)
+                    result = await off_loop(read_file, effect)
                 elif isinstance(effect, MACHINE_EFFECTS):
                     # file work and a bounded wait for another process's lock: never in the loop's thread
-                    result = await asyncio.get_running_loop().run_in_executor(
-                        None, machine_cache.perform, effect, held
-                    )
+                    result = await off_loop(machine_cache.perform, effect, held)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
         finally:
@@ -248,6 +344,26 @@ class AsyncDriver:
             return await asyncio.wait_for(self._send(request, pipelines), request.budget)
         except asyncio.TimeoutError:
             return TransportFailure("read_timeout", "no complete answer before the deadline")
+        except _ExecutorGone:
+            return self._send_at_exit(request)
+
+    def _send_at_exit(self, request: Request) -> Response | TransportFailure:
+        """At interpreter exit (an ``atexit`` handler) aiohttp cannot start the helper threads it uses for DNS and
+        netrc: this one request goes the sync face's way, in this thread, as the sync credential would send it."""
+        if self._user_pipeline is not None and not (request.token_proxy or request.pin_sha1):
+            raise failed(
+                "the async credential cannot send through the transport it was given at interpreter exit (an "
+                "atexit handler): the transport needs a worker thread, which can no longer start; use the sync "
+                "credential there",
+                error_code="interpreter_exiting",
+            )
+        from .sync import SyncDriver
+
+        driver = SyncDriver(sleep=lambda seconds: None, **self._kwargs)
+        try:
+            return driver.send(request)
+        finally:
+            driver.close()
 
     async def _send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
         pipeline, extra = pipelines.for_request(request)
@@ -275,6 +391,8 @@ class AsyncDriver:
         except ManagedIdentityError:
             raise  # a supplied transport's response we cannot read (read_body): not a network failure
         except Exception as error:
+            if _refused_by_exiting_interpreter(error):
+                raise _ExecutorGone from error
             # aiohttp's payload errors are not all AzureErrors
             failure = transport_failure(error, *((aiohttp.ClientError,) if aiohttp is not None else ()))
             if failure is None:
@@ -282,6 +400,23 @@ class AsyncDriver:
             return failure
 
     async def close(self) -> None:
+        """Cancel the refreshes this credential runs beside its callers (those of the running loop are awaited for
+        at most CLOSE_WAIT; another loop's are cancelled in their loop), then close a supplied transport."""
+        jobs = list(self._jobs) if os.getpid() == self._pid else []
+        self._jobs = set()
+        loop = asyncio.get_running_loop()
+        mine = []
+        for task in jobs:
+            other = task.get_loop()
+            if task.done() or other.is_closed():
+                continue
+            if other is loop:
+                task.cancel()
+                mine.append(task)
+            else:
+                other.call_soon_threadsafe(task.cancel)
+        if mine:
+            await asyncio.wait(mine, timeout=CLOSE_WAIT)
         if self._user_pipeline is not None:
             self._user.closed = True
             await self._user_pipeline.__aexit__()

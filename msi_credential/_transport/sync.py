@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Any, Callable, Optional
 
 import requests
@@ -50,6 +51,7 @@ from .common import (
     whole_body_methods,
 )
 from .files import read_file
+from .flight import JoinLimit
 from .policies import build_policies
 
 _LOGGER = logging.getLogger("msi_credential")
@@ -191,14 +193,43 @@ class _RefusingAdapter(HTTPAdapter):
 
 
 class _Flight:
-    """One token request in flight, and what its waiters will get."""
+    """One token request in flight, the thread that leads it, and what its waiters will get."""
 
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("abandoned", "done", "error", "leader", "result")
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: Optional[AccessTokenInfo] = None
         self.error: Optional[BaseException] = None
+        self.leader = threading.get_ident()
+        # a refresh beside the callers, ended by its credential's close(): a waiter asks again
+        self.abandoned = False
+
+
+# Seconds close() waits, in all, for the refreshes it ends (their sockets are shut at once, so they end quickly).
+CLOSE_WAIT = 1.0
+
+
+class _Cancelled(Exception):
+    """close() ended a refresh running beside the callers."""
+
+
+class _Job:
+    """A refresh running beside the callers, in a thread of its own; close() ends it."""
+
+    __slots__ = ("stop", "thread", "watch")
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.watch: Optional[deadline.Watch] = None
+        self.thread: Optional[threading.Thread] = None
+
+    def cancel(self) -> None:
+        """No further effect is performed; an attempt on the wire has its sockets shut; a wait ends."""
+        self.stop.set()
+        watch = self.watch
+        if watch is not None:
+            watch.fire()
 
 
 def single_flight(
@@ -206,22 +237,34 @@ def single_flight(
     resource: str,
     request: Callable[[], AccessTokenInfo],
     still_valid: Callable[[], Optional[AccessTokenInfo]],
+    limit: Optional[JoinLimit] = None,
 ) -> AccessTokenInfo:
     """Threads that miss the cache for one resource share one request, its token or its error.
 
     A thread that finds a refresh in flight while the cached token may still be served takes the cached token.
+    A joining thread waits at most its own ``limit`` (its call's ``timeout=``). The leading thread itself,
+    re-entering (a signal handler or a hook that runs in it during its request), never waits on its own flight:
+    it takes the cached token while it may be served, else makes a request of its own. A waiter whose flight was
+    a refresh beside the callers that its credential's close() ended asks again.
     """
-    with bucket.lock:
-        existing: Optional[_Flight] = bucket.flights.get(resource)
-        leader = existing is None
-        flight = _Flight() if existing is None else existing
+    deadline = None if limit is None else limit.deadline()
+    while True:
+        with bucket.lock:
+            existing: Optional[_Flight] = bucket.flights.get(resource)
+            leader = existing is None
+            flight = _Flight() if existing is None else existing
+            if leader:
+                bucket.flights[resource] = flight
         if leader:
-            bucket.flights[resource] = flight
-    if not leader:
+            break
         cached = still_valid()
         if cached is not None:
             return cached
-        flight.done.wait()
+        if flight.leader == threading.get_ident():
+            return request()  # waiting here would wait for this very thread: forever
+        _join(flight, limit, deadline)
+        if flight.abandoned:
+            continue  # a refresh beside the callers, ended by close(): ask again
         if flight.error is not None:
             raise flight.error
         assert flight.result is not None
@@ -240,6 +283,22 @@ def single_flight(
             if bucket.flights.get(resource) is flight:
                 del bucket.flights[resource]
         flight.done.set()
+
+
+def _end_flight(bucket: Bucket, resource: str, flight: _Flight) -> None:
+    with bucket.lock:
+        if bucket.flights.get(resource) is flight:
+            del bucket.flights[resource]
+    flight.done.set()
+
+
+def _join(flight: _Flight, limit: Optional[JoinLimit], deadline: Optional[float]) -> None:
+    """Wait for another thread's flight, at most until this call's own deadline."""
+    if limit is None or deadline is None:
+        flight.done.wait()
+        return
+    while not flight.done.is_set():
+        flight.done.wait(limit.remaining(deadline))
 
 
 def read_body(http_response: Any, reader: BodyReader) -> None:
@@ -285,22 +344,93 @@ class SyncDriver:
         self._owned: dict[str, Pipeline[Any, Any]] = {}
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self._jobs: set[_Job] = set()  # refreshes beside the callers that this credential started
 
-    def run(self, flow: Flow) -> AccessTokenInfo:
-        """Drive a flow to its end, performing each effect it yields."""
+    def refresh_beside(self, bucket: Bucket, resource: str, flow: Callable[[], Flow]) -> None:
+        """Start the flow in a daemon thread of its own, as the token's single flight, unless one is in flight.
+
+        The caller does not wait for it. Waiters that arrive meanwhile (past the mandatory window) join it like any
+        flight; close() ends it (``_Job.cancel``); a forked child has none (cache.Bucket._after_fork).
+        """
+        if os.getpid() != self._pid:
+            self._forget_inherited_pipelines()
+        with bucket.lock:
+            if resource in bucket.flights:
+                return
+            flight = _Flight()
+            flight.leader = 0  # no thread's: the refresh thread takes it when it starts
+            bucket.flights[resource] = flight
+        job = _Job()
+        job.thread = threading.Thread(
+            target=self._refresh,
+            args=(bucket, resource, flight, flow, job),
+            name="msi-credential-refresh",
+            daemon=True,
+        )
+        with self._lock:
+            self._jobs.add(job)
+        try:
+            job.thread.start()
+        except BaseException:  # no thread (resources exhausted, interpreter shutting down): nothing in flight
+            with self._lock:
+                self._jobs.discard(job)
+            _end_flight(bucket, resource, flight)
+            raise
+
+    def _refresh(
+        self, bucket: Bucket, resource: str, flight: _Flight, flow: Callable[[], Flow], job: _Job
+    ) -> None:
+        flight.leader = threading.get_ident()
+        try:
+            flight.result = self.run(flow(), job)
+        except _Cancelled:
+            flight.abandoned = True
+            _LOGGER.debug("a token refresh running beside the callers was ended by close()")
+        except Exception as error:  # logged without its message: only the code or the type
+            flight.error = error
+            _LOGGER.warning(
+                "a token refresh running beside the callers failed (%s)",
+                getattr(error, "error_code", None) or type(error).__name__,
+            )
+        except BaseException:  # pragma: no cover - SystemExit and the like in a daemon thread
+            flight.error = failed("the token request was interrupted", error_code="interrupted")
+            raise
+        finally:
+            _end_flight(bucket, resource, flight)
+            with self._lock:
+                self._jobs.discard(job)
+
+    def settle(self, timeout: Optional[float] = None) -> bool:
+        """Wait for the refreshes this credential runs beside its callers to end; True when none is left."""
+        with self._lock:
+            threads = [job.thread for job in self._jobs if job.thread is not None]
+        ends = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if ends is None else max(ends - time.monotonic(), 0.0))
+        return not any(thread.is_alive() for thread in threads)
+
+    def run(self, flow: Flow, job: Optional[_Job] = None) -> AccessTokenInfo:
+        """Drive a flow to its end, performing each effect it yields (``job``: a refresh close() may end)."""
         result: EffectResult = None
-        held: list[int] = []  # machine cache locks this flow holds: released when it ends, however it ends
+        # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
+        held = machine_cache.Holdings()
         try:
             while True:
+                if job is not None and job.stop.is_set():
+                    flow.close()
+                    raise _Cancelled
                 try:
                     effect = flow.send(result)
                 except StopIteration as stop:
                     value: AccessTokenInfo = stop.value
                     return value
                 if isinstance(effect, Send):
-                    result = self.send(effect.request)
+                    result = self.send(effect.request, job)
                 elif isinstance(effect, Sleep):
-                    self._sleep(effect.seconds)
+                    if job is not None and self._sleep is time.sleep:
+                        job.stop.wait(effect.seconds)  # close() ends the wait
+                    else:
+                        self._sleep(effect.seconds)
                     result = None
                 elif isinstance(effect, FILE_READS):
                     result = read_file(effect)
@@ -311,7 +441,7 @@ class SyncDriver:
         finally:
             machine_cache.release_all(held)
 
-    def send(self, request: Request) -> Response | TransportFailure:
+    def send(self, request: Request, job: Optional[_Job] = None) -> Response | TransportFailure:
         """One attempt in the calling thread, bounded in all (connect, headers, body) by the request's budget.
 
         The sockets our connections open or reuse register with the attempt's Watch; when the budget runs out,
@@ -320,6 +450,10 @@ class SyncDriver:
         """
         pipeline, extra = self._pipeline_for(request)
         with deadline.TIMER.watch(request.budget) as watch:
+            if job is not None:
+                job.watch = watch  # close() shuts this attempt's sockets
+                if job.stop.is_set():
+                    watch.fire()
             try:
                 return self._attempt(pipeline, extra, request, watch)
             except ManagedIdentityError:
@@ -389,6 +523,7 @@ class SyncDriver:
         inherited = list(self._owned.values())
         self._owned = {}
         self._lock = threading.Lock()
+        self._jobs = set()  # the parent's refresh threads are not in this process
         self._pid = os.getpid()
         for pipeline in inherited:
             with contextlib.suppress(Exception):
@@ -443,7 +578,15 @@ class SyncDriver:
         return pipeline
 
     def close(self) -> None:
-        """Close our pipelines (made again if the credential is used after) and a supplied transport."""
+        """End the refreshes this credential runs beside its callers (waiting at most CLOSE_WAIT for them), then
+        close our pipelines (made again if the credential is used after) and a supplied transport."""
+        if os.getpid() != self._pid:
+            self._forget_inherited_pipelines()
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+        self.settle(CLOSE_WAIT)
         with self._lock:
             owned = list(self._owned.values())
             self._owned.clear()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._setup import CredentialBase
 
 if TYPE_CHECKING:
     from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
     from typing_extensions import Self
+
+    from .._engine.cache import Bucket
+    from .._engine.flow import Flow
 
 
 class ManagedIdentityCredential(CredentialBase):
@@ -21,6 +24,19 @@ class ManagedIdentityCredential(CredentialBase):
 
         self._driver = AsyncDriver(sleep=sleep or asyncio.sleep, **kwargs)
         self._single_flight = single_flight
+
+    async def _serve(
+        self,
+        bucket: Bucket,
+        resource: str,
+        cached: AccessTokenInfo,
+        refresh: Optional[Callable[[], Flow]],
+    ) -> AccessTokenInfo:
+        """The cached token at once; its refresh, when due, runs beside this call as a task of the running loop
+        (Engine.serve decided)."""
+        if refresh is not None:
+            self._driver.refresh_beside(bucket, resource, refresh)
+        return cached
 
     async def get_token(
         self,

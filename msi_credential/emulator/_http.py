@@ -138,7 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
             form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         scheme = "https" if self.server.ssl_context is not None else "http"
         server_name = received_server_name() if scheme == "https" else None
-        request = RecordedRequest(self.command, path, query, headers, form, body, scheme, server_name)
+        request = RecordedRequest(
+            self.command, path, query, headers, form, body, scheme, server_name, request_line=self.requestline
+        )
         fault = emulator._record(request)
 
         repeated = len(pairs) != len(query)

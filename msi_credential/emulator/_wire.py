@@ -49,6 +49,8 @@ class RecordedRequest:
     scheme: str
     # The TLS server name (SNI) the client sent, over https; None when it sent none (or over http).
     server_name: Optional[str] = None
+    # The request line as received ("GET /path?query HTTP/1.1"): the query exactly as the client encoded it.
+    request_line: str = ""
     # When the body was longer than MAX_RECORDED_BODY: its length as received (``body`` then holds its first
     # MAX_RECORDED_BODY bytes, and ``form`` is empty). None: ``body`` is the whole body.
     body_length: Optional[int] = None

@@ -36,9 +36,10 @@ class Absence(Record):
     """A source that may simply not be there (IMDS off Azure): how the engine tells "not here" from "refused".
 
     Not being there is ``CredentialUnavailableError`` with ``code``, so a credential chain moves on: an endpoint that
-    does not answer after its retries, or answers with a body that is not JSON. Until the endpoint first answers in
-    this process (and while ``fails_fast(config)``), a connection failure is final at once and the connect timeout
-    is ``first_connect_timeout`` (docs/protocols.md section 7).
+    does not answer after its retries, or answers with a body that is not JSON. When the call comes from a
+    credential chain, until the endpoint first answers in this process (and while ``fails_fast(config)``), a
+    connection failure is final at once and the connect timeout is ``first_connect_timeout`` (docs/protocols.md
+    section 7).
     """
 
     code: str

@@ -1,9 +1,9 @@
 """Azure Instance Metadata Service: VMs, scale sets, AKS nodes, Container Instances.
 
-Off Azure there is no IMDS: until its endpoint first answers in this process, a connection failure is
-``imds_unreachable`` at once (a 1 s connect timeout, no retries), and an answer that is not JSON is not IMDS
-(docs/protocols.md section 7). AKS pod identity (AZURE_POD_IDENTITY_AUTHORITY_HOST) speaks the same protocol but is
-there when configured, so it does not fail fast.
+Off Azure there is no IMDS: inside a credential chain, until its endpoint first answers in this process, a
+connection failure is ``imds_unreachable`` at once (a 1 s connect timeout, no retries); on its own, after the normal
+timeouts and retries. An answer that is not JSON is not IMDS (docs/protocols.md section 7). AKS pod identity
+(AZURE_POD_IDENTITY_AUTHORITY_HOST) speaks the same protocol but is there when configured, so it does not fail fast.
 """
 
 from __future__ import annotations

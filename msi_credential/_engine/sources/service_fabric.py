@@ -1,5 +1,7 @@
-"""Service Fabric: HTTPS to a pinned certificate (docs/protocols.md section 6); runtime ids are refused.
+"""Service Fabric: HTTPS to a pinned certificate (docs/protocols.md section 6), the stable api-version 2020-05-01.
 
+A user-assigned identity is chosen by its object id, sent as ``principalId``; a client id or resource id is refused
+before any request (the token service ignores them and would answer with the application's default identity).
 Client capabilities travel as ``xms_cc``; ``claims=`` revokes the cached token through ``token_sha256_to_refresh``.
 The machine cache never serves it: its secret is per application, and revocation goes through the token each
 process holds (README "Sharing tokens between processes").
@@ -10,10 +12,13 @@ from __future__ import annotations
 from ..._source import ManagedIdentitySource
 from ..detection import SourceConfig, normalise_thumbprint
 from ..effects import Request
-from ..identity import Identity
+from ..identity import Identity, SelectorKind
 from ._spec import ErrorAnswer, ErrorMeaning, RequestParts, SourceSpec, get_request, query_params
 
-API_VERSION = "2019-07-01-preview"
+API_VERSION = "2020-05-01"
+# The preview version that Service Fabric 7.1 and earlier took: what azure-identity and msal-python still send.
+PREVIEW_API_VERSION = "2019-07-01-preview"
+SELECTORS: dict[SelectorKind, str] = {"object_id": "principalId"}
 _ERROR_CODES = {
     "SecretHeaderNotFound": "secret_header_not_found",
     "ArgumentNullOrEmpty": "invalid_resource",
@@ -28,7 +33,7 @@ def build(config: SourceConfig, identity: Identity, parts: RequestParts) -> Requ
         first.append(("xms_cc", ",".join(parts.capabilities)))
     if parts.token_sha256_to_refresh:
         first.append(("token_sha256_to_refresh", parts.token_sha256_to_refresh))
-    params = query_params({}, identity, API_VERSION, parts.resource, first=tuple(first))
+    params = query_params(SELECTORS, identity, API_VERSION, parts.resource, first=tuple(first))
     return get_request(
         config,
         parts,
@@ -51,7 +56,7 @@ def read_error(answer: ErrorAnswer) -> ErrorMeaning | None:
 
 SPEC = SourceSpec(
     ManagedIdentitySource.SERVICE_FABRIC,
-    {},
+    SELECTORS,
     build,
     label="Service Fabric managed identity endpoint",
     supports_revocation=True,

@@ -23,7 +23,7 @@ class Expects:
     """What a well-formed token request carries; anything else is refused as the real endpoint refuses it."""
 
     path: str
-    api_version: Optional[str] = None  # the one api-version the endpoint takes; None: it takes none
+    api_version: Optional[str] = None  # the api-version the engine sends; None: the endpoint takes none
     # (kind, wire name) of each identity selector it takes: the engine's table; the kinds are the attribute names of
     # UserAssignedIdentity
     selectors: Iterable[tuple[str, str]] = ()
@@ -33,6 +33,7 @@ class Expects:
     metadata: bool = False  # requires ``Metadata: true``
     form: bool = False  # parameters in a form body instead of the query
     rejected: tuple[str, ...] = ()  # identity parameters the endpoint refuses outright
+    older_api_versions: tuple[str, ...] = ()  # other api-versions the endpoint still takes
     wire_selectors: Mapping[str, str] = field(init=False)  # wire name -> UserAssignedIdentity attribute
 
     def __post_init__(self) -> None:
@@ -136,7 +137,7 @@ class TokenEndpoint:
             version = query.get("api-version")
             if version is None:
                 return errors.reply(400, "api_version", "Required query variable 'api-version' is missing")
-            if version != expects.api_version:
+            if version != expects.api_version and version not in expects.older_api_versions:
                 return errors.reply(400, "api_version", f"Unsupported api-version {version!r}")
         if not params.get("resource", "").strip():
             return errors.reply(400, "resource", "Required parameter 'resource' is missing or empty")
