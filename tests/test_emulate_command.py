@@ -25,6 +25,11 @@ from msi_credential.emulator import ARC_KEY_DIRECTORY, decode_jwt
 
 from .conftest import MANAGED_IDENTITY_VARIABLES
 
+# `msi-credential emulate --source azure_arc` writes its key files in the Arc agent's own directory
+# (/var/opt/azcmagent/tokens), which clients read and tests compare: under pytest-xdist (`--dist loadgroup`,
+# as CI runs it) every test of this module runs on one worker, one after another.
+pytestmark = pytest.mark.xdist_group("arc_agents_directory")
+
 TIMEOUT = 30.0
 RESOURCE = "https://storage.azure.com"
 USER = ("0c4e2a51-7d3f-4b8e-a1c2-5e6f7a8b9c01", "7f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a02")
