@@ -1,6 +1,6 @@
 """Check the built sdist and wheel beyond `twine check`: the license ships, the metadata says what we promise.
 
-Run by .ci/run after `python -m build`:
+Run by the build session of noxfile.py (`bash .ci/run`, or `nox -s build`) after `python -m build`:
 
     python .ci/check_dist.py dist/ build.log
 

@@ -247,6 +247,8 @@ PIPELINE_KEYWORDS = frozenset(
         "per_retry_policies",
         "logging_enable",
         "additionally_allowed_tenants",
+        "tracing_attributes",
+        "network_span_namer",
     }
 )
 _RETRIES = (

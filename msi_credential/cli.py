@@ -445,13 +445,22 @@ def _relative(seconds: float) -> str:
     return f"{sign}{text}{suffix}"
 
 
+def _without_user_info(value: str) -> str:
+    """A URL's user info (a password, as likely as not) shown as ``***``; anything else as it is."""
+    scheme, separator, rest = value.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return value
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -> int:
     from ._environment import get_managed_identity_source
 
     source = get_managed_identity_source() if environ is os.environ else None
     config = detect(dict(environ), platform=sys.platform, path_exists=os.path.exists)
     print(f"source:    {(source or config.source).value}", file=out)
-    print(f"endpoint:  {printable(config.endpoint)}", file=out)
+    print(f"endpoint:  {printable(_without_user_info(config.endpoint))}", file=out)
     print(f"because:   {detection_reason(config)}", file=out)
     print("variables:", file=out)
     for name in VARIABLES:
@@ -461,7 +470,7 @@ def _detect(args: argparse.Namespace, out: TextIO, environ: Mapping[str, str]) -
         elif name in _SECRET_VARIABLES:
             shown = "(set, hidden)"
         else:
-            shown = printable(value)
+            shown = printable(_without_user_info(value))
         print(f"  {name:<34} {shown}", file=out)
     if config.problem is not None:
         print(f"problem:   {config.problem[0]}: {printable(config.problem[1])}", file=out)

@@ -29,12 +29,22 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import trustme
 from azure.core.pipeline.transport import RequestsTransport
-from azure.keyvault.secrets import SecretClient
 
 from msi_credential import ManagedIdentityCredential
 from msi_credential.emulator import Emulator, decode_jwt
+
+try:  # the client library and the CA maker this sample needs besides msi-credential: say which, not a traceback
+    import trustme
+    from azure.keyvault.secrets import SecretClient
+except ModuleNotFoundError as missing:
+    if not (missing.name or "").startswith(("azure.keyvault", "trustme")):
+        raise
+    print(
+        f"key_vault.py: {missing}: pip install azure-keyvault-secrets trustme (the dev extra has both)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 
 VAULT_RESOURCE = "https://vault.azure.net"
 SECRETS = {"db-password": "correct-horse-battery-staple (a sample value)"}

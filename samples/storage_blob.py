@@ -30,10 +30,20 @@ import time
 from pathlib import Path
 
 from azure.core.exceptions import AzureError
-from azure.storage.blob import BlobServiceClient
 
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.emulator import Emulator
+
+try:  # the client library this sample needs besides msi-credential: say which, not a traceback
+    from azure.storage.blob import BlobServiceClient
+except ModuleNotFoundError as missing:
+    if not (missing.name or "").startswith("azure.storage"):
+        raise
+    print(
+        "storage_blob.py needs azure-storage-blob: pip install azure-storage-blob (the dev extra has it)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 AZURITE_BLOB = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"

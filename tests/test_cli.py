@@ -471,6 +471,22 @@ def test_detect_without_variables_selects_imds_and_never_probes(no_connections: 
     assert no_connections == []
 
 
+def test_detect_hides_the_user_info_of_an_endpoint(
+    monkeypatch: pytest.MonkeyPatch, no_connections: list[Any]
+) -> None:
+    monkeypatch.setenv("IDENTITY_ENDPOINT", "http://svc:p4ssw0rd@127.0.0.1:8081/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", "header-secret-value")
+
+    code, out = run(["detect"])
+
+    assert code == EXIT_OK
+    assert "p4ssw0rd" not in out and "svc:" not in out
+    assert "header-secret-value" not in out
+    assert "endpoint:  http://***@127.0.0.1:8081/msi/token" in out
+    assert "IDENTITY_ENDPOINT                  http://***@127.0.0.1:8081/msi/token" in out
+    assert no_connections == []
+
+
 def test_detect_probe_against_an_emulator_answers(
     emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,11 @@ from msi_credential.emulator import ARC_KEY_DIRECTORY, decode_jwt
 
 from .conftest import MANAGED_IDENTITY_VARIABLES
 
+# `msi-credential emulate --source azure_arc` writes its key files in the Arc agent's own directory
+# (/var/opt/azcmagent/tokens), which clients read and tests compare: under pytest-xdist (`--dist loadgroup`,
+# as CI runs it) every test of this module runs on one worker, one after another.
+pytestmark = pytest.mark.xdist_group("arc_agents_directory")
+
 TIMEOUT = 30.0
 RESOURCE = "https://storage.azure.com"
 USER = ("0c4e2a51-7d3f-4b8e-a1c2-5e6f7a8b9c01", "7f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a02")
@@ -546,3 +551,10 @@ def test_the_shell_form_says_which_incident_it_plays(emulate: Any) -> None:
 
     assert "# scenario slow_endpoint: the endpoint answers, but only after seconds (docs/testing.md)" in lines
     assert "# every answer waits 0.5 s" in lines
+
+
+def test_the_shell_form_of_an_expired_assertion_does_not_call_it_fresh(emulate: Any) -> None:
+    lines = emulate("--scenario", "expired_federated_token").lines_until_ready()
+
+    assert not any("fresh client assertion" in line for line in lines)
+    assert any("the federated token file holds an expired client assertion" in line for line in lines)

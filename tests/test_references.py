@@ -148,3 +148,33 @@ def test_cited_sections_are_read_in_every_spelling() -> None:
     assert cited_sections("docs/protocols.md sections 3 and 4") == [3, 4]
     assert cited_sections("docs/protocols.md sections 2, 6, 8 and 10") == [2, 6, 8, 10]
     assert cited_sections("docs/protocols.md\n  section 9") == [9]
+
+
+def _error_codes_in_the_code() -> set[str]:
+    """The error codes written as literals (``error_code="..."``, ``code = "..."``, a detection problem's first
+    element) in the library, without the emulator (whose codes are the endpoints' own)."""
+    codes: set[str] = set()
+    for path in (ROOT / "msi_credential").rglob("*.py"):
+        if "emulator" in path.parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        codes.update(re.findall(r'\b(?:error_code|code)\s*=\s*"([a-z][a-z0-9_]*)"', text))
+    detection = (ROOT / "msi_credential/_engine/detection.py").read_text(encoding="utf-8")
+    codes.update(re.findall(r'\(\s*"(invalid_[a-z_]+)",\s*\n', detection))
+    return codes
+
+
+def test_every_error_code_is_explained_in_the_troubleshooting_guide() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Troubleshooting: error codes", 1)[1].split("\n## ", 1)[0]
+    listed_in_readme = set(re.findall(r"^\| `([a-z][a-z0-9_]*)` \|", section, re.MULTILINE))
+    guide = (ROOT / "docs/troubleshooting.md").read_text(encoding="utf-8")
+    explained = set(re.findall(r"^\| `([a-z][a-z0-9_]*)` \|", guide, re.MULTILINE))
+
+    codes = _error_codes_in_the_code() | listed_in_readme
+    assert {
+        "credential_closed",
+        "invalid_token_proxy_sni",
+        "imds_unreachable",
+    } <= codes  # the scan reads them
+    assert sorted(codes - explained) == []

@@ -57,7 +57,7 @@ def run_sample(name: str, *args: str, env: dict[str, str] | None = None, prelude
         command = [
             sys.executable,
             "-c",
-            f"{prelude}\nimport runpy, sys\nsys.argv = [{str(path)!r}]\n"
+            f"{prelude}\nimport runpy, sys\nsys.argv = {[str(path), *args]!r}\n"
             f"runpy.run_path({str(path)!r}, run_name='__main__')",
         ]
     else:
@@ -135,3 +135,39 @@ def test_samples_need_neither_azure_identity_nor_trustme_unless_they_serve_https
         prelude = f"import sys\nfor name in {blocked!r}:\n    sys.modules[name] = None"
         result = run_sample(name, prelude=prelude)
         assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+# A meta path finder that answers for a package as if it were not installed (ModuleNotFoundError, as the import
+# system raises it), before any real finder sees the name: the sample runs as on a machine without that package.
+NOT_INSTALLED = """
+import sys
+
+class NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name == {blocked!r} or name.startswith({blocked!r} + "."):
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+sys.meta_path.insert(0, NotInstalled())
+"""
+
+
+@pytest.mark.parametrize("args", [("--help",), ()], ids=["help", "plain"])
+@pytest.mark.parametrize(
+    ("name", "blocked", "package"),
+    [
+        ("key_vault.py", "azure.keyvault", "azure-keyvault-secrets"),
+        ("key_vault.py", "trustme", "trustme"),
+        ("storage_blob.py", "azure.storage.blob", "azure-storage-blob"),
+    ],
+)
+def test_sample_without_its_client_library_says_which_package_to_install(
+    name: str, blocked: str, package: str, args: tuple[str, ...]
+) -> None:
+    result = run_sample(name, *args, prelude=NOT_INSTALLED.format(blocked=blocked))
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert package in result.stderr.partition("pip install ")[2].split(), result.stderr

@@ -324,3 +324,20 @@ def test_a_broken_tracing_plugin_does_not_cost_the_token_or_the_error(
             credential.get_token(STORAGE)
     else:
         assert credential.get_token(STORAGE).token
+
+
+def test_azure_cores_tracing_keywords_shape_the_http_spans(
+    face: Any, emulator_factory: Any, traced: InMemorySpanExporter
+) -> None:
+    """``tracing_attributes`` and ``network_span_namer``, which azure-identity's pipeline takes, are taken and reach
+    azure-core's DistributedTracingPolicy rather than being refused or ignored."""
+    credential = face.credential(
+        emulator_factory("imds"),
+        tracing_attributes={"app.tier": "web"},
+        network_span_namer=lambda request: "token request",
+    )
+    credential.get_token(STORAGE)
+
+    (http,) = _http(_finished(traced))
+    assert http.name == "token request"
+    assert (http.attributes or {}).get("app.tier") == "web"

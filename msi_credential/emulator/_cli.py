@@ -439,9 +439,10 @@ def _lines(emulator: Any, args: argparse.Namespace, variables: Mapping[str, str]
             "nothing is sent",
         ]
     elif source is ManagedIdentitySource.WORKLOAD_IDENTITY:
+        expired = getattr(args, "scenario", None) == "expired_federated_token"
         lines.append(
-            "# workload identity: the federated token file holds a fresh client assertion; Entra's v2.0 token "
-            "endpoint is served over https at AZURE_AUTHORITY_HOST"
+            f"# workload identity: the federated token file holds {'an expired' if expired else 'a fresh'} client "
+            "assertion; Entra's v2.0 token endpoint is served over https at AZURE_AUTHORITY_HOST"
         )
     system = emulator.system_identity
     label = (

@@ -45,6 +45,11 @@ USER_RESOURCE_ID = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/interop/providers/"
     "Microsoft.ManagedIdentity/userAssignedIdentities/interop"
 )
+# `msi-credential emulate --source azure_arc` writes its key files in the Arc agent's own directory
+# (/var/opt/azcmagent/tokens), which clients read and tests compare: under pytest-xdist (`--dist loadgroup`,
+# as CI runs it) every test of this module runs on one worker, one after another.
+pytestmark = pytest.mark.xdist_group("arc_agents_directory")
+
 START_TIMEOUT = 30.0
 CLIENT_TIMEOUT = 120.0
 GUARD_REFUSED = "INTEROP-GUARD-REFUSED"
