@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AccessTokenInfo
+from azure.core.pipeline.policies import AsyncHTTPPolicy, HTTPPolicy
 
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
@@ -179,6 +180,88 @@ def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_
 
     assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
     assert len(emulator.requests) == 2  # the handler's own request, then the interrupted one's
+
+
+def test_get_token_from_a_signal_handler_that_lands_while_its_thread_registers_a_flight_gets_a_token(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal can land while its thread holds the token cache's bookkeeping lock (registering a flight); a
+    handler that asks for a token then takes that lock again in the same thread, which must not deadlock. A
+    watchdog SIGALRM bounds the test if it would hang."""
+    from msi_credential._transport import sync
+
+    emulator = emulator_factory("app_service")
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    handler_got: list[str] = []
+    fired = [False]
+
+    class InterruptedFlight(sync._Flight):
+        def __init__(self) -> None:
+            if not fired[0]:
+                fired[0] = True
+                os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs here, under the bucket's lock
+            super().__init__()
+
+    monkeypatch.setattr(sync, "_Flight", InterruptedFlight)
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        handler_got.append(credential.get_token(SCOPE).token)
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError("get_token in the signal handler waited for the lock its own thread holds")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        outer = credential.get_token(SCOPE).token
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+    assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
+    assert not credential._bucket.flights
+
+
+def test_close_from_a_signal_handler_that_lands_while_its_thread_holds_the_drivers_lock_returns(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM cleanup that closes the credential can land while its thread holds the driver's lock (building
+    its connection pool, registering a refresh beside the callers); close() then takes that lock again in the
+    same thread, which must not deadlock. A watchdog SIGALRM bounds the test if it would hang."""
+    from msi_credential._transport import sync
+
+    emulator = emulator_factory("app_service")
+    credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
+    closed: list[bool] = []
+    fired = [False]
+    session = sync.watched_session
+
+    def interrupted_session(**kwargs: Any) -> Any:
+        if not fired[0]:
+            fired[0] = True
+            os.kill(os.getpid(), signal.SIGUSR1)  # its handler runs here, under the driver's lock
+        return session(**kwargs)
+
+    monkeypatch.setattr(sync, "watched_session", interrupted_session)
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        credential.close()
+        closed.append(True)
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError("close() in the signal handler waited for the lock its own thread holds")
+
+    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        token = credential.get_token(SCOPE).token
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+    assert fired[0] and closed == [True] and token
 
 
 def test_a_joining_thread_waits_only_for_its_own_timeout(emulator_factory: Any) -> None:
@@ -383,6 +466,105 @@ def test_the_caller_that_finds_the_token_due_is_not_held_by_its_refresh_and_clos
     assert len(emulator.requests) == 3
 
 
+def test_close_called_from_inside_a_refresh_beside_the_callers_closes_and_ends_that_refresh(
+    face: Any, emulator_factory: Any
+) -> None:
+    """A policy (or hook) that closes its credential while a refresh runs beside the callers runs in that refresh:
+    close() must not wait for the very thread or task it is called from. It returns, the refresh it was called
+    from ends, and the credential stays usable."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    armed = [False]
+    outcome: list[object] = []
+    holder: list[Any] = []
+
+    def closing() -> bool:
+        if not armed[0]:
+            return False
+        armed[0] = False
+        return True
+
+    if face.is_async:
+
+        class AsyncCloser(AsyncHTTPPolicy):  # type: ignore[type-arg]
+            async def send(self, request: Any) -> Any:
+                if closing():
+                    try:
+                        await holder[0].inner.close()
+                        outcome.append("returned")
+                    except BaseException as error:
+                        outcome.append(error)
+                        raise
+                return await self.next.send(request)
+
+        policy: Any = AsyncCloser()
+    else:
+
+        class Closer(HTTPPolicy):  # type: ignore[type-arg]
+            def send(self, request: Any) -> Any:
+                if closing():
+                    try:
+                        holder[0].inner.close()
+                        outcome.append("returned")
+                    except BaseException as error:
+                        outcome.append(error)
+                        raise
+                return self.next.send(request)
+
+        policy = Closer()
+    credential = face.credential(emulator, _clock=clock, per_call_policies=[policy])
+    holder.append(credential)
+    old = credential.get_token_info(SCOPE)
+
+    clock.now = old.refresh_on + 1
+    armed[0] = True
+    assert credential.get_token(SCOPE).token == old.token  # its refresh, beside it, closes the credential
+    credential.settle()
+
+    assert outcome == ["returned"]
+    assert credential.refreshing() == 0
+    assert not credential.inner._bucket.flights
+    assert all(task.done() for task in credential.inner._bucket.async_flights.values())
+    # the closing refresh stored nothing; a new one starts
+    assert credential.get_token(SCOPE).token == old.token
+    credential.settle()
+    assert credential.get_token(SCOPE).token != old.token
+
+
+def test_a_refresh_thread_that_cannot_start_costs_the_caller_nothing(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The cached token may still be served: when the thread for its refresh cannot start (the process's thread
+    limit), the caller still gets it at once, nothing stays in flight, and a later call starts the refresh."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = ManagedIdentityCredential(
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
+    )
+    old = credential.get_token_info(SCOPE)
+    assert old.refresh_on is not None
+    start = threading.Thread.start
+
+    def no_thread(thread: threading.Thread) -> None:
+        if thread.name == "msi-credential-refresh":
+            raise RuntimeError("can't start new thread")
+        start(thread)
+
+    clock.now = old.refresh_on + 1
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    with caplog.at_level("WARNING", logger="msi_credential"):
+        during = credential.get_token(SCOPE)
+    monkeypatch.setattr(threading.Thread, "start", start)
+
+    assert during.token == old.token
+    assert not credential._bucket.flights and not credential._driver._jobs
+    assert "RuntimeError" in caplog.text and old.token not in caplog.text
+    assert credential.get_token(SCOPE).token == old.token  # this call's refresh starts
+    assert credential._driver.settle(30)
+    assert credential.get_token(SCOPE).token != old.token
+    assert len(emulator.requests) == 2
+
+
 def test_callers_in_the_advisory_window_start_one_refresh_per_token(face: Any, emulator_factory: Any) -> None:
     emulator = emulator_factory("imds", token_lifetime=3600)
     emulator.delay = 0.05
@@ -543,6 +725,49 @@ def test_a_caller_in_the_mandatory_window_joins_the_refresh_in_flight_beside_the
     assert during.token == old.token
     assert waiting
     assert late and late[0].token != old.token
+    assert len(emulator.requests) == 2
+
+
+def test_an_async_refresh_starts_while_another_threads_loop_ends_one_of_the_credentials_refreshes(
+    emulator_factory: Any,
+) -> None:
+    """One async credential used from event loops in several threads: a refresh of another thread's loop can end
+    (its done callback removes it from the credential's refreshes) while this thread looks them over to start
+    one. The caller still gets its cached token and the refresh starts."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = AsyncCredential(
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
+    )
+    old = asyncio.run(credential.get_token_info(SCOPE))
+    assert old.refresh_on is not None
+    other_loop = asyncio.new_event_loop()
+    jobs = credential._driver._jobs
+
+    class OtherThreadsRefresh:
+        """Stands for a task of another thread's loop, which ends while it is looked at."""
+
+        def get_loop(self) -> Any:
+            jobs.discard(self)  # its loop's thread: the task's done callback
+            return other_loop
+
+        def done(self) -> bool:
+            return False
+
+    jobs.add(OtherThreadsRefresh())
+    clock.now = old.refresh_on + 1
+
+    async def call() -> tuple[Any, Any]:
+        during = await credential.get_token(SCOPE)
+        await credential._driver.settle()
+        return during, await credential.get_token(SCOPE)
+
+    try:
+        during, after = asyncio.run(call())
+    finally:
+        other_loop.close()
+
+    assert during.token == old.token and after.token != old.token
     assert len(emulator.requests) == 2
 
 

@@ -547,7 +547,7 @@ def test_a_new_bucket_is_empty_private_and_sweeps_at_64_entries() -> None:
     assert bucket.sweep_at == 64
     assert bucket.flights == {} and bucket.async_flights == {}
     assert bucket.flights is not bucket.async_flights
-    assert isinstance(bucket.lock, type(threading.Lock()))
+    assert isinstance(bucket.lock, type(threading.RLock()))  # re-entrant: a signal handler may take it again
     assert bucket.lock.acquire(blocking=False)
     bucket.lock.release()
     assert cache._all_buckets[id(bucket)] is bucket

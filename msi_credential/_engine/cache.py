@@ -126,15 +126,16 @@ class Bucket(dict[str, CacheEntry]):
 
     It also holds the token requests in flight for it, so credentials sharing the bucket share them too
     (single-flight), whether a caller waits for them or they run beside the callers (a refresh started while the
-    cached token may still be served). ``lock`` guards ``flights`` (threads); ``async_flights`` is touched only in
-    event loops.
+    cached token may still be served). ``lock`` guards ``flights`` (threads); it is re-entrant, because a signal
+    handler that asks for a token can run in a thread while it holds it. ``async_flights`` is touched only in event
+    loops.
     """
 
     __slots__ = ("__weakref__", "async_flights", "flights", "lock", "shared", "sweep_at")
 
     def __init__(self, shared: bool = False) -> None:
         super().__init__()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.flights: dict[str, Any] = {}
         self.async_flights: dict[str, Any] = {}
         self.shared = shared
@@ -158,7 +159,7 @@ class Bucket(dict[str, CacheEntry]):
     def _after_fork(self) -> None:
         # The parent's threads and event loops are not in the child: their flights, background refreshes
         # included, will never finish; the child starts its own.
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         self.flights = {}
         self.async_flights = {}
 

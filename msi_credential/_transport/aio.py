@@ -15,6 +15,7 @@ import logging
 import os
 import ssl
 from collections.abc import Awaitable, Coroutine
+from contextvars import ContextVar
 from typing import Any, Callable, Optional, TypeVar
 
 from azure.core.credentials import AccessTokenInfo
@@ -229,6 +230,8 @@ async def read_body(http_response: Any, reader: BodyReader) -> None:
 
 # Seconds close() waits, in all, for the refreshes it cancels.
 CLOSE_WAIT = 1.0
+# The refresh beside the callers whose task (or a task it started) is running, if any.
+_REFRESH: ContextVar[Optional[asyncio.Task[AccessTokenInfo]]] = ContextVar("msi_refresh", default=None)
 
 
 class AsyncDriver:
@@ -275,7 +278,8 @@ class AsyncDriver:
         task: Optional[asyncio.Task[AccessTokenInfo]] = bucket.async_flights.get(resource)
         if task is not None and not task.done() and task.get_loop() is loop:
             return
-        for stale in [job for job in self._jobs if job.get_loop().is_closed()]:
+        # list(): a copy made at once; other threads' loops add and discard their own tasks meanwhile
+        for stale in [job for job in list(self._jobs) if job.get_loop().is_closed()]:
             self._jobs.discard(stale)  # its loop closed without running it to its end: nothing will
         task = loop.create_task(self._refresh(flow))
         bucket.async_flights[resource] = task
@@ -284,6 +288,8 @@ class AsyncDriver:
         task.add_done_callback(self._jobs.discard)
 
     async def _refresh(self, flow: Callable[[], Flow]) -> AccessTokenInfo:
+        # in this task's context, and so in the tasks it starts (asyncio.wait_for's, before Python 3.12)
+        _REFRESH.set(asyncio.current_task())
         try:
             return await self.run(flow())
         except Exception as error:  # logged without its message: only the code or the type
@@ -296,7 +302,7 @@ class AsyncDriver:
     async def settle(self) -> None:
         """Wait for the refreshes this credential runs beside its callers in the running loop to end."""
         loop = asyncio.get_running_loop()
-        mine = [task for task in self._jobs if task.get_loop() is loop and not task.done()]
+        mine = [task for task in list(self._jobs) if task.get_loop() is loop and not task.done()]
         if mine:
             await asyncio.wait(mine)
 
@@ -405,10 +411,12 @@ class AsyncDriver:
         jobs = list(self._jobs) if os.getpid() == self._pid else []
         self._jobs = set()
         loop = asyncio.get_running_loop()
+        # set when close() runs inside one of those refreshes (a policy of its request)
+        current = _REFRESH.get()
         mine = []
         for task in jobs:
             other = task.get_loop()
-            if task.done() or other.is_closed():
+            if task.done() or other.is_closed() or task is current:
                 continue
             if other is loop:
                 task.cancel()
@@ -420,6 +428,9 @@ class AsyncDriver:
         if self._user_pipeline is not None:
             self._user.closed = True
             await self._user_pipeline.__aexit__()
+        if current is not None and current in jobs:
+            # called from that refresh itself (a policy of its pipeline): it ends at its next await, after close()
+            current.cancel()
 
 
 class _FlowPipelines:

@@ -343,14 +343,16 @@ class SyncDriver:
         # "proxied", "pin:<sha1>".
         self._owned: dict[str, Pipeline[Any, Any]] = {}
         self._pid = os.getpid()
-        self._lock = threading.Lock()
+        # re-entrant: close() may run in a signal handler of a thread that holds it
+        self._lock = threading.RLock()
         self._jobs: set[_Job] = set()  # refreshes beside the callers that this credential started
 
     def refresh_beside(self, bucket: Bucket, resource: str, flow: Callable[[], Flow]) -> None:
         """Start the flow in a daemon thread of its own, as the token's single flight, unless one is in flight.
 
         The caller does not wait for it. Waiters that arrive meanwhile (past the mandatory window) join it like any
-        flight; close() ends it (``_Job.cancel``); a forked child has none (cache.Bucket._after_fork).
+        flight; close() ends it (``_Job.cancel``); a forked child has none (cache.Bucket._after_fork). When no thread
+        can start, the refresh is put off to a later call (logged); the caller is not failed for it.
         """
         if os.getpid() != self._pid:
             self._forget_inherited_pipelines()
@@ -371,11 +373,14 @@ class SyncDriver:
             self._jobs.add(job)
         try:
             job.thread.start()
-        except BaseException:  # no thread (resources exhausted, interpreter shutting down): nothing in flight
+        except BaseException as error:  # no thread (resources exhausted, interpreter shutting down)
             with self._lock:
                 self._jobs.discard(job)
-            _end_flight(bucket, resource, flight)
-            raise
+            _end_flight(bucket, resource, flight)  # nothing in flight: a later call tries again
+            if not isinstance(error, Exception):
+                raise
+            # the caller still gets its cached token, which may be served: only the refresh is put off
+            _LOGGER.warning("a token refresh could not start beside the callers (%s)", type(error).__name__)
 
     def _refresh(
         self, bucket: Bucket, resource: str, flight: _Flight, flow: Callable[[], Flow], job: _Job
@@ -401,9 +406,13 @@ class SyncDriver:
                 self._jobs.discard(job)
 
     def settle(self, timeout: Optional[float] = None) -> bool:
-        """Wait for the refreshes this credential runs beside its callers to end; True when none is left."""
+        """Wait for the refreshes this credential runs beside its callers to end; True when none is left. Called
+        from one of them (a hook or policy of that refresh closing its credential), it does not wait for itself."""
+        current = threading.current_thread()
         with self._lock:
-            threads = [job.thread for job in self._jobs if job.thread is not None]
+            threads = [
+                job.thread for job in self._jobs if job.thread is not None and job.thread is not current
+            ]
         ends = None if timeout is None else time.monotonic() + timeout
         for thread in threads:
             thread.join(None if ends is None else max(ends - time.monotonic(), 0.0))
@@ -522,7 +531,7 @@ class SyncDriver:
         """In a forked child: the parent's pooled connections are the parent's; close our copies, start anew."""
         inherited = list(self._owned.values())
         self._owned = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._jobs = set()  # the parent's refresh threads are not in this process
         self._pid = os.getpid()
         for pipeline in inherited:
