@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import gc
+import logging
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import tracemalloc
@@ -805,6 +808,43 @@ def test_a_refresh_beside_an_async_caller_ends_with_its_loop_and_the_next_loop_s
 
     assert during.token == old.token and new.token != old.token
     assert len(emulator.requests) == 3
+
+
+def test_a_refresh_left_pending_by_a_loop_the_application_closes_ends_without_noise(
+    emulator_factory: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``loop.run_until_complete(get_token)`` in the refresh window, then ``loop.close()``: the refresh task never
+    ran to its end. It goes with its loop quietly: no "Task was destroyed but it is pending", no failed-refresh
+    warning, no exception ignored at garbage collection; the next loop refreshes on its own."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    credential = AsyncCredential(
+        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
+    )
+    old = asyncio.run(credential.get_token_info(SCOPE))
+    assert old.refresh_on is not None
+    emulator.script(Fault(200, delay=120))  # the first loop's refresh would take two minutes
+    clock.now = old.refresh_on + 1
+    ignored: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", ignored.append)
+
+    loop = asyncio.new_event_loop()
+
+    async def call() -> Any:
+        token = await credential.get_token(SCOPE)
+        await _until_async(lambda: len(emulator.requests) == 2)  # the refresh is waiting for its answer
+        return token
+
+    with caplog.at_level(logging.DEBUG):
+        token = loop.run_until_complete(call())
+        loop.close()
+        credential._bucket.async_flights.clear()
+        credential._driver._jobs.clear()
+        gc.collect()
+
+    assert token.token == old.token
+    assert [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING] == []
+    assert [str(hook.exc_value) for hook in ignored] == []
 
 
 # ---------------------------------------------------------------------------------------- process-wide cache

@@ -282,6 +282,9 @@ class AsyncDriver:
         for stale in [job for job in list(self._jobs) if job.get_loop().is_closed()]:
             self._jobs.discard(stale)  # its loop closed without running it to its end: nothing will
         task = loop.create_task(self._refresh(flow))
+        # A loop the application closes with this refresh pending (run_until_complete, then close) takes it along:
+        # that ends it as close() would, so asyncio need not report a destroyed pending task.
+        task._log_destroy_pending = False  # type: ignore[attr-defined]
         bucket.async_flights[resource] = task
         task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
         self._jobs.add(task)
@@ -290,10 +293,15 @@ class AsyncDriver:
     async def _refresh(self, flow: Callable[[], Flow]) -> AccessTokenInfo:
         # in this task's context, and so in the tasks it starts (asyncio.wait_for's, before Python 3.12)
         _REFRESH.set(asyncio.current_task())
+        loop = asyncio.get_running_loop()
         try:
             return await self.run(flow())
-        except Exception as error:  # logged without its message: only the code or the type
-            _LOGGER.warning(
+        except Exception as error:
+            if loop.is_closed():
+                # The application closed the loop with this refresh pending, and it is being closed with it (some
+                # await below it could not end quietly): it ends as a closed coroutine should, not as a failure.
+                raise GeneratorExit from None
+            _LOGGER.warning(  # without its message: only the code or the type
                 "a token refresh running beside the callers failed (%s)",
                 getattr(error, "error_code", None) or type(error).__name__,
             )
@@ -319,6 +327,7 @@ class AsyncDriver:
         result: EffectResult = None
         # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
         held = machine_cache.Holdings()
+        abandoned = False
         try:
             while True:
                 try:
@@ -339,10 +348,15 @@ class AsyncDriver:
                     result = await off_loop(machine_cache.perform, effect, held)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
+        except GeneratorExit:
+            # closed without its loop (the loop was closed with this pending): nothing may be awaited any more
+            abandoned = True
+            raise
         finally:
             machine_cache.release_all(held)
             flow.close()
-            await pipelines.close()
+            if not abandoned:
+                await pipelines.close()
 
     async def send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
         """One attempt, bounded in all by the request's budget (a slow body cannot hold the caller)."""
