@@ -14,6 +14,7 @@ import inspect
 import logging
 import os
 import ssl
+import sys
 from collections.abc import Awaitable, Coroutine
 from contextvars import ContextVar
 from typing import Any, Callable, Optional, TypeVar
@@ -288,7 +289,10 @@ class AsyncDriver:
         bucket.async_flights[resource] = task
         task.add_done_callback(functools.partial(_flight_done, bucket.async_flights, resource))
         self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[AccessTokenInfo]) -> None:
+        self._jobs.discard(task)  # the set of now: close() may have replaced the one the task was added to
 
     async def _refresh(self, flow: Callable[[], Flow]) -> AccessTokenInfo:
         # in this task's context, and so in the tasks it starts (asyncio.wait_for's, before Python 3.12)
@@ -327,7 +331,6 @@ class AsyncDriver:
         result: EffectResult = None
         # machine cache locks this flow holds: released when it ends, however it ends (a cancelled call too)
         held = machine_cache.Holdings()
-        abandoned = False
         try:
             while True:
                 try:
@@ -348,20 +351,21 @@ class AsyncDriver:
                     result = await off_loop(machine_cache.perform, effect, held)
                 else:  # pragma: no cover - the engine yields nothing else
                     raise TypeError(f"unknown effect {effect!r}")
-        except GeneratorExit:
-            # closed without its loop (the loop was closed with this pending): nothing may be awaited any more
-            abandoned = True
-            raise
         finally:
             machine_cache.release_all(held)
             flow.close()
-            if not abandoned:
-                await pipelines.close()
+            await pipelines.close()
 
     async def send(self, request: Request, pipelines: _FlowPipelines) -> Response | TransportFailure:
         """One attempt, bounded in all by the request's budget (a slow body cannot hold the caller)."""
+        attempt: Any = self._send(request, pipelines)
+        if _REFRESH.get() is not None and sys.version_info < (3, 12):
+            # before 3.12 wait_for runs the attempt as a task of its own: like the refresh's, it goes quietly with a
+            # loop the application closes while it is pending (refresh_beside)
+            attempt = asyncio.ensure_future(attempt)
+            attempt._log_destroy_pending = False
         try:
-            return await asyncio.wait_for(self._send(request, pipelines), request.budget)
+            return await asyncio.wait_for(attempt, request.budget)
         except asyncio.TimeoutError:
             return TransportFailure("read_timeout", "no complete answer before the deadline")
         except _ExecutorGone:
@@ -423,10 +427,12 @@ class AsyncDriver:
         """Cancel the refreshes this credential runs beside its callers (those of the running loop are awaited for
         at most CLOSE_WAIT; another loop's are cancelled in their loop), then close a supplied transport."""
         jobs = list(self._jobs) if os.getpid() == self._pid else []
-        self._jobs = set()
         loop = asyncio.get_running_loop()
         # set when close() runs inside one of those refreshes (a policy of its request)
         current = _REFRESH.get()
+        # that one stays a job until it has ended (settle() waits for it: before Python 3.12 its cancellation
+        # takes a few turns of the loop, through asyncio.wait_for's own task)
+        self._jobs = {current} if current is not None and current in jobs else set()
         mine = []
         for task in jobs:
             other = task.get_loop()
