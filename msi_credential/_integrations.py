@@ -15,6 +15,7 @@ import binascii
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
+from urllib.parse import SplitResult, urlsplit
 
 import requests
 from requests.auth import AuthBase
@@ -223,7 +224,8 @@ class ManagedIdentityAuth(AuthBase):
         return str(credential.get_token(self._scope).token)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        _require_tls(request.url)
+        url = urlsplit(request.url or "")  # read once: the TLS rule and the challenge's origin
+        _require_tls(url)
         request.headers["Authorization"] = "Bearer " + self._token()
         body = request.body
         position: Optional[int] = None
@@ -232,7 +234,7 @@ class ManagedIdentityAuth(AuthBase):
                 position = body.tell()
             except (AttributeError, OSError):
                 position = None  # a generator or a pipe: not replayable
-        retry = _ChallengeRetry(self, position, _origin(request.url))
+        retry = _ChallengeRetry(self, position, (url.scheme.lower(), url.netloc.lower()))
         request.register_hook("response", retry)  # type: ignore[no-untyped-call]
         return request
 
@@ -300,11 +302,8 @@ class _ChallengeRetry:
         return retried
 
 
-def _require_tls(url: Optional[str]) -> None:
+def _require_tls(parts: SplitResult) -> None:
     """Raise azure-core's ServiceRequestError unless the URL is https, or http to a loopback host."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url or "")
     if parts.scheme.lower() == "https":
         return
     if parts.scheme.lower() == "http" and _is_loopback(parts.hostname):
@@ -332,13 +331,9 @@ def _is_loopback(host: Optional[str]) -> bool:
 
 
 def _origin(url: Optional[str]) -> tuple[str, str]:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url or "")
     return parts.scheme.lower(), parts.netloc.lower()
 
 
 def _host(url: Optional[str]) -> str:
-    from urllib.parse import urlsplit
-
     return urlsplit(url or "").netloc.rpartition("@")[2] or "the server"  # never the user info
