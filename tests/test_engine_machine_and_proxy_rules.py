@@ -1,5 +1,5 @@
 """The engine's rules for the opt-in machine cache and the AKS token proxy CA, through the scripted driver
-(tests/scripted.py): what is looked up and stored and when, what CA each token proxy request carries, and what the
+(tests/engine/scripted.py): what is looked up and stored and when, what CA each token proxy request carries, and what the
 transport failure messages show. No sockets, no files, an injected clock.
 
 Written against the surviving mutants of `flow.py` (docs/mutation.md); each test checks behaviour through
@@ -32,7 +32,7 @@ from msi_credential._engine.effects import (
 )
 from msi_credential._engine.flow import Engine
 
-from .scripted import APP_SERVICE, IMDS, START, Clock, Script, engine, error_response, token_response
+from .engine.scripted import APP_SERVICE, IMDS, START, Clock, Script, engine, error_response, token_response
 
 RESOURCE = "https://storage.azure.com"
 OTHER_RESOURCE = "https://vault.azure.net"

@@ -3,7 +3,7 @@
 An error's message and a log line are what a person reads to fix a deployment (docs/troubleshooting.md sends
 them there: "the message names the variable"), so they are checked whole here, together with the fields the contract gives (`error_code`, `status_code`,
 `source`). The edge rules are those the last mutation run of docs/mutation.md still found unchecked. All
-socket-free: the engine's functions, or its flows through the scripted driver of tests/scripted.py.
+socket-free: the engine's functions, or its flows through the scripted driver of tests/engine/scripted.py.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from msi_credential._engine.scopes import resource_from_scopes
 from msi_credential._engine.sources import azure_arc, workload_identity
 from msi_credential._engine.sources.azure_arc import key_file_named, valid_key_path
 
-from .scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
+from .engine.scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
 
 RESOURCE = "https://vault.azure.net"
 WORKLOAD = ManagedIdentitySource.WORKLOAD_IDENTITY

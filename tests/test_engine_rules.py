@@ -1,4 +1,4 @@
-"""The engine's rules per source, through the scripted driver (tests/scripted.py): the request on the wire, the
+"""The engine's rules per source, through the scripted driver (tests/engine/scripted.py): the request on the wire, the
 error contract, the timing handed to the transport, the cache effect. No sockets, an injected clock.
 
 Written against the surviving mutants of `flow.py` and `sources/` (docs/mutation.md); each test checks behaviour
@@ -18,7 +18,7 @@ from msi_credential import CredentialUnavailableError, ManagedIdentityError, Man
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential._setup import build_engine
 
-from .scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
+from .engine.scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine, error_response, token_response
 
 RESOURCE = "https://storage.azure.com"
 TOKEN_FILE = "/var/run/secrets/azure/tokens/azure-identity-token"

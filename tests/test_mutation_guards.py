@@ -1,7 +1,7 @@
 """Behaviours that a one-line change to the engine used to break without any test failing (issue 13).
 
 Each test names the behaviour; the comment above it names the change that it catches. They drive the sans-I/O
-engine through the scripted driver of tests/scripted.py (no sockets, injected clock), so they also serve the
+engine through the scripted driver of tests/engine/scripted.py (no sockets, injected clock), so they also serve the
 mutation-testing run (see docs/mutation.md).
 """
 
@@ -19,7 +19,7 @@ from msi_credential._engine import cache
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential._engine.expiry import token_times
 
-from .scripted import (
+from .engine.scripted import (
     APP_SERVICE,
     ARC,
     IMDS,
