@@ -12,7 +12,17 @@ from msi_credential import CredentialUnavailableError, ManagedIdentityError, Man
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential._engine.sources.azure_arc import valid_key_path
 
-from .engine.scripted import APP_SERVICE, ARC, IMDS, START, Clock, Script, engine, error_response, token_response
+from .engine.scripted import (
+    APP_SERVICE,
+    ARC,
+    IMDS,
+    START,
+    Clock,
+    Script,
+    engine,
+    error_response,
+    token_response,
+)
 
 RESOURCE = "https://storage.azure.com"
 CLOUD_SHELL = {"MSI_ENDPOINT": "http://127.0.0.1:9/oauth2/token"}
