@@ -1,6 +1,7 @@
-"""Distributed tracing (msi_credential/_tracing.py and azure-core's DistributedTracingPolicy in _transport/policies.py):
-both faces, azure-core's tracing plugin and its native OpenTelemetry tracing, against the emulator, exported by
-opentelemetry-sdk's in-memory exporter."""
+"""msi_credential/_tracing.py, and azure-core's DistributedTracingPolicy in
+msi_credential/_transport/policies.py: distributed tracing on both faces, with azure-core's tracing plugin and
+its native OpenTelemetry tracing, against the emulator, exported by opentelemetry-sdk's in-memory exporter.
+The HTTP spans stay here beside the acquisition's: one tracer provider per process serves both."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from msi_credential import ManagedIdentityError, _tracing
 from msi_credential.emulator import Fault
 
-from .skips import skip_or_fail_in_ci
+from ..faces.support import secrets_of
+from ..skips import skip_or_fail_in_ci
 
 STORAGE = "https://storage.azure.com/.default"
 VAULT = "https://vault.azure.net/.default"
@@ -216,17 +218,6 @@ def test_a_token_from_the_machine_cache_says_so_on_its_span(
     assert not _http(_finished(traced))
 
 
-def _secrets_of(emulator: Any) -> list[str]:
-    """The identity header / MSI secret, the Arc keys the credential sent and every token the emulator issued."""
-    values = [emulator.environ.get(name, "") for name in ("IDENTITY_HEADER", "MSI_SECRET")]
-    for request in emulator.requests:
-        authorization = request.headers.get("authorization", "")
-        if authorization.startswith("Basic "):
-            values.append(authorization[len("Basic ") :])
-    values.extend(emulator.issued_tokens())
-    return [value for value in values if value]
-
-
 @pytest.mark.parametrize("source", ["imds", "app_service", "azure_arc", "service_fabric", "cloud_shell"])
 def test_no_secret_token_or_key_path_reaches_a_span(
     face: Any, emulator_factory: Any, traced: InMemorySpanExporter, source: str
@@ -252,7 +243,7 @@ def test_no_secret_token_or_key_path_reaches_a_span(
 
     spans = _finished(traced)
     assert len(_acquisitions(spans)) == 5
-    secrets = _secrets_of(emulator)
+    secrets = secrets_of(emulator)
     assert token in secrets
     if source in ("app_service", "service_fabric", "azure_arc"):
         assert len(secrets) >= 2

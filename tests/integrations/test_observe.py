@@ -1,4 +1,5 @@
-"""Where a token came from, at DEBUG: one record per acquisition past the cache-hit path, none on a hit."""
+"""msi_credential/_observe.py: where a token came from, at DEBUG: one record per acquisition past the
+cache-hit path, none on a hit. The sync face (and the async face once) against the emulator."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from msi_credential import CredentialUnavailableError, ManagedIdentityCredential
 from msi_credential.aio import ManagedIdentityCredential as AsyncManagedIdentityCredential
 from msi_credential.emulator import Emulator, Fault
 
-STORAGE = "https://storage.azure.com/.default"
+from ..engine.scripted import Clock
+from ..faces.support import STORAGE
 
 
 def origin_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -28,23 +30,9 @@ def assert_no_token_in(records: list[logging.LogRecord], emulator: Emulator) -> 
         assert token.split(".")[1] not in text
 
 
-@pytest.fixture
-def emulator(emulator_factory: Any) -> Emulator:
-    started: Emulator = emulator_factory("imds")
-    return started
-
-
 @pytest.fixture(autouse=True)
 def debug(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="msi_credential")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def credential_for(emulator: Emulator, **kwargs: Any) -> ManagedIdentityCredential:
@@ -97,7 +85,7 @@ def test_a_claims_request_says_so(emulator: Emulator, caplog: pytest.LogCaptureF
 def test_a_call_served_while_its_refresh_runs_beside_it_is_from_the_cache(
     emulator: Emulator, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = Clock()
+    clock = Clock(time.time())
     with credential_for(emulator, _clock=clock, _random=lambda: 0.0, retry_total=0) as credential:
         first = credential.get_token(STORAGE).token
         clock.now += 3600 - 299  # past refresh_on, before the mandatory window
@@ -203,29 +191,3 @@ async def test_async_one_record_per_request_none_for_hits(
         "IMDS: token for https://storage.azure.com from the endpoint (1 HTTP request; " in record.getMessage()
     )
     assert_no_token_in(caplog.records, emulator)
-
-
-def test_cli_token_shows_where_the_token_came_from(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import io
-    import json
-
-    from msi_credential.cli import main
-
-    for name, value in emulator.environ.items():
-        monkeypatch.setenv(name, value)
-    out = io.StringIO()
-    assert main(["token", STORAGE], stdout=out) == 0
-    [line] = [line for line in out.getvalue().splitlines() if line.startswith("from:")]
-    assert line.startswith("from:        endpoint (1 HTTP request; ")
-    assert emulator.issued_tokens()[0] not in out.getvalue() + capsys.readouterr().err
-
-    out = io.StringIO()
-    assert main(["token", STORAGE, "--json"], stdout=out) == 0
-    assert json.loads(out.getvalue())["origin"] == "cache"  # the process-wide cache had it from the first run
-    out = io.StringIO()
-    assert main(["token", STORAGE], stdout=out) == 0
-    assert "from:        cache (a cache hit)" in out.getvalue().splitlines()
-    assert emulator.tokens_issued == 1
-    assert logging.getLogger("msi_credential").level == logging.DEBUG  # caplog's; the CLI restored it

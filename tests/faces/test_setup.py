@@ -1,0 +1,132 @@
+"""msi_credential/_setup.py, the construction both faces share: the argument checks, detection once at
+construction, the keywords taken or refused (check_pipeline_keywords), and telling a call from
+azure-identity's credential chains (called_from_credential_chain). Both faces through the ``face`` fixture
+(tests/conftest.py) against the emulator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from typing import Any
+
+import pytest
+
+from msi_credential import ManagedIdentitySource
+from msi_credential._setup import called_from_credential_chain
+
+from .support import STORAGE
+
+# ------------------------------------------------------------------------------------ arguments and detection
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"client_id": "a", "object_id": "b"},
+        {"client_id": "a", "identity_config": {"client_id": "a"}},
+        {"resource_id": "r", "identity_config": {"object_id": "o"}},
+        {"client_id": ""},
+        {"client_id": 5},
+        {"identity_config": "client_id=a"},
+        {"connection_timeout": -1},
+        {"read_timeout": "fast"},
+        {"retry_total": -1},
+        {"client_capabilities": "cp1"},
+        {"share_cache": "yes"},
+    ],
+)
+def test_bad_constructor_arguments_are_value_errors(face: Any, kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        face.credential(**kwargs)
+
+
+def test_detection_happens_once_at_construction(face: Any, emulator_factory: Any, monkeypatch: Any) -> None:
+    emulator = emulator_factory("app_service")
+    for name, value in emulator.environ.items():
+        monkeypatch.setenv(name, value)
+    credential = face.credential(_environ=None)
+    for name in emulator.environ:
+        monkeypatch.delenv(name)
+
+    assert credential.source is ManagedIdentitySource.APP_SERVICE
+    assert credential.get_token(STORAGE).token
+
+
+# --------------------------------------------------------------------------------------------------- keywords
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"polices": []}, "'polices'"),  # a misspelt keyword is not dropped
+        ({"tenant_id": "x"}, "'tenant_id'"),
+        ({"retry_mode": "fixed"}, "retry_mode="),
+        ({"retry_on_status_codes": [500]}, "retry_on_status_codes="),
+        ({"permit_redirects": True}, "permit_redirects="),
+        ({"redirect_max": 3}, "redirect_max="),
+        ({"use_env_settings": True}, "use_env_settings="),
+        ({"session": object()}, "session="),
+    ],
+)
+def test_a_keyword_the_credential_would_ignore_is_a_value_error_naming_it(
+    face: Any, emulator_factory: Any, kwargs: dict[str, Any], named: str
+) -> None:
+    emulator = emulator_factory("imds")
+
+    with pytest.raises(ValueError, match=named):
+        face.credential(emulator, **kwargs)
+
+    assert emulator.requests == []
+
+
+def test_keywords_azure_identity_callers_pass_are_taken(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    credential = face.credential(
+        emulator,
+        logging_enable=True,
+        additionally_allowed_tenants=["*"],
+        permit_redirects=False,
+        use_env_settings=False,
+        user_agent_use_env=False,
+        request_id_header_name="x-ms-client-request-id",
+    )
+
+    assert credential.get_token(STORAGE).token
+
+
+# ----------------------------------------------------------------------------- called from a credential chain
+
+
+def test_a_call_is_in_a_chain_while_azure_identity_marks_it_so(in_credential_chain: None) -> None:
+    from azure.identity._internal import utils
+
+    assert called_from_credential_chain()
+    reset = utils.within_credential_chain.set(False)  # as ChainedTokenCredential leaves it after its loop
+    assert not called_from_credential_chain()
+    utils.within_credential_chain.reset(reset)
+
+
+@pytest.mark.parametrize(
+    "module", [None, types.SimpleNamespace(), types.SimpleNamespace(within_credential_chain=True)]
+)
+def test_without_azure_identity_s_chain_marker_a_call_is_not_in_a_chain(
+    monkeypatch: pytest.MonkeyPatch, in_credential_chain: None, module: Any
+) -> None:
+    monkeypatch.setitem(sys.modules, "azure.identity._internal.utils", module)
+
+    assert not called_from_credential_chain()
+
+
+def test_telling_a_chain_call_imports_nothing() -> None:
+    code = (
+        "import sys\n"
+        "from msi_credential._setup import called_from_credential_chain\n"
+        "print(called_from_credential_chain(), any(name.startswith('azure.identity') for name in sys.modules))\n"
+    )
+
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert result.stdout.split() == ["False", "False"]
