@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHMARK = ROOT / "benchmarks" / "compare.py"
 
 
-@pytest.mark.parametrize("name", sorted(path.name for path in (ROOT / "samples").glob("*.py")))
-def test_every_sample_answers_help_without_running(name: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "samples" / name), "--help"],
+def run_python(*argv: str) -> subprocess.CompletedProcess[str]:
+    """``python *argv`` from the repository's root, in a clean environment (tests/cli/conftest.py)."""
+    return subprocess.run(
+        [sys.executable, *argv],
         cwd=ROOT,
         env=clean_environment(),
         capture_output=True,
@@ -28,6 +28,11 @@ def test_every_sample_answers_help_without_running(name: str) -> None:
         timeout=SUBPROCESS_TIMEOUT,
         check=False,
     )
+
+
+@pytest.mark.parametrize("name", sorted(path.name for path in (ROOT / "samples").glob("*.py")))
+def test_every_sample_answers_help_without_running(name: str) -> None:
+    result = run_python(str(ROOT / "samples" / name), "--help")
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("usage: ")
@@ -40,15 +45,7 @@ def run_benchmark_without_the_dev_extra(*argv: str) -> subprocess.CompletedProce
         "import sys\nsys.modules['azure.identity'] = None\nimport runpy\n"
         f"sys.argv = [{str(BENCHMARK)!r}, *{list(argv)!r}]\nrunpy.run_path({str(BENCHMARK)!r}, run_name='__main__')"
     )
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
+    return run_python("-c", code)
 
 
 def test_benchmark_without_the_dev_extra_says_what_to_install() -> None:

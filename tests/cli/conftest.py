@@ -35,6 +35,14 @@ def run(argv: list[str]) -> tuple[int, str]:
     return code, buffer.getvalue()
 
 
+def run_refused(argv: list[str], code: int, capsys: pytest.CaptureFixture[str]) -> str:
+    """``main(argv)`` that must exit with ``code`` and print nothing on stdout: what it wrote on stderr."""
+    exit_code, out = run(argv)
+    assert exit_code == code
+    assert out == ""
+    return capsys.readouterr().err
+
+
 def run_exit(argv: list[str]) -> int:
     """``main(argv)`` for arguments argparse handles itself (help, errors): the SystemExit code."""
     with pytest.raises(SystemExit) as raised:

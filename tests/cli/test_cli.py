@@ -50,6 +50,7 @@ from .conftest import (
     point_at,
     run,
     run_exit,
+    run_refused,
 )
 
 SOURCES = ("imds", "app_service", "azure_arc", "cloud_shell", "service_fabric", "machine_learning")
@@ -180,11 +181,8 @@ def test_bad_arguments_exit_2_with_a_clear_message(
 def test_token_bad_scope_exits_2_before_any_connection(
     capsys: pytest.CaptureFixture[str], no_connections: list[Any], scope: str
 ) -> None:
-    code, out = run(["token", scope])
+    err = run_refused(["token", scope], EXIT_USAGE, capsys)
 
-    assert code == EXIT_USAGE
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith("msi-credential token: error: ")
     assert "scope" in err
     assert no_connections == []
@@ -340,11 +338,10 @@ def test_token_for_a_user_assigned_identity(
 def test_token_for_an_identity_the_endpoint_does_not_know_is_unavailable(
     app_service: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = run(["token", STORAGE, "--client-id", "cccccccc-3333-3333-3333-333333333333"])
+    err = run_refused(
+        ["token", STORAGE, "--client-id", "cccccccc-3333-3333-3333-333333333333"], EXIT_UNAVAILABLE, capsys
+    )
 
-    assert code == EXIT_UNAVAILABLE
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith("unavailable (identity_not_found): ")
     assert app_service.secret not in err
 
@@ -356,11 +353,9 @@ def test_token_imds_identity_not_found_is_unavailable(
     point_at(monkeypatch, emulator)
     emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
 
-    code, out = run(["token", STORAGE])
+    err = run_refused(["token", STORAGE], EXIT_UNAVAILABLE, capsys)
 
-    assert code == EXIT_UNAVAILABLE
-    assert out == ""
-    assert "unavailable (identity_not_found)" in capsys.readouterr().err
+    assert "unavailable (identity_not_found)" in err
     assert len(emulator.requests) == 1  # a 400 is final: no retry
 
 
@@ -369,11 +364,8 @@ def test_token_refused_by_the_endpoint_fails_with_exit_1(
 ) -> None:
     app_service.script(Fault(403))
 
-    code, out = run(["token", STORAGE])
+    err = run_refused(["token", STORAGE], EXIT_FAILED, capsys)
 
-    assert code == EXIT_FAILED
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith("failed (http_403): ")
     assert "HTTP 403" in err
     assert len(app_service.requests) == 1
@@ -395,11 +387,8 @@ def test_token_neutralises_terminal_control_characters_in_the_endpoints_error_te
     hostile = "Identity not found\x1b[2J\x1b]0;owned\x07\r\nfailed (ok): all is well\x9b31m\u202e"
     emulator.script(Fault(status, {"error": "invalid_request", "error_description": hostile}))
 
-    exit_code, out = run(["token", STORAGE])
+    err = run_refused(["token", STORAGE], code, capsys)
 
-    assert exit_code == code
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith(f"{kind} (")
     assert err.count("\n") == 1 and err.endswith("\n")  # one line: no forged second line
     assert not any(not character.isprintable() for character in err[:-1])
