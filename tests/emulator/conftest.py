@@ -10,6 +10,8 @@ import trustme
 
 @pytest.fixture
 def tls_cert(tmp_path: Path) -> tuple[str, str]:
+    """A server certificate and its key for 127.0.0.1 and localhost, from a CA made for the test: the files
+    ``Emulator(tls_cert=...)`` serves."""
     authority = trustme.CA()
     server = authority.issue_cert("127.0.0.1", "localhost")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
