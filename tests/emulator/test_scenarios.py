@@ -131,7 +131,7 @@ def client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 
 def test_every_scenario_of_the_catalogue_is_tested_here_and_listed_in_docs() -> None:
     source = Path(__file__).read_text(encoding="utf-8")
-    catalogue = (Path(__file__).resolve().parent.parent / "docs/testing.md").read_text(encoding="utf-8")
+    catalogue = (Path(__file__).resolve().parents[2] / "docs/testing.md").read_text(encoding="utf-8")
     for name in SCENARIOS:
         assert f"def test_{name}_" in source, name
         assert f"| `{name}` |" in catalogue, name

@@ -18,7 +18,7 @@ import requests
 import msi_credential.aio
 from msi_credential import ManagedIdentityCredential
 
-from .conftest import MANAGED_IDENTITY_VARIABLES
+from ..conftest import MANAGED_IDENTITY_VARIABLES
 
 # pytester's in-process runs drop the modules first imported during a run: imported here, the clients the inner
 # tests use stay one copy (a second copy of http.cookiejar breaks requests' cookie merging).
@@ -26,7 +26,7 @@ CLIENT_MODULES = (azure.identity, azure.identity.aio, requests, msi_credential.a
 
 pytest_plugins = ["pytester"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

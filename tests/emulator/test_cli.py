@@ -1,29 +1,39 @@
-"""``msi-credential emulate`` as a command: what it prints in each format, its files, its life cycle, faults."""
+"""msi_credential/emulator/_cli.py: ``msi-credential emulate`` as a command, run as a process and in-process: what it
+prints in each format, its files, its life cycle and stop signals, faults, identities and scenarios from the
+command line, and our own ``token`` command against it."""
 
 from __future__ import annotations
 
 import http.client
 import io
 import json
+import logging
 import os
+import queue
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Optional
 from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from msi_credential import ManagedIdentityCredential
 from msi_credential import emulator as emulator_package
 from msi_credential.cli import EXIT_OK, EXIT_USAGE, build_parser, main
 from msi_credential.emulator import ARC_KEY_DIRECTORY, decode_jwt
+from msi_credential.emulator import _cli as emulator_cli
 
-from .conftest import MANAGED_IDENTITY_VARIABLES
+from ..cli.conftest import IDENTITY, LINE_TIMEOUT, STORAGE, SUBPROCESS_TIMEOUT, clean_environment, run
+from ..conftest import MANAGED_IDENTITY_VARIABLES
+from .http_calls import EXPECTED_ENVIRON
 
 # `msi-credential emulate --source azure_arc` writes its key files in the Arc agent's own directory
 # (/var/opt/azcmagent/tokens), which clients read and tests compare: under pytest-xdist (`--dist loadgroup`,
@@ -34,13 +44,11 @@ TIMEOUT = 30.0
 RESOURCE = "https://storage.azure.com"
 USER = ("0c4e2a51-7d3f-4b8e-a1c2-5e6f7a8b9c01", "7f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a02")
 TRUST = {"NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"}
+# What it prints for each source: the emulator's variables, and for a source served over https the ones that make
+# clients trust the run's certificate authority.
 SOURCE_VARIABLES = {
-    "imds": {"AZURE_POD_IDENTITY_AUTHORITY_HOST"},
-    "app_service": {"IDENTITY_ENDPOINT", "IDENTITY_HEADER"},
-    "azure_arc": {"IDENTITY_ENDPOINT", "IMDS_ENDPOINT"},
-    "cloud_shell": {"MSI_ENDPOINT"},
-    "service_fabric": {"IDENTITY_ENDPOINT", "IDENTITY_HEADER", "IDENTITY_SERVER_THUMBPRINT", *TRUST},
-    "machine_learning": {"MSI_ENDPOINT", "MSI_SECRET"},
+    **EXPECTED_ENVIRON,
+    "service_fabric": {*EXPECTED_ENVIRON["service_fabric"], *TRUST},
     "workload_identity": {
         "AZURE_FEDERATED_TOKEN_FILE",
         "AZURE_TENANT_ID",
@@ -49,24 +57,6 @@ SOURCE_VARIABLES = {
         *TRUST,
     },
 }
-
-
-def clean_environment() -> dict[str, str]:
-    drop = {
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "REQUESTS_CA_BUNDLE",
-        "SSL_CERT_FILE",
-        "PYTHONUNBUFFERED",
-    }
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in MANAGED_IDENTITY_VARIABLES and name.upper() not in drop
-    }
-    env["NO_PROXY"] = env["no_proxy"] = "*"
-    return env
 
 
 class Emulate:
@@ -356,6 +346,183 @@ def test_a_second_instance_on_a_busy_port_says_so(emulate: Any) -> None:
     assert imds_get(url)[0] == 200  # the first one serves on
 
 
+class LineReader:
+    """Reads a pipe's lines on a thread, so the test can wait for one with a timeout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: queue.Queue[Optional[str]] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def until(self, predicate: Any, timeout: float = LINE_TIMEOUT) -> str:
+        """The first line (from now on) for which ``predicate`` holds; fails on EOF or timeout."""
+        while True:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                pytest.fail(f"no matching line within {timeout} s; seen: {self.seen!r}")
+            if line is None:
+                pytest.fail(f"stream ended without a matching line; seen: {self.seen!r}")
+            self.seen.append(line)
+            if predicate(line):
+                return line
+
+    def rest(self) -> list[str]:
+        self._thread.join(LINE_TIMEOUT)
+        lines = []
+        while not self.lines.empty():
+            line = self.lines.get_nowait()
+            if line is not None:
+                lines.append(line)
+        return lines
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.fixture
+def start_process() -> Iterator[Any]:
+    """Start subprocesses and make sure none outlives its test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(argv: list[str]) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_environment(),
+            # A shell running pytest in the background ignores SIGINT, and the child would inherit that: Ctrl-C
+            # (the SIGINT a test sends) must reach it whatever the parent ignores.
+            preexec_fn=_default_sigint if os.name == "posix" else None,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(SUBPROCESS_TIMEOUT)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
+@pytest.mark.parametrize(
+    ("source", "path"),
+    [
+        ("app_service", "/msi/token"),
+        ("azure_arc", "/metadata/identity/oauth2/token"),
+        ("imds", "/metadata/identity/oauth2/token"),
+    ],
+)
+def test_emulate_in_the_foreground_serves_logs_and_stops_on_ctrl_c(
+    start_process: Any, source: str, path: str
+) -> None:
+    process = start_process([sys.executable, "-m", "msi_credential", "emulate", "--source", source])
+    out, err = LineReader(process.stdout), LineReader(process.stderr)
+
+    out.until(lambda line: line.startswith(f"# {source} emulator listening at http"))
+    environ: dict[str, str] = {}
+    while True:
+        line = out.until(lambda line: True)
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            [environ[name]] = shlex.split(value)
+        elif line.startswith("# Ctrl-C (or kill "):
+            break
+    assert environ
+    assert set(environ) <= set(MANAGED_IDENTITY_VARIABLES)
+
+    # Azure Arc included: the key files are in the agent's directory, where the credential looks by default.
+    credential = ManagedIdentityCredential(_environ=environ, share_cache=False)
+    with credential:
+        assert credential.source.value == source
+        token = credential.get_token(STORAGE)
+    assert decode_jwt(token.token)["aud"] == "https://storage.azure.com"
+    err.until(lambda line: line.endswith(f"GET {path} -> 200"))
+
+    process.send_signal(signal.SIGINT)
+    assert process.wait(SUBPROCESS_TIMEOUT) == EXIT_OK
+    assert "# stopped (SIGINT); the files it wrote are removed" in out.rest()
+    assert not any("Traceback" in line for line in err.rest())
+
+
+def test_emulate_in_process_with_a_user_assigned_identity(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    buffer = io.StringIO()
+    results: list[str] = []
+
+    def serve_once(stop: Any) -> None:
+        """Stands in for the foreground wait: get a token through the printed exports, then return (stop)."""
+        lines = buffer.getvalue().splitlines()
+        environ = {}
+        for line in lines:
+            if line.startswith("export "):
+                name, _, value = line[len("export ") :].partition("=")
+                [environ[name]] = shlex.split(value)
+        with ManagedIdentityCredential(
+            _environ=environ, share_cache=False, client_id=IDENTITY.client_id, _sleep=lambda seconds: None
+        ) as credential:
+            results.append(credential.get_token(STORAGE).token)
+
+    monkeypatch.setattr(emulator_cli, "wait_until_stopped", serve_once)
+    emulator_logger = logging.getLogger("msi_credential.emulator")
+    level = emulator_logger.level
+    argv = ["emulate", "--source", "app_service", "--identity", f"{IDENTITY.client_id},{IDENTITY.object_id}"]
+
+    assert main(argv, stdout=buffer) == EXIT_OK
+
+    [token] = results
+    assert decode_jwt(token)["oid"] == IDENTITY.object_id
+    assert buffer.getvalue().splitlines()[-1] == "# stopped (stop requested); the files it wrote are removed"
+    assert "GET /msi/token -> 200" in capsys.readouterr().err
+    assert emulator_logger.handlers == []  # main() can run again in this process
+    assert emulator_logger.level == level
+
+
+def test_emulate_on_a_port_in_use_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupt(stop: Any) -> None:  # should the port bind after all: stop instead of serving forever
+        return None
+
+    monkeypatch.setattr(emulator_cli, "wait_until_stopped", interrupt)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        code, out = run(["emulate", "--port", str(port)])
+
+    assert code == EXIT_USAGE
+    assert out == ""
+    assert f"msi-credential emulate: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert logging.getLogger("msi_credential.emulator").handlers == []
+
+
+def test_stop_signal_handlers_are_put_back_after_an_in_process_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msi_credential.emulator import _cli
+
+    before = {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS}
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        _cli, "wait_until_stopped", lambda stop: seen.append(signal.getsignal(signal.SIGTERM))
+    )
+
+    assert main(["emulate", "--source", "imds", "--format", "json"], stdout=io.StringIO()) == EXIT_OK
+
+    assert callable(seen[0]) and seen[0] is not before[signal.SIGTERM]
+    assert {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS} == before
+
+
 # ---------------------------------------------------------------------------------------------- scripting
 
 
@@ -484,37 +651,6 @@ def test_missing_emulator_extra_is_a_clear_error(
 
     assert code == EXIT_USAGE
     assert "pip install 'msi-credential[emulator]'" in capsys.readouterr().err
-
-
-def test_stop_signal_handlers_are_put_back_after_an_in_process_run(monkeypatch: pytest.MonkeyPatch) -> None:
-    from msi_credential.emulator import _cli
-
-    before = {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS}
-    seen: list[Any] = []
-    monkeypatch.setattr(
-        _cli, "wait_until_stopped", lambda stop: seen.append(signal.getsignal(signal.SIGTERM))
-    )
-
-    assert main(["emulate", "--source", "imds", "--format", "json"], stdout=io.StringIO()) == EXIT_OK
-
-    assert callable(seen[0]) and seen[0] is not before[signal.SIGTERM]
-    assert {number: signal.getsignal(number) for number in _cli._STOP_SIGNALS} == before
-
-
-def test_demo_without_the_emulator_extra_runs_and_says_what_to_install(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setitem(sys.modules, "trustme", None)  # a fresh machine with only `pip install -e .`
-    out = io.StringIO()
-
-    code = main(["demo"], stdout=out)
-
-    assert code == EXIT_OK
-    rows = {line.split()[0]: line for line in out.getvalue().splitlines() if line.split()}
-    assert "skipped" in rows["service_fabric"] and "msi-credential[emulator]" in rows["service_fabric"]
-    served = ("imds", "app_service", "azure_arc", "cloud_shell", "machine_learning", "workload_identity")
-    for source in served:
-        assert rows[source].endswith("https://storage.azure.com"), rows[source]
 
 
 # ---------------------------------------------------------------------------------------------- scenarios

@@ -1,4 +1,7 @@
-"""The msi-credential command through its real entry points: ``main(argv)``, ``python -m`` and the console script.
+"""msi_credential/cli.py: the msi-credential command through its real entry points: ``main(argv)``, ``python -m``
+and the console script; and as az users type it: no abbreviations, --resource / --scope, -o json in az's format,
+conflicting flags refused with exit 2, a real IMDS probe, progress on a terminal. (The ``emulate`` command itself:
+tests/emulator/test_cli.py.)
 
 Every ``token`` and ``detect --probe`` test points the environment at a loopback emulator or a closed loopback port;
 nothing here ever reaches 169.254.169.254.
@@ -6,87 +9,58 @@ nothing here ever reaches 169.254.169.254.
 
 from __future__ import annotations
 
+import argparse
+import functools
 import io
 import json
-import logging
 import os
-import queue
-import shlex
-import signal
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Optional
+from typing import Any
 
 import pytest
 
-from msi_credential import ManagedIdentityCredential, cli
-from msi_credential.cli import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
-from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decode_jwt
-from msi_credential.emulator import _cli as emulator_cli
-
-from .conftest import MANAGED_IDENTITY_VARIABLES
-from .skips import skip_or_fail_in_ci
-
-STORAGE = "https://storage.azure.com/.default"
-SOURCES = ("imds", "app_service", "azure_arc", "cloud_shell", "service_fabric", "machine_learning")
-IDENTITY = UserAssignedIdentity(
-    client_id="aaaaaaaa-1111-1111-1111-111111111111",
-    object_id="bbbbbbbb-2222-2222-2222-222222222222",
-    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a",
+from msi_credential import cli
+from msi_credential.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    Progress,
+    az_document,
+    build_parser,
+    main,
 )
-SUBPROCESS_TIMEOUT = 60.0
-LINE_TIMEOUT = 30.0
+from msi_credential.emulator import Emulator, Fault, decode_jwt
+
+from ..skips import skip_or_fail_in_ci
+from .conftest import (
+    IDENTITY,
+    LINE_TIMEOUT,
+    STORAGE,
+    STORAGE_RESOURCE,
+    SUBPROCESS_TIMEOUT,
+    VAULT,
+    clean_environment,
+    flat,
+    point_at,
+    run,
+    run_exit,
+    run_refused,
+)
+
+SOURCES = ("imds", "app_service", "azure_arc", "cloud_shell", "service_fabric", "machine_learning")
 
 
-def run(argv: list[str]) -> tuple[int, str]:
-    """``main(argv)`` with its output in a buffer: (exit code, stdout)."""
-    buffer = io.StringIO()
-    code = main(argv, stdout=buffer)
-    return code, buffer.getvalue()
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal."""
 
-
-def run_exit(argv: list[str]) -> int:
-    """``main(argv)`` for arguments argparse handles itself (help, errors): the SystemExit code."""
-    with pytest.raises(SystemExit) as raised:
-        main(argv, stdout=io.StringIO())
-    code = raised.value.code
-    assert isinstance(code, int)
-    return code
-
-
-def flat(text: str) -> str:
-    """Whitespace collapsed, so argparse's line wrapping does not matter."""
-    return " ".join(text.split())
-
-
-def point_at(monkeypatch: pytest.MonkeyPatch, emulator: Emulator) -> None:
-    for name, value in emulator.environ.items():
-        monkeypatch.setenv(name, value)
-
-
-def clean_environment() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name not in MANAGED_IDENTITY_VARIABLES}
-    env.pop("PYTHONUNBUFFERED", None)  # the command must flush its export lines itself
-    return env
-
-
-@pytest.fixture
-def no_connections(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Fail the test for any outgoing connection at all, loopback included."""
-    attempts: list[Any] = []
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        attempts.append(args)
-        raise AssertionError(f"unexpected connection: {args!r}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
+    def isatty(self) -> bool:
+        return True
 
 
 # ------------------------------------------------------------------------------------------------ help, version
@@ -116,6 +90,44 @@ def test_help_on_every_command(
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_exit(["--version"]) == 0
     assert capsys.readouterr().out.startswith("msi-credential ")
+
+
+# ------------------------------------------------------------------------------------------------ abbreviations
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(all_parsers(child))
+    return found
+
+
+def test_no_parser_accepts_abbreviations() -> None:
+    parsers = all_parsers(build_parser())
+
+    assert len(parsers) >= 5  # the command and each subcommand
+    assert all(parser.allow_abbrev is False for parser in parsers)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", VAULT, "--client", "x"],
+        ["token", VAULT, "--object", "x"],
+        ["token", VAULT, "--resource-i", "x"],
+        ["token", VAULT, "--dec"],
+        ["detect", "--pro"],
+        ["emulate", "--sou", "imds"],
+        ["--vers", "detect"],
+    ],
+)
+def test_an_abbreviated_option_is_refused_with_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    assert run_exit(argv) == EXIT_USAGE
+    assert "unrecognized arguments" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------ bad arguments
@@ -169,11 +181,8 @@ def test_bad_arguments_exit_2_with_a_clear_message(
 def test_token_bad_scope_exits_2_before_any_connection(
     capsys: pytest.CaptureFixture[str], no_connections: list[Any], scope: str
 ) -> None:
-    code, out = run(["token", scope])
+    err = run_refused(["token", scope], EXIT_USAGE, capsys)
 
-    assert code == EXIT_USAGE
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith("msi-credential token: error: ")
     assert "scope" in err
     assert no_connections == []
@@ -235,13 +244,6 @@ def test_a_closed_output_pipe_ends_every_command_quietly_with_141(
 
 
 # ------------------------------------------------------------------------------------------------ token
-
-
-@pytest.fixture
-def app_service(emulator_factory: Any, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    emulator: Emulator = emulator_factory("app_service", identities=[IDENTITY])
-    point_at(monkeypatch, emulator)
-    return emulator
 
 
 def test_token_shows_source_expiry_and_refresh_but_not_the_token(
@@ -336,11 +338,10 @@ def test_token_for_a_user_assigned_identity(
 def test_token_for_an_identity_the_endpoint_does_not_know_is_unavailable(
     app_service: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out = run(["token", STORAGE, "--client-id", "cccccccc-3333-3333-3333-333333333333"])
+    err = run_refused(
+        ["token", STORAGE, "--client-id", "cccccccc-3333-3333-3333-333333333333"], EXIT_UNAVAILABLE, capsys
+    )
 
-    assert code == EXIT_UNAVAILABLE
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith("unavailable (identity_not_found): ")
     assert app_service.secret not in err
 
@@ -352,11 +353,9 @@ def test_token_imds_identity_not_found_is_unavailable(
     point_at(monkeypatch, emulator)
     emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
 
-    code, out = run(["token", STORAGE])
+    err = run_refused(["token", STORAGE], EXIT_UNAVAILABLE, capsys)
 
-    assert code == EXIT_UNAVAILABLE
-    assert out == ""
-    assert "unavailable (identity_not_found)" in capsys.readouterr().err
+    assert "unavailable (identity_not_found)" in err
     assert len(emulator.requests) == 1  # a 400 is final: no retry
 
 
@@ -365,11 +364,8 @@ def test_token_refused_by_the_endpoint_fails_with_exit_1(
 ) -> None:
     app_service.script(Fault(403))
 
-    code, out = run(["token", STORAGE])
+    err = run_refused(["token", STORAGE], EXIT_FAILED, capsys)
 
-    assert code == EXIT_FAILED
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith("failed (http_403): ")
     assert "HTTP 403" in err
     assert len(app_service.requests) == 1
@@ -391,11 +387,8 @@ def test_token_neutralises_terminal_control_characters_in_the_endpoints_error_te
     hostile = "Identity not found\x1b[2J\x1b]0;owned\x07\r\nfailed (ok): all is well\x9b31m\u202e"
     emulator.script(Fault(status, {"error": "invalid_request", "error_description": hostile}))
 
-    exit_code, out = run(["token", STORAGE])
+    err = run_refused(["token", STORAGE], code, capsys)
 
-    assert exit_code == code
-    assert out == ""
-    err = capsys.readouterr().err
     assert err.startswith(f"{kind} (")
     assert err.count("\n") == 1 and err.endswith("\n")  # one line: no forged second line
     assert not any(not character.isprintable() for character in err[:-1])
@@ -421,6 +414,194 @@ def test_token_invalid_endpoint_fails_before_any_connection(
     assert "invalid_endpoint" in err
     assert "do-not-print-me" not in err
     assert no_connections == []
+
+
+# ------------------------------------------------------------------------------------------------ --resource, --scope
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["token", "--resource", VAULT],
+        ["token", "--scope", f"{VAULT}/.default"],
+        ["token", VAULT],
+        ["token", f"{VAULT}/.default"],
+    ],
+)
+def test_the_resource_typed_as_az_users_type_it(app_service: Emulator, argv: list[str]) -> None:
+    code, out = run([*argv, "--raw"])
+
+    assert code == EXIT_OK
+    assert decode_jwt(out.strip())["aud"] == VAULT
+    assert [request.query["resource"] for request in app_service.requests] == [VAULT]
+
+
+def test_resource_with_a_user_assigned_identity_is_not_mistaken_for_resource_id(
+    app_service: Emulator,
+) -> None:
+    code, out = run(["token", "--resource", STORAGE_RESOURCE, "--client-id", IDENTITY.client_id, "--raw"])
+
+    assert code == EXIT_OK
+    claims = decode_jwt(out.strip())
+    assert claims["aud"] == STORAGE_RESOURCE
+    assert claims["appid"] == IDENTITY.client_id
+    assert "mi_res_id" not in app_service.requests[0].query
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["token", VAULT, "--resource", STORAGE_RESOURCE],
+            "give the resource once: RESOURCE_OR_SCOPE and --resource",
+        ),
+        (
+            ["token", VAULT, "--scope", f"{STORAGE_RESOURCE}/.default"],
+            "RESOURCE_OR_SCOPE and --scope were both given",
+        ),
+        (["token", "--resource", VAULT, "--scope", f"{STORAGE_RESOURCE}/.default"], "--resource and --scope"),
+        (
+            ["token", "--scope", f"{VAULT}/.default", f"{STORAGE_RESOURCE}/.default"],
+            "argument --scope: one scope only",
+        ),
+        (["token", VAULT, "--raw", "--decode"], "argument --decode: not allowed with argument --raw"),
+        (
+            ["token", VAULT, "-o", "json", "--decode"],
+            "argument --decode: not allowed with argument -o/--output",
+        ),
+        (["token", VAULT, "-o", "json", "--raw"], "not allowed with argument"),
+        (["token", VAULT, "--output", "json", "--json"], "not allowed with argument"),
+        (["token", VAULT, "-o", "yaml"], "argument -o/--output: invalid choice: 'yaml'"),
+        (["token", "--resource"], "argument --resource: expected one argument"),
+        (["token", "--client-id", "x"], "a resource or scope is required"),
+    ],
+)
+def test_conflicting_or_missing_flags_exit_2_before_any_request(
+    capsys: pytest.CaptureFixture[str], app_service: Emulator, argv: list[str], message: str
+) -> None:
+    assert run_exit(argv) == EXIT_USAGE
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "usage: msi-credential token" in captured.err
+    assert message in flat(captured.err)
+    assert app_service.requests == []
+
+
+def test_the_issue_example_no_longer_sends_the_storage_url_as_resource_id(
+    capsys: pytest.CaptureFixture[str], app_service: Emulator
+) -> None:
+    assert run_exit(["token", VAULT, "--resource", STORAGE_RESOURCE]) == EXIT_USAGE
+    assert app_service.requests == []
+
+
+# ------------------------------------------------------------------------------------------------ -o json
+
+
+def test_output_json_has_az_fields_in_az_order_and_format(app_service: Emulator) -> None:
+    code, out = run(["token", "--resource", VAULT, "--resource-id", IDENTITY.resource_id, "-o", "json"])
+
+    assert code == EXIT_OK
+    document = json.loads(out)
+    assert list(document) == ["accessToken", "expiresOn", "expires_on", "subscription", "tenant", "tokenType"]
+    claims = decode_jwt(document["accessToken"])
+    assert claims["aud"] == VAULT
+    assert isinstance(document["expires_on"], int)
+    # az writes expiresOn in local time with microseconds, e.g. "2023-10-31 21:59:10.000000"
+    local = datetime.fromtimestamp(document["expires_on"]).strftime("%Y-%m-%d %H:%M:%S.%f")
+    assert document["expiresOn"] == local
+    assert document["tokenType"] == "Bearer"
+    assert document["tenant"] == claims["tid"]
+    assert document["subscription"] == "0b1f6471-1bf0-4dda-aec3-111122223333"
+
+
+def test_output_json_for_a_system_assigned_identity_names_the_tenant_only_when_known(
+    app_service: Emulator,
+) -> None:
+    code, out = run(["token", "--scope", f"{STORAGE_RESOURCE}/.default", "--output", "json"])
+
+    assert code == EXIT_OK
+    document = json.loads(out)
+    assert set(document) >= {"accessToken", "expiresOn", "expires_on", "tokenType"}
+    assert document.get("tenant") == decode_jwt(document["accessToken"])["tid"]
+
+
+def test_az_document_without_a_jwt_prints_only_what_it_knows() -> None:
+    document = az_document("opaque-token", 1_700_000_000, "Bearer", None)
+
+    assert document == {
+        "accessToken": "opaque-token",
+        "expiresOn": datetime.fromtimestamp(1_700_000_000).strftime("%Y-%m-%d %H:%M:%S.%f"),
+        "expires_on": 1_700_000_000,
+        "tokenType": "Bearer",
+    }
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+def test_progress_on_a_terminal_shows_each_retry_and_its_cause(
+    app_service: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(cli, "Progress", functools.partial(Progress, sleep=slept.append))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    app_service.script(Fault(503), Fault(429))
+
+    code, out = run(["token", "--resource", VAULT])
+
+    assert code == EXIT_OK
+    assert slept == [1.0, 2.0]
+    lines = terminal.getvalue().splitlines()
+    assert lines == [
+        "msi-credential: retrying in 1 s after HTTP 503 (1 request(s) sent)",
+        "msi-credential: retrying in 2 s after HTTP 429 (2 request(s) sent)",
+    ]
+    assert "source:      app_service" in out
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(
+    app_service: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    progress = Progress(io.StringIO())
+    assert progress.enabled is False
+    assert progress.credential_kwargs() == {}  # no hooks, the engine's own sleeper
+
+    code, _ = run(["token", "--resource", VAULT])
+
+    assert code == EXIT_OK
+    assert capsys.readouterr().err == ""
+
+
+def test_progress_reports_a_slow_endpoint_every_few_seconds() -> None:
+    terminal = Terminal()
+    answers = iter([False, False, True])
+    moments = iter([100.0, 103.0, 106.0])
+    progress = Progress(terminal, every=3.0, clock=lambda: next(moments), wait=lambda _: next(answers))
+
+    with progress:
+        pass
+
+    assert terminal.getvalue().splitlines() == [
+        "msi-credential: still waiting for the endpoint: 3 s, 0 request(s) sent",
+        "msi-credential: still waiting for the endpoint: 6 s, 0 request(s) sent",
+    ]
+
+
+def test_progress_never_shows_the_token_or_the_secret(
+    app_service: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "Progress", functools.partial(Progress, sleep=lambda _: None))
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    app_service.script(Fault(500))
+
+    code, out = run(["token", "--resource", VAULT, "--raw"])
+
+    assert code == EXIT_OK
+    assert out.strip() not in terminal.getvalue()
+    assert os.environ["IDENTITY_HEADER"] not in terminal.getvalue()
 
 
 # ------------------------------------------------------------------------------------------------ detect
@@ -514,6 +695,50 @@ def test_detect_probe_against_a_closed_port_exits_3(
     assert "secret-value" not in out
 
 
+def test_imds_probe_sends_a_request_without_the_metadata_header_and_names_imds(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator: Emulator = emulator_factory("imds")
+    for name, value in emulator.environ.items():
+        monkeypatch.setenv(name, value)
+
+    code, out = run(["detect", "--probe"])
+
+    assert code == EXIT_OK
+    assert "probe:     answers (IMDS at 127.0.0.1:" in out
+    assert "HTTP 400 invalid_request, 'Required metadata header not specified'" in out
+    [request] = emulator.requests
+    assert request.path == "/metadata/identity/oauth2/token"
+    assert "metadata" not in request.headers
+    assert emulator.tokens_issued == 0
+
+
+def test_imds_probe_says_when_something_else_answers_at_the_address(
+    emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another metadata server at the IMDS address (AWS, GCP) answers HTTP, but not as IMDS: here the App
+    # Service emulator, which has no /metadata path.
+    other: Emulator = emulator_factory("app_service")
+    base = "/".join(other.url.split("/")[:3])
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", base)
+
+    code, out = run(["detect", "--probe"])
+
+    assert code == EXIT_UNAVAILABLE
+    assert "source:    imds" in out
+    assert "probe:     no answer (something at 127.0.0.1:" in out
+    assert "answered, but not as IMDS does: HTTP 404" in out
+
+
+def test_imds_probe_of_a_closed_port_is_no_answer(monkeypatch: pytest.MonkeyPatch, unused_port: int) -> None:
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", f"http://127.0.0.1:{unused_port}")
+
+    code, out = run(["detect", "--probe"])
+
+    assert code == EXIT_UNAVAILABLE
+    assert f"probe:     no answer (127.0.0.1:{unused_port}: " in out
+
+
 class TricklingServer:
     """A loopback endpoint that answers a request with its status line one byte at a time, for ever: one byte each
     time ``step()`` allows one, so the test paces it without waiting on a wall clock."""
@@ -531,13 +756,12 @@ class TricklingServer:
 
     def _serve(self) -> None:
         connection, _ = self._listener.accept()
-        with connection:
-            received = b""
-            while b"\r\n\r\n" not in received:
-                chunk = connection.recv(4096)
-                if not chunk:
-                    return
-                received += chunk
+        with connection, connection.makefile("rb") as request:
+            for header in iter(request.readline, b""):  # the request's head, up to its blank line
+                if header in (b"\r\n", b"\n"):
+                    break
+            else:
+                return  # the probe hung up first
             line = b"HTTP/1.1 200 " + b"O" * 60000  # never ends within the test
             while self._allowed.acquire(timeout=LINE_TIMEOUT) and self.sent < len(line):
                 try:
@@ -610,171 +834,6 @@ def test_detect_probe_never_connects_to_a_rejected_endpoint(
     assert no_connections == []
 
 
-# ------------------------------------------------------------------------------------------------ emulate
-
-
-class LineReader:
-    """Reads a pipe's lines on a thread, so the test can wait for one with a timeout."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.lines: queue.Queue[Optional[str]] = queue.Queue()
-        self.seen: list[str] = []
-        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _pump(self, stream: IO[str]) -> None:
-        for line in stream:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put(None)
-
-    def until(self, predicate: Any, timeout: float = LINE_TIMEOUT) -> str:
-        """The first line (from now on) for which ``predicate`` holds; fails on EOF or timeout."""
-        while True:
-            try:
-                line = self.lines.get(timeout=timeout)
-            except queue.Empty:
-                pytest.fail(f"no matching line within {timeout} s; seen: {self.seen!r}")
-            if line is None:
-                pytest.fail(f"stream ended without a matching line; seen: {self.seen!r}")
-            self.seen.append(line)
-            if predicate(line):
-                return line
-
-    def rest(self) -> list[str]:
-        self._thread.join(LINE_TIMEOUT)
-        lines = []
-        while not self.lines.empty():
-            line = self.lines.get_nowait()
-            if line is not None:
-                lines.append(line)
-        return lines
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-@pytest.fixture
-def start_process() -> Iterator[Any]:
-    """Start subprocesses and make sure none outlives its test."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(argv: list[str]) -> subprocess.Popen[str]:
-        process = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_environment(),
-            # A shell running pytest in the background ignores SIGINT, and the child would inherit that: Ctrl-C
-            # (the SIGINT a test sends) must reach it whatever the parent ignores.
-            preexec_fn=_default_sigint if os.name == "posix" else None,
-        )
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(SUBPROCESS_TIMEOUT)
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child process is POSIX")
-@pytest.mark.parametrize(
-    ("source", "path"),
-    [
-        ("app_service", "/msi/token"),
-        ("azure_arc", "/metadata/identity/oauth2/token"),
-        ("imds", "/metadata/identity/oauth2/token"),
-    ],
-)
-def test_emulate_in_the_foreground_serves_logs_and_stops_on_ctrl_c(
-    start_process: Any, source: str, path: str
-) -> None:
-    process = start_process([sys.executable, "-m", "msi_credential", "emulate", "--source", source])
-    out, err = LineReader(process.stdout), LineReader(process.stderr)
-
-    out.until(lambda line: line.startswith(f"# {source} emulator listening at http"))
-    environ: dict[str, str] = {}
-    while True:
-        line = out.until(lambda line: True)
-        if line.startswith("export "):
-            name, _, value = line[len("export ") :].partition("=")
-            [environ[name]] = shlex.split(value)
-        elif line.startswith("# Ctrl-C (or kill "):
-            break
-    assert environ
-    assert set(environ) <= set(MANAGED_IDENTITY_VARIABLES)
-
-    # Azure Arc included: the key files are in the agent's directory, where the credential looks by default.
-    credential = ManagedIdentityCredential(_environ=environ, share_cache=False)
-    with credential:
-        assert credential.source.value == source
-        token = credential.get_token(STORAGE)
-    assert decode_jwt(token.token)["aud"] == "https://storage.azure.com"
-    err.until(lambda line: line.endswith(f"GET {path} -> 200"))
-
-    process.send_signal(signal.SIGINT)
-    assert process.wait(SUBPROCESS_TIMEOUT) == EXIT_OK
-    assert "# stopped (SIGINT); the files it wrote are removed" in out.rest()
-    assert not any("Traceback" in line for line in err.rest())
-
-
-def test_emulate_in_process_with_a_user_assigned_identity(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    buffer = io.StringIO()
-    results: list[str] = []
-
-    def serve_once(stop: Any) -> None:
-        """Stands in for the foreground wait: get a token through the printed exports, then return (stop)."""
-        lines = buffer.getvalue().splitlines()
-        environ = {}
-        for line in lines:
-            if line.startswith("export "):
-                name, _, value = line[len("export ") :].partition("=")
-                [environ[name]] = shlex.split(value)
-        with ManagedIdentityCredential(
-            _environ=environ, share_cache=False, client_id=IDENTITY.client_id, _sleep=lambda seconds: None
-        ) as credential:
-            results.append(credential.get_token(STORAGE).token)
-
-    monkeypatch.setattr(emulator_cli, "wait_until_stopped", serve_once)
-    emulator_logger = logging.getLogger("msi_credential.emulator")
-    level = emulator_logger.level
-    argv = ["emulate", "--source", "app_service", "--identity", f"{IDENTITY.client_id},{IDENTITY.object_id}"]
-
-    assert main(argv, stdout=buffer) == EXIT_OK
-
-    [token] = results
-    assert decode_jwt(token)["oid"] == IDENTITY.object_id
-    assert buffer.getvalue().splitlines()[-1] == "# stopped (stop requested); the files it wrote are removed"
-    assert "GET /msi/token -> 200" in capsys.readouterr().err
-    assert emulator_logger.handlers == []  # main() can run again in this process
-    assert emulator_logger.level == level
-
-
-def test_emulate_on_a_port_in_use_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    def interrupt(stop: Any) -> None:  # should the port bind after all: stop instead of serving forever
-        return None
-
-    monkeypatch.setattr(emulator_cli, "wait_until_stopped", interrupt)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-
-        code, out = run(["emulate", "--port", str(port)])
-
-    assert code == EXIT_USAGE
-    assert out == ""
-    assert f"msi-credential emulate: error: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
-    assert logging.getLogger("msi_credential.emulator").handlers == []
-
-
 # ------------------------------------------------------------------------------------------------ demo
 
 
@@ -809,6 +868,20 @@ def check_demo_output(text: str) -> None:
     assert "2nd call: served from the in-memory cache, no request." in text
 
 
+def check_demo_command(command: list[str]) -> None:
+    """The demo run as a subprocess through ``command`` (an entry point): it exits 0 and prints its table."""
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=clean_environment(),
+        timeout=SUBPROCESS_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == EXIT_OK, result.stderr
+    check_demo_output(result.stdout)
+
+
 def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run(["demo"])
 
@@ -819,16 +892,7 @@ def test_demo_in_process(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_through_python_m() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "msi_credential", "demo"],
-        capture_output=True,
-        text=True,
-        env=clean_environment(),
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == EXIT_OK, result.stderr
-    check_demo_output(result.stdout)
+    check_demo_command([sys.executable, "-m", "msi_credential", "demo"])
 
 
 def test_demo_through_the_console_script() -> None:
@@ -837,13 +901,20 @@ def test_demo_through_the_console_script() -> None:
     )
     if not script.exists():
         skip_or_fail_in_ci(f"console script not installed next to {sys.executable} (pip install -e .)")
-    result = subprocess.run(
-        [str(script), "demo"],
-        capture_output=True,
-        text=True,
-        env=clean_environment(),
-        timeout=SUBPROCESS_TIMEOUT,
-        check=False,
-    )
-    assert result.returncode == EXIT_OK, result.stderr
-    check_demo_output(result.stdout)
+    check_demo_command([str(script), "demo"])
+
+
+def test_demo_without_the_emulator_extra_runs_and_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "trustme", None)  # a fresh machine with only `pip install -e .`
+    out = io.StringIO()
+
+    code = main(["demo"], stdout=out)
+
+    assert code == EXIT_OK
+    rows = {line.split()[0]: line for line in out.getvalue().splitlines() if line.split()}
+    assert "skipped" in rows["service_fabric"] and "msi-credential[emulator]" in rows["service_fabric"]
+    served = ("imds", "app_service", "azure_arc", "cloud_shell", "machine_learning", "workload_identity")
+    for source in served:
+        assert rows[source].endswith("https://storage.azure.com"), rows[source]
