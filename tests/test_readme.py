@@ -3,10 +3,8 @@ command line in it is accepted by the parser, and the commands that need somethi
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,19 +12,11 @@ import pytest
 
 from msi_credential.cli import build_parser
 
-from .conftest import MANAGED_IDENTITY_VARIABLES
+from .subprocesses import child_environment, run
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"```(\w*)\n(.*?)```", README, flags=re.DOTALL)
-
-
-def clean_environment() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name not in MANAGED_IDENTITY_VARIABLES}
-    env.update({"NO_PROXY": "*", "no_proxy": "*"})
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        env.pop(name, None)
-    return env
 
 
 def command_lines() -> list[str]:
@@ -60,14 +50,11 @@ def test_every_command_line_in_the_readme_is_accepted(line: str) -> None:
 def test_the_in_process_emulator_example_runs_as_pasted() -> None:
     [example] = [body for language, body in BLOCKS if language == "python" and "Emulator(" in body]
 
-    result = subprocess.run(
+    result = run(
         [sys.executable, "-c", example],
         cwd=ROOT.parent,  # not the checkout: the installed package
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
+        env=child_environment(),
         timeout=60,
-        check=False,
     )
 
     assert result.returncode == 0, result.stderr

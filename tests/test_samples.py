@@ -1,21 +1,24 @@
-"""Every sample runs standalone, as a user would run it: ``python samples/<name>.py``, with a timeout."""
+"""Every sample runs standalone, as a user would run it: ``python samples/<name>.py``, with a timeout.
+
+samples/storage_blob.py runs end to end against Azurite (marked e2e), behind a loopback-only socket guard.
+"""
 
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import MANAGED_IDENTITY_VARIABLES
+from .e2e.conftest import LOOPBACK_GUARD, require_azurite_installed
+from .subprocesses import child_environment, run
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 TIMEOUT = 90.0
+AZURITE_TIMEOUT = 120.0  # Azurite start-up (up to 30 s) plus a few local requests
 
 # sample -> lines (or line fragments) its output must show
 TELLTALES = {
@@ -45,13 +48,9 @@ TELLTALES = {
 }
 
 
-def clean_environment(**extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if name not in MANAGED_IDENTITY_VARIABLES}
-    env.update(extra)
-    return env
-
-
-def run_sample(name: str, *args: str, env: dict[str, str] | None = None, prelude: str = "") -> Any:
+def run_sample(
+    name: str, *args: str, env: dict[str, str] | None = None, prelude: str = "", timeout: float = TIMEOUT
+) -> Any:
     path = SAMPLES / name
     if prelude:  # run the file as __main__ after some setup, e.g. hiding an optional dependency
         command = [
@@ -62,15 +61,7 @@ def run_sample(name: str, *args: str, env: dict[str, str] | None = None, prelude
         ]
     else:
         command = [sys.executable, str(path), *args]
-    return subprocess.run(
-        command,
-        cwd=ROOT,
-        env=clean_environment() if env is None else env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return run(command, cwd=ROOT, env=child_environment() if env is None else env, timeout=timeout)
 
 
 @pytest.mark.parametrize("name", sorted(TELLTALES))
@@ -106,7 +97,7 @@ def test_sample_uses_the_real_environment_when_it_is_set(
 ) -> None:
     emulator = emulator_factory("app_service")
 
-    result = run_sample(name, env=clean_environment(**emulator.environ))
+    result = run_sample(name, env=child_environment(emulator.environ))
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "emulator" not in result.stdout
@@ -171,3 +162,43 @@ def test_sample_without_its_client_library_says_which_package_to_install(
     assert result.stdout == ""
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert package in result.stderr.partition("pip install ")[2].split(), result.stderr
+
+
+# ----------------------------------------------------------------------------------- storage_blob.py on Azurite
+
+
+def run_storage_blob_sample(*args: str) -> Any:
+    """samples/storage_blob.py in a child process with the loopback socket guard, without any Azure variable."""
+    environment = child_environment(
+        {"PYTHONPATH": str(ROOT)}, drop_prefixes=("IDENTITY_", "MSI_", "IMDS_", "AZURE_")
+    )
+    return run_sample(
+        "storage_blob.py", *args, env=environment, prelude=LOOPBACK_GUARD, timeout=AZURITE_TIMEOUT
+    )
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("source", ["imds", "app_service"])
+def test_sample_runs_against_azurite(source: str) -> None:
+    require_azurite_installed()
+    result = run_storage_blob_sample("--source", source)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    lines = result.stdout.splitlines()
+    steps = [line.split()[0:2] for line in lines]
+    assert ["created", "container"] in steps
+    assert ["deleted", "container"] in steps
+    assert sum(line.startswith("uploaded") for line in lines) == 2
+    assert sum(line.startswith("downloaded") and "content matches" in line for line in lines) == 2
+    assert sum(line.startswith("deleted ") and "container" not in line for line in lines) == 2
+    assert any(line.startswith("listed") and "hello.txt" in line for line in lines)
+    assert f"{source} emulator" in result.stdout
+    assert lines[-1].startswith("tokens issued      1 ")
+
+
+@pytest.mark.e2e
+def test_sample_says_what_to_do_without_azurite(tmp_path: Path) -> None:
+    result = run_storage_blob_sample("--azurite", str(tmp_path / "azurite-blob"))
+    assert result.returncode == 2
+    assert "Azurite is not installed" in result.stderr
+    assert "npm ci" in result.stderr
+    assert result.stdout == ""

@@ -1,12 +1,15 @@
-"""The suite's own rules, checked on its source: no real sleeps or wall-clock timing, no skip that CI would hide."""
+"""The suite's own rules: checked on its source, no real sleeps or wall-clock timing and no skip that CI would hide;
+checked on its guards, the socket guard of tests/conftest.py catches a connection off this machine."""
 
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import pytest
 
+from .conftest import NonLoopbackConnection
 from .skips import skip_or_fail_in_ci
 
 TESTS = Path(__file__).resolve().parent
@@ -66,3 +69,31 @@ def test_a_skip_skips_when_ci_is_not_set(monkeypatch: pytest.MonkeyPatch, value:
 
     with pytest.raises(pytest.skip.Exception):
         skip_or_fail_in_ci("needs something")
+
+
+# ----------------------------------------------------------------------------------------------- socket guard
+# The guard itself: it must catch a non-loopback connect even when the code under test swallows errors.
+
+
+def test_socket_guard_refuses_non_loopback_connect(socket_guard: list[str]) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        with pytest.raises(NonLoopbackConnection):
+            sock.connect(("169.254.169.254", 80))
+    finally:
+        sock.close()
+    assert socket_guard == ["('169.254.169.254', 80)"]
+    socket_guard.clear()  # the violation was the point of this test
+
+
+def test_socket_guard_allows_loopback(socket_guard: list[str]) -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        client.connect(server.getsockname())
+    finally:
+        client.close()
+        server.close()
+    assert socket_guard == []

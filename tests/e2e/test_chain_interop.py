@@ -9,16 +9,13 @@ error. A subprocess checks that msi_credential never imports azure-identity itse
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
-import time
 from typing import Any
 
 import azure.identity
 import azure.identity.aio
 import pytest
-from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.core.pipeline.transport import HttpTransport
 
@@ -26,6 +23,8 @@ import msi_credential
 from msi_credential import ManagedIdentityError
 from msi_credential.emulator import Emulator, Fault
 
+from ..chain_fallback import AsyncFallbackCredential, FallbackCredential
+from ..subprocesses import child_environment, run
 from .conftest import LOOPBACK_GUARD, async_credential, sync_credential
 
 pytestmark = pytest.mark.e2e
@@ -34,47 +33,6 @@ SCOPE = "https://vault.azure.net/.default"
 IDENTITY_NOT_FOUND = Fault(400, {"error": "invalid_request", "error_description": "Identity not found"})
 REFUSED = Fault(403, {"statusCode": 403, "message": "Access denied by policy", "correlationId": "c-42"})
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class FixedCredential:
-    """The next credential in a chain: a fixed token, and how often it was asked."""
-
-    TOKEN = "fallback-token"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.calls += 1
-        return AccessToken(self.TOKEN, int(time.time()) + 3600)
-
-    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        self.calls += 1
-        return AccessTokenInfo(self.TOKEN, int(time.time()) + 3600)
-
-
-class AsyncFixedCredential:
-    TOKEN = FixedCredential.TOKEN
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.calls += 1
-        return AccessToken(self.TOKEN, int(time.time()) + 3600)
-
-    async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        self.calls += 1
-        return AccessTokenInfo(self.TOKEN, int(time.time()) + 3600)
-
-    async def close(self) -> None:
-        pass
-
-    async def __aenter__(self) -> AsyncFixedCredential:
-        return self
-
-    async def __aexit__(self, *args: Any) -> None:
-        pass
 
 
 class UnreachableTransport(HttpTransport):  # type: ignore[type-arg]
@@ -111,12 +69,12 @@ def test_unavailable_error_is_azure_identity_class() -> None:
 
 @pytest.mark.parametrize("method", ["get_token", "get_token_info"])
 def test_chain_moves_on_when_identity_not_assigned(method: str) -> None:
-    fallback = FixedCredential()
+    fallback = FallbackCredential()
     with Emulator("imds") as emulator, sync_credential(emulator, retry_total=0) as credential:
         emulator.script(IDENTITY_NOT_FOUND)
         chain = azure.identity.ChainedTokenCredential(credential, fallback)
         token = getattr(chain, method)(SCOPE)
-    assert token.token == FixedCredential.TOKEN
+    assert token.token == FallbackCredential.TOKEN
     assert fallback.calls == 1
     assert len(emulator.requests) == 1
 
@@ -126,14 +84,14 @@ def test_chain_moves_on_when_imds_is_unreachable() -> None:
     from msi_credential import ManagedIdentityCredential
 
     transport = UnreachableTransport()
-    fallback = FixedCredential()
+    fallback = FallbackCredential()
     sleeps: list[float] = []
     with ManagedIdentityCredential(
         _environ={}, share_cache=False, transport=transport, _sleep=sleeps.append
     ) as credential:
         chain = azure.identity.ChainedTokenCredential(credential, fallback)
         token = chain.get_token(SCOPE)
-    assert token.token == FixedCredential.TOKEN
+    assert token.token == FallbackCredential.TOKEN
     assert fallback.calls == 1
     assert len(transport.urls) == 1  # first contact fails fast: no retry
     assert sleeps == []  # and no wait before moving on
@@ -142,7 +100,7 @@ def test_chain_moves_on_when_imds_is_unreachable() -> None:
 
 def test_default_azure_credential_style_chain() -> None:
     """Environment (unconfigured here), then managed identity (ours), then a developer credential."""
-    fallback = FixedCredential()
+    fallback = FallbackCredential()
     with Emulator("app_service") as emulator, sync_credential(emulator) as credential:
         chain = azure.identity.ChainedTokenCredential(
             azure.identity.EnvironmentCredential(), credential, fallback
@@ -155,13 +113,13 @@ def test_default_azure_credential_style_chain() -> None:
             Fault(400, {"statusCode": 400, "message": "Unable to load the proper Managed Identity."})
         )
         other_resource = chain.get_token("https://management.azure.com/.default")
-    assert other_resource.token == FixedCredential.TOKEN
+    assert other_resource.token == FallbackCredential.TOKEN
     assert fallback.calls == 1
 
 
 @pytest.mark.parametrize("source", ["imds", "app_service", "azure_arc"])
 def test_chain_returns_our_token_when_available(source: str) -> None:
-    fallback = FixedCredential()
+    fallback = FallbackCredential()
     with Emulator(source) as emulator, sync_credential(emulator) as credential:
         chain = azure.identity.ChainedTokenCredential(credential, fallback)
         token = chain.get_token(SCOPE)
@@ -172,7 +130,7 @@ def test_chain_returns_our_token_when_available(source: str) -> None:
 
 
 def test_chain_stops_with_our_error_when_the_endpoint_refuses() -> None:
-    fallback = FixedCredential()
+    fallback = FallbackCredential()
     with Emulator("app_service") as emulator, sync_credential(emulator, retry_total=0) as credential:
         emulator.script(REFUSED)
         chain = azure.identity.ChainedTokenCredential(credential, fallback)
@@ -185,7 +143,7 @@ def test_chain_stops_with_our_error_when_the_endpoint_refuses() -> None:
 
 
 async def test_async_chain_moves_on_returns_and_stops() -> None:
-    fallback = AsyncFixedCredential()
+    fallback = AsyncFallbackCredential()
     with Emulator("imds") as emulator:
         async with async_credential(emulator, retry_total=0) as credential:
             chain = azure.identity.aio.ChainedTokenCredential(credential, fallback)
@@ -195,7 +153,7 @@ async def test_async_chain_moves_on_returns_and_stops() -> None:
 
             emulator.script(IDENTITY_NOT_FOUND)
             moved_on = await chain.get_token("https://management.azure.com/.default")
-            assert moved_on.token == AsyncFixedCredential.TOKEN
+            assert moved_on.token == AsyncFallbackCredential.TOKEN
             assert fallback.calls == 1
 
             emulator.script(Fault(500, {"error": "server_error", "error_description": "IMDS is on fire"}))
@@ -260,20 +218,12 @@ _WITHOUT_AZURE_IDENTITY = textwrap.dedent(
 
 def test_msi_credential_never_imports_azure_identity() -> None:
     with Emulator("imds") as emulator:
-        environment = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("IDENTITY_", "MSI_", "IMDS_", "AZURE_"))
-        }
-        environment.update(emulator.environ)
-        environment["PYTHONPATH"] = REPO_ROOT
-        result = subprocess.run(
-            [sys.executable, "-c", LOOPBACK_GUARD + _WITHOUT_AZURE_IDENTITY],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        environment = child_environment(
+            {**emulator.environ, "PYTHONPATH": REPO_ROOT},
+            drop_prefixes=("IDENTITY_", "MSI_", "IMDS_", "AZURE_"),
+        )
+        result = run(
+            [sys.executable, "-c", LOOPBACK_GUARD + _WITHOUT_AZURE_IDENTITY], env=environment, timeout=60
         )
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip() == "ok"

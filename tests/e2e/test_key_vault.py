@@ -12,9 +12,10 @@ The vault URL is ``https://<name>.vault.azure.net``, connected to 127.0.0.1 with
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -123,6 +124,28 @@ def async_client(vault: KeyVaultStandIn, tls: Tls, credential: Any) -> AsyncSecr
     return AsyncSecretClient(vault.vault_url, credential, transport=transport)
 
 
+@contextlib.contextmanager
+def recorded_sync_client(
+    vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
+) -> Iterator[tuple[CallRecorder, SecretClient]]:
+    """A SecretClient on our sync credential, through a recorder of what the client asks it for."""
+    with sync_credential(emulator) as credential:
+        recorder = CallRecorder(credential)
+        with sync_client(vault, tls, recorder) as client:
+            yield recorder, client
+
+
+@contextlib.asynccontextmanager
+async def recorded_async_client(
+    vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
+) -> AsyncIterator[tuple[AsyncCallRecorder, AsyncSecretClient]]:
+    """The same with the async client and credential."""
+    async with async_credential(emulator) as credential:
+        recorder = AsyncCallRecorder(credential)
+        async with async_client(vault, tls, recorder) as client:
+            yield recorder, client
+
+
 def assert_one_vault_token(emulator: Emulator, vault: KeyVaultStandIn) -> str:
     assert emulator.tokens_issued == 1
     [token] = emulator.issued_tokens()
@@ -146,12 +169,10 @@ def expected_options(claims: Any = None) -> dict[str, Any]:
 def test_sync_secret_client_one_token_for_many_calls(
     vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
 ) -> None:
-    with sync_credential(emulator) as credential:
-        recorder = CallRecorder(credential)
-        with sync_client(vault, tls, recorder) as client:
-            client.set_secret("db-password", "s3cret value")
-            for _ in range(CALLS):
-                assert client.get_secret("db-password").value == "s3cret value"
+    with recorded_sync_client(vault, tls, emulator) as (recorder, client):
+        client.set_secret("db-password", "s3cret value")
+        for _ in range(CALLS):
+            assert client.get_secret("db-password").value == "s3cret value"
 
     assert_one_vault_token(emulator, vault)
     assert len(vault.accepted) == CALLS + 1
@@ -162,16 +183,14 @@ def test_sync_secret_client_one_token_for_many_calls(
 def test_sync_cae_claims_challenge_answered_with_a_fresh_token(
     vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
 ) -> None:
-    with sync_credential(emulator) as credential:
-        recorder = CallRecorder(credential)
-        with sync_client(vault, tls, recorder) as client:
-            client.set_secret("api-key", "v1")
-            first = assert_one_vault_token(emulator, vault)
-            vault.revoke([first])
+    with recorded_sync_client(vault, tls, emulator) as (recorder, client):
+        client.set_secret("api-key", "v1")
+        first = assert_one_vault_token(emulator, vault)
+        vault.revoke([first])
 
-            assert client.get_secret("api-key").value == "v1"
-            for _ in range(CALLS):
-                client.get_secret("api-key")
+        assert client.get_secret("api-key").value == "v1"
+        for _ in range(CALLS):
+            client.get_secret("api-key")
 
     assert emulator.tokens_issued == 2
     second = emulator.issued_tokens()[1]
@@ -220,12 +239,10 @@ def test_sync_loopback_vault_url_needs_the_resource_check_off(tls: Tls, emulator
 async def test_async_secret_client_one_token_for_many_calls(
     vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
 ) -> None:
-    async with async_credential(emulator) as credential:
-        recorder = AsyncCallRecorder(credential)
-        async with async_client(vault, tls, recorder) as client:
-            await client.set_secret("db-password", "s3cret value")
-            for _ in range(CALLS):
-                assert (await client.get_secret("db-password")).value == "s3cret value"
+    async with recorded_async_client(vault, tls, emulator) as (recorder, client):
+        await client.set_secret("db-password", "s3cret value")
+        for _ in range(CALLS):
+            assert (await client.get_secret("db-password")).value == "s3cret value"
 
     assert_one_vault_token(emulator, vault)
     assert recorder.calls == [((VAULT_SCOPE,), expected_options())]
@@ -234,16 +251,14 @@ async def test_async_secret_client_one_token_for_many_calls(
 async def test_async_cae_claims_challenge_answered_with_a_fresh_token(
     vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
 ) -> None:
-    async with async_credential(emulator) as credential:
-        recorder = AsyncCallRecorder(credential)
-        async with async_client(vault, tls, recorder) as client:
-            await client.set_secret("api-key", "v1")
-            first = assert_one_vault_token(emulator, vault)
-            vault.revoke([first])
+    async with recorded_async_client(vault, tls, emulator) as (recorder, client):
+        await client.set_secret("api-key", "v1")
+        first = assert_one_vault_token(emulator, vault)
+        vault.revoke([first])
 
-            assert (await client.get_secret("api-key")).value == "v1"
-            for _ in range(CALLS):
-                await client.get_secret("api-key")
+        assert (await client.get_secret("api-key")).value == "v1"
+        for _ in range(CALLS):
+            await client.get_secret("api-key")
 
     assert emulator.tokens_issued == 2
     second = emulator.issued_tokens()[1]

@@ -8,9 +8,7 @@ query leaves the machine and the client's challenge-resource check stays on.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -20,14 +18,13 @@ import pytest
 
 from msi_credential.emulator import Emulator, decode_jwt
 
-from ..conftest import MANAGED_IDENTITY_VARIABLES
 from ..https_stand_in import Answer, Call, HttpsServer, KeyVaultStandIn, Tls
+from ..subprocesses import child_environment, run
 from .conftest import LOOPBACK_GUARD, REPO_ROOT, Azurite, TlsFiles
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 120.0
-PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
 
 
 def readme_blocks() -> dict[str, str]:
@@ -78,22 +75,12 @@ def run_block(
 ) -> str:
     bundle = tmp_path / "ca-bundle.pem"
     bundle.write_text("".join(Path(path).read_text(encoding="utf-8") for path in ca_paths), encoding="utf-8")
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in MANAGED_IDENTITY_VARIABLES and name not in PROXY_VARIABLES
-    }
-    env.update(emulator.environ)
-    env.update(extra)
-    env.update({"NO_PROXY": "*", "no_proxy": "*", "REQUESTS_CA_BUNDLE": str(bundle)})
-    result = subprocess.run(
+    env = child_environment({**emulator.environ, **extra, "REQUESTS_CA_BUNDLE": str(bundle)})
+    result = run(
         [sys.executable, "-c", LOOPBACK_GUARD + prelude + "\n" + BLOCKS[title]],
         cwd=tmp_path,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=TIMEOUT,
-        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     for token in emulator.issued_tokens():

@@ -7,7 +7,7 @@ authentication failures for over a minute.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
@@ -20,6 +20,7 @@ from .conftest import Azurite, async_credential, container_name, sync_credential
 pytestmark = pytest.mark.e2e
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+E = TypeVar("E", bound=Exception)
 NO_RETRIES: dict[str, Any] = {"retry_total": 0, "connection_timeout": 5, "read_timeout": 30}
 
 
@@ -68,54 +69,66 @@ def assert_rejected(error: ClientAuthenticationError, reason: str, emulator: Emu
     assert len(emulator.requests) == 1  # one token request, no retry loop anywhere
 
 
-@pytest.mark.parametrize("case", sorted(REJECTIONS))
-def test_sync_rejection_surfaces_azurite_reason(azurite: Azurite, case: str) -> None:
+def sync_create_container_error(azurite: Azurite, emulator: Emulator, expected: type[E]) -> E:
+    """What a sync blob client on our sync credential, neither retrying, raises creating a container."""
     from azure.storage.blob import BlobServiceClient
 
+    with (
+        sync_credential(emulator, retry_total=0) as credential,
+        BlobServiceClient(
+            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+        ) as service,
+        pytest.raises(expected) as caught,
+    ):
+        service.create_container(container_name())
+    return caught.value
+
+
+async def async_create_container_error(azurite: Azurite, emulator: Emulator, expected: type[E]) -> E:
+    """The same with the async client on our async credential."""
+    from azure.storage.blob.aio import BlobServiceClient
+
+    credential = async_credential(emulator, retry_total=0)
+    service = BlobServiceClient(
+        azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
+    )
+    async with credential, service:
+        with pytest.raises(expected) as caught:
+            await service.create_container(container_name())
+    return caught.value
+
+
+def script_token(emulator: Emulator, case: str) -> str:
+    """The emulator answers with the case's crafted token; the reason Azurite gives for refusing it."""
     make_token, reason = REJECTIONS[case]
-    with Emulator("imds") as emulator, sync_credential(emulator, retry_total=0) as credential:
-        emulator.script(Fault(200, {"access_token": make_token(), "expires_in": 3600}))
-        with (
-            BlobServiceClient(
-                azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
-            ) as service,
-            pytest.raises(ClientAuthenticationError) as caught,
-        ):
-            service.create_container(container_name())
-        assert_rejected(caught.value, reason, emulator)
+    emulator.script(Fault(200, {"access_token": make_token(), "expires_in": 3600}))
+    return reason
+
+
+@pytest.mark.parametrize("case", sorted(REJECTIONS))
+def test_sync_rejection_surfaces_azurite_reason(azurite: Azurite, case: str) -> None:
+    with Emulator("imds") as emulator:
+        reason = script_token(emulator, case)
+        error = sync_create_container_error(azurite, emulator, ClientAuthenticationError)
+        assert_rejected(error, reason, emulator)
 
 
 @pytest.mark.parametrize("case", sorted(REJECTIONS))
 async def test_async_rejection_surfaces_azurite_reason(azurite: Azurite, case: str) -> None:
-    from azure.storage.blob.aio import BlobServiceClient
-
-    make_token, reason = REJECTIONS[case]
     with Emulator("imds") as emulator:
-        emulator.script(Fault(200, {"access_token": make_token(), "expires_in": 3600}))
-        credential = async_credential(emulator, retry_total=0)
-        service = BlobServiceClient(
-            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
-        )
-        async with credential, service:
-            with pytest.raises(ClientAuthenticationError) as caught:
-                await service.create_container(container_name())
-        assert_rejected(caught.value, reason, emulator)
+        reason = script_token(emulator, case)
+        error = await async_create_container_error(azurite, emulator, ClientAuthenticationError)
+        assert_rejected(error, reason, emulator)
+
+
+ENDPOINT_REFUSAL = Fault(403, {"statusCode": 403, "message": "Access denied by policy"})
 
 
 def test_sync_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite) -> None:
     """The managed identity endpoint refuses: the blob call raises our error, once, without a retry loop."""
-    from azure.storage.blob import BlobServiceClient
-
-    with Emulator("app_service") as emulator, sync_credential(emulator, retry_total=0) as credential:
-        emulator.script(Fault(403, {"statusCode": 403, "message": "Access denied by policy"}))
-        with (
-            BlobServiceClient(
-                azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
-            ) as service,
-            pytest.raises(ManagedIdentityError) as caught,
-        ):
-            service.create_container(container_name())
-    error = caught.value
+    with Emulator("app_service") as emulator:
+        emulator.script(ENDPOINT_REFUSAL)
+        error = sync_create_container_error(azurite, emulator, ManagedIdentityError)
     assert error.status_code == 403
     assert error.source is not None and error.source.value == "app_service"
     assert "Access denied by policy" in str(error)
@@ -123,18 +136,9 @@ def test_sync_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite
 
 
 async def test_async_endpoint_refusal_reaches_the_user_through_the_sdk(azurite: Azurite) -> None:
-    from azure.storage.blob.aio import BlobServiceClient
-
     with Emulator("app_service") as emulator:
-        emulator.script(Fault(403, {"statusCode": 403, "message": "Access denied by policy"}))
-        credential = async_credential(emulator, retry_total=0)
-        service = BlobServiceClient(
-            azurite.account_url, credential=credential, connection_verify=azurite.ca_path, **NO_RETRIES
-        )
-        async with credential, service:
-            with pytest.raises(ManagedIdentityError) as caught:
-                await service.create_container(container_name())
-    error = caught.value
+        emulator.script(ENDPOINT_REFUSAL)
+        error = await async_create_container_error(azurite, emulator, ManagedIdentityError)
     assert error.status_code == 403
     assert "Access denied by policy" in str(error)
     assert len(emulator.requests) == 1

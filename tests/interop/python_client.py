@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
 import ipaddress
 import json
 import socket
 import sys
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 GUARD_MARK = "INTEROP-GUARD-REFUSED"
 
@@ -34,8 +35,6 @@ CONNECTS = [0]  # loopback connections let through: proves the clients' connecti
 
 
 def install_guard() -> None:
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
-
     def check(sock: socket.socket, address: Any) -> None:
         CONNECTS[0] += 1
         if not _loopback(address, sock.family):
@@ -43,16 +42,17 @@ def install_guard() -> None:
             print(f"{GUARD_MARK} {address!r}", file=sys.stderr, flush=True)
             raise ConnectionRefusedError(f"interop guard: no connection off loopback ({address!r})")
 
-    def guarded_connect(sock: socket.socket, address: Any) -> None:
-        check(sock, address)
-        connect(sock, address)
+    def guarded(original: Any) -> Any:
+        """``socket.socket.connect`` or ``connect_ex`` that checks the address first."""
 
-    def guarded_connect_ex(sock: socket.socket, address: Any) -> int:
-        check(sock, address)
-        return connect_ex(sock, address)
+        def method(sock: socket.socket, address: Any) -> Any:
+            check(sock, address)
+            return original(sock, address)
 
-    socket.socket.connect = guarded_connect  # type: ignore[method-assign]
-    socket.socket.connect_ex = guarded_connect_ex  # type: ignore[method-assign]
+        return method
+
+    for name in ("connect", "connect_ex"):
+        setattr(socket.socket, name, guarded(getattr(socket.socket, name)))
 
 
 def claims_of(token: str) -> Optional[dict[str, Any]]:
@@ -76,14 +76,18 @@ def outcome(token: Optional[str], error: Optional[BaseException] = None, detail:
     return {"ok": True, "aud": claims.get("aud"), "appid": claims.get("appid")}
 
 
-def azure_identity_sync(resource: str, client_id: Optional[str]) -> dict[str, Any]:
-    from azure.identity import ManagedIdentityCredential
+def sync_credential(module: str) -> Callable[[str, Optional[str]], dict[str, Any]]:
+    """A client: the sync ManagedIdentityCredential of ``module`` (azure-identity's or ours)."""
 
-    try:
-        with ManagedIdentityCredential(client_id=client_id) as credential:
-            return outcome(credential.get_token(resource + "/.default").token)
-    except Exception as error:
-        return outcome(None, error)
+    def get_token(resource: str, client_id: Optional[str]) -> dict[str, Any]:
+        credential_class = importlib.import_module(module).ManagedIdentityCredential
+        try:
+            with credential_class(client_id=client_id) as credential:
+                return outcome(credential.get_token(resource + "/.default").token)
+        except Exception as error:
+            return outcome(None, error)
+
+    return get_token
 
 
 def azure_identity_async(resource: str, client_id: Optional[str]) -> dict[str, Any]:
@@ -119,21 +123,11 @@ def msal_python(resource: str, client_id: Optional[str]) -> dict[str, Any]:
     return outcome(None, detail=f"{result.get('error')}: {result.get('error_description')}")
 
 
-def msi_credential(resource: str, client_id: Optional[str]) -> dict[str, Any]:
-    from msi_credential import ManagedIdentityCredential
-
-    try:
-        with ManagedIdentityCredential(client_id=client_id) as credential:
-            return outcome(credential.get_token(resource + "/.default").token)
-    except Exception as error:
-        return outcome(None, error)
-
-
 CLIENTS = {
-    "azure-identity": azure_identity_sync,
+    "azure-identity": sync_credential("azure.identity"),
     "azure-identity-async": azure_identity_async,
     "msal": msal_python,
-    "msi-credential": msi_credential,
+    "msi-credential": sync_credential("msi_credential"),
 }
 
 

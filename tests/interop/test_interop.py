@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import socket
@@ -34,8 +33,9 @@ from typing import Any, Optional
 
 import pytest
 
-from ..conftest import FIGURES, MANAGED_IDENTITY_VARIABLES
+from ..conftest import FIGURES
 from ..skips import skip_or_fail_in_ci
+from ..subprocesses import child_environment, run
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -83,36 +83,43 @@ _SF_RUNTIME = r"not supported by the Service Fabric managed identity environment
 _NO_SUCH_SOURCE_PY = r"Connection ?refused|ConnectionError"  # falls back to IMDS, here a closed loopback port
 _NO_SUCH_SOURCE_JS = r"fetch failed|network_error|ECONNREFUSED"
 
+_NO_USER_ASSIGNED = r"does not support a user-assigned identity"
+
+# Where a client does not get a token for each identity asked for:
+# DEVIATIONS[client][source] = (system-assigned, user-assigned by client id)
+DEVIATIONS: dict[str, dict[str, tuple[str, str]]] = {
+    "azure-identity": {
+        "cloud_shell": (TOKEN, r"client_id should not be set for cloud shell managed identity"),
+        "service_fabric": (TOKEN, _SF_RUNTIME),
+    },
+    # msal-python's ManagedIdentityClient has no Cloud Shell source: it asks IMDS. Neither MSAL's managed identity
+    # client has a workload identity source: both ask IMDS.
+    "msal": {
+        "cloud_shell": (_NO_SUCH_SOURCE_PY, _NO_SUCH_SOURCE_PY),
+        # "configured in the cluster, not during runtime": the selector is ignored
+        "service_fabric": (TOKEN, CONFIGURED),
+        "workload_identity": (_NO_SUCH_SOURCE_PY, _NO_SUCH_SOURCE_PY),
+    },
+    "@azure/identity": {
+        "cloud_shell": (TOKEN, r"not supported for CloudShell at runtime"),
+        "service_fabric": (TOKEN, r"is not supported by the Service Fabric managed identity environment"),
+    },
+    "@azure/msal-node": {
+        "cloud_shell": (TOKEN, CONFIGURED),
+        "service_fabric": (TOKEN, CONFIGURED),
+        "workload_identity": (_NO_SUCH_SOURCE_JS, _NO_SUCH_SOURCE_JS),
+    },
+    "msi-credential": {
+        "cloud_shell": (TOKEN, _NO_USER_ASSIGNED),
+        "service_fabric": (TOKEN, _NO_USER_ASSIGNED),
+    },
+}
+DEVIATIONS["azure-identity-async"] = DEVIATIONS["azure-identity"]  # the same library's other face
+
 # EXPECTED[source][client] = (system-assigned, user-assigned by client id)
 EXPECTED: dict[str, dict[str, tuple[str, str]]] = {
-    source: {client: (TOKEN, TOKEN) for client in CLIENTS}
-    for source in ("imds", "app_service", "azure_arc", "machine_learning")
-}
-EXPECTED["cloud_shell"] = {
-    "azure-identity": (TOKEN, r"client_id should not be set for cloud shell managed identity"),
-    "azure-identity-async": (TOKEN, r"client_id should not be set for cloud shell managed identity"),
-    # msal-python's ManagedIdentityClient has no Cloud Shell source: it asks IMDS.
-    "msal": (_NO_SUCH_SOURCE_PY, _NO_SUCH_SOURCE_PY),
-    "@azure/identity": (TOKEN, r"not supported for CloudShell at runtime"),
-    "@azure/msal-node": (TOKEN, CONFIGURED),
-    "msi-credential": (TOKEN, r"does not support a user-assigned identity"),
-}
-EXPECTED["service_fabric"] = {
-    "azure-identity": (TOKEN, _SF_RUNTIME),
-    "azure-identity-async": (TOKEN, _SF_RUNTIME),
-    "msal": (TOKEN, CONFIGURED),  # "configured in the cluster, not during runtime": the selector is ignored
-    "@azure/identity": (TOKEN, r"is not supported by the Service Fabric managed identity environment"),
-    "@azure/msal-node": (TOKEN, CONFIGURED),
-    "msi-credential": (TOKEN, r"does not support a user-assigned identity"),
-}
-EXPECTED["workload_identity"] = {
-    "azure-identity": (TOKEN, TOKEN),
-    "azure-identity-async": (TOKEN, TOKEN),
-    # Neither MSAL's managed identity client has a workload identity source: both ask IMDS.
-    "msal": (_NO_SUCH_SOURCE_PY, _NO_SUCH_SOURCE_PY),
-    "@azure/identity": (TOKEN, TOKEN),
-    "@azure/msal-node": (_NO_SUCH_SOURCE_JS, _NO_SUCH_SOURCE_JS),
-    "msi-credential": (TOKEN, TOKEN),
+    source: {client: DEVIATIONS[client].get(source, (TOKEN, TOKEN)) for client in CLIENTS}
+    for source in SOURCES
 }
 
 MATRIX: dict[tuple[str, str], tuple[str, str]] = {}
@@ -145,34 +152,23 @@ def _require(client: str) -> None:
     skip_or_fail_in_ci(f"interop test: {problem}")
 
 
-_DROPPED = {
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "NODE_EXTRA_CA_CERTS",
-    "NODE_OPTIONS",
-    "NODE_TLS_REJECT_UNAUTHORIZED",
-    "REQUESTS_CA_BUNDLE",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "CURL_CA_BUNDLE",
-    "AZUREPS_HOST_ENVIRONMENT",
-    "PYTHONUNBUFFERED",
-}
+# Besides the managed identity and proxy variables: the CA and TLS settings (the clients trust the emulator's CA
+# through what it printed, and nothing else), node's options, and Azure PowerShell's host marker.
+_DROPPED = (
+    *(
+        "NODE_EXTRA_CA_CERTS",
+        "NODE_TLS_REJECT_UNAUTHORIZED",
+        "REQUESTS_CA_BUNDLE",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ),
+    *("CURL_CA_BUNDLE", "NODE_OPTIONS", "AZUREPS_HOST_ENVIRONMENT", "PYTHONUNBUFFERED"),
+)
 
 
 def base_environment() -> dict[str, str]:
     """This process's environment without managed identity, Azure, proxy and CA variables."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in MANAGED_IDENTITY_VARIABLES
-        and name.upper() not in _DROPPED
-        and not name.upper().startswith(("AZURE_", "MSAL_", "IDENTITY_", "MSI_"))
-    }
-    env["NO_PROXY"] = env["no_proxy"] = "*"
-    return env
+    return child_environment(drop=_DROPPED, drop_prefixes=("AZURE_", "MSAL_", "IDENTITY_", "MSI_"))
 
 
 class RunningEmulator:
@@ -251,15 +247,7 @@ def run_client(client: str, env: dict[str, str], identities: list[str]) -> tuple
         argv = ["node", "--require", str(HERE / "guard.cjs"), str(HERE / "node_client.mjs"), client, RESOURCE]
     else:
         argv = [sys.executable, str(HERE / "python_client.py"), client, RESOURCE]
-    result = subprocess.run(
-        [*argv, *identities],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=CLIENT_TIMEOUT,
-        check=False,
-    )
+    result = run([*argv, *identities], env=env, cwd=REPO_ROOT, timeout=CLIENT_TIMEOUT)
     assert result.returncode == 0, f"{client} exited {result.returncode}: {result.stderr[-2000:]}"
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return lines, result.stderr
