@@ -3,6 +3,10 @@
 No sockets, no threads, no real time: these tests run in milliseconds, which is what mutation testing needs.
 The machine cache is a dict of the script (``Script.machine``, entry name to entry) that several engines may share,
 as processes share the directory; a queued ``MachineFound`` answers the next lookup instead.
+
+Below the driver, what the engine's tests share to check outcomes: ``check_error`` (the error contract),
+``failure`` and ``raised`` (the error a flow or a call raises), ``error_fields``, ``is_failed``, ``answer`` and
+``error_for`` (an endpoint's answer and its mapping), ``with_cached_token`` (an engine holding a token).
 """
 
 from __future__ import annotations

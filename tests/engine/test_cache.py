@@ -1,9 +1,10 @@
-"""msi_credential/_engine/cache.py: the hit, cache entries and their mandatory window, the refresh point's spread,
-storing, buckets and their sweeps.
+"""msi_credential/_engine/cache.py: the hit, cache entries and their mandatory window, the refresh point's
+spread, storing, buckets and their sweeps.
 
-Mostly the cache's own functions, socket-free (the mutation run of docs/mutation.md runs them); the windows and the
-spread through the scripted driver of tests/engine/scripted.py; the cached-scope hot path through both faces (the
-``face`` fixture and the IMDS emulator). A comment above a test names the one-line change that it catches (issue 13).
+Mostly the cache's own functions, socket-free (the mutation run of docs/mutation.md runs them); the windows and
+the spread through the scripted driver of tests/engine/scripted.py; the cached-scope hot path through both faces
+(the ``face`` fixture and the IMDS emulator). A comment above a test names the one-line change that it catches
+(issue 13).
 """
 
 from __future__ import annotations

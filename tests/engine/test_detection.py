@@ -1,4 +1,8 @@
-"""detect(): docs/protocols.md section 1 (first match wins) and the endpoint safety rules of sections 6 and 9."""
+"""msi_credential/_engine/detection.py: ``detect()``, docs/protocols.md section 1 (first match wins), the endpoint
+safety rules of sections 6 and 9, the AKS token proxy of section 10, the detection reasons, and the refusals word for
+word, called directly with an environment, a platform and a file check. No sockets, nothing read: the mutation run of
+docs/mutation.md runs them (CA PEMs come from trustme).
+"""
 
 from __future__ import annotations
 
@@ -1396,11 +1400,13 @@ def test_a_pem_bundle_of_real_certificates_has_no_ca_problem(ca_pem: str) -> Non
 )
 def test_a_server_name_that_is_not_a_dns_name_is_refused(name: str) -> None:
     config = _proxied(AZURE_KUBERNETES_SNI_NAME=name)
-    assert config.problem == (
-        "invalid_token_proxy_sni",
-        "AZURE_KUBERNETES_SNI_NAME is not a DNS name (letters, digits, '-' and '.')",
+    assert (config.problem, config.token_proxy) == (
+        (
+            "invalid_token_proxy_sni",
+            "AZURE_KUBERNETES_SNI_NAME is not a DNS name (letters, digits, '-' and '.')",
+        ),
+        None,
     )
-    assert config.token_proxy is None
 
 
 def test_the_ca_is_checked_before_the_server_name() -> None:

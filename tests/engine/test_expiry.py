@@ -1,4 +1,6 @@
-"""Token lifetimes (docs/protocols.md section 3): expiry formats, expires_in precedence, refresh_on rules."""
+"""msi_credential/_engine/expiry.py: token lifetimes (docs/protocols.md section 3), called directly: expiry formats,
+expires_in precedence, refresh_on rules, the edges of the parsing rules, and properties (hypothesis).
+"""
 
 from __future__ import annotations
 

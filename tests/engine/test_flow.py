@@ -1,7 +1,7 @@
-"""msi_credential/_engine/flow.py: the engine's flows (``Engine.acquire``, ``serve``, ``still_valid``) as a credential
-drives them, through the scripted driver of tests/engine/scripted.py: the error contract of each refusal, unreachable
-endpoints and first contact, retries and their log lines, the call's deadline, window edges, 429 and Retry-After,
-the cache key. No sockets, an injected clock: the mutation run of docs/mutation.md runs them.
+"""msi_credential/_engine/flow.py: the engine's flows (``Engine.acquire``, ``serve``, ``still_valid``) as a
+credential drives them, through the scripted driver of tests/engine/scripted.py: the error contract of each
+refusal, unreachable endpoints and first contact, retries and their log lines, the call's deadline, window edges,
+429 and Retry-After, the cache key. No sockets, an injected clock: the mutation run of docs/mutation.md runs them.
 
 A comment above a test names the one-line change to the engine that it catches (issue 13).
 """
@@ -62,11 +62,8 @@ def test_imds_that_never_answers_after_retries_is_unavailable() -> None:
 
 
 def test_first_contact_with_imds_in_a_chain_is_unavailable_at_the_first_failure(
-    monkeypatch: pytest.MonkeyPatch,
+    imds_on_loopback: None,
 ) -> None:
-    from msi_credential._engine import detection
-
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
     clock = Clock()
     credential_engine = engine({}, clock)
     script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"))
@@ -133,11 +130,8 @@ def test_imds_named_by_azure_token_credentials_is_not_probed_even_in_a_chain(
 
 # change: IMDS retries after a first answer use the 1 s first-contact connect timeout instead of 2 s
 def test_imds_retries_after_a_first_answer_use_a_two_second_connect_timeout(
-    monkeypatch: pytest.MonkeyPatch,
+    imds_on_loopback: None,
 ) -> None:
-    from msi_credential._engine import detection
-
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
     clock = Clock()
     credential_engine = engine({}, clock)
     script = Script(clock).queue(error_response(503), error_response(503), token_response())

@@ -1,4 +1,6 @@
-"""identity_from_arguments: system-assigned, or exactly one user-assigned selector."""
+"""msi_credential/_engine/identity.py: ``identity_from_arguments``, system-assigned or exactly one user-assigned
+selector, called directly; the refusals word for word.
+"""
 
 from __future__ import annotations
 

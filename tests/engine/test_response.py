@@ -1,4 +1,8 @@
-"""parse_token and error_from_response: docs/protocols.md sections 3 (response parsing) and 4 (errors)."""
+"""msi_credential/_engine/response.py: ``parse_token`` and ``error_from_response``, docs/protocols.md sections 3
+(response parsing) and 4 (errors), called directly: the common mapping, the messages word for word, the scrubbing
+of secrets, and properties over any bytes (hypothesis). Each source's own reading of its error answers is tested
+with that source (tests/engine/sources/). Socket-free: the mutation run of docs/mutation.md runs them.
+"""
 
 from __future__ import annotations
 
@@ -456,31 +460,38 @@ def test_error_from_response_of_any_bytes_is_a_managed_identity_error(
 # ------------------------------------------------------------------------ the words of error answers (section 4)
 
 
-def test_a_refusal_without_a_specific_rule_says_the_endpoint_refused_the_token_request() -> None:
-    error = error_for(401, b'{"error": "Unauthorized", "correlation_id": "c-1"}', S.APP_SERVICE)
-    assert error.error_code == "unauthorized"
-    assert error.status_code == 401
-    assert error.message == (
-        "App Service managed identity endpoint refused the token request (HTTP 401, Unauthorized) "
-        "[correlation id c-1]"
-    )
-
-
-def test_a_redirect_says_redirects_are_refused() -> None:
-    error = error_for(302, b"{}", S.APP_SERVICE)
-    assert error.error_code == "unexpected_redirect"
-    assert error.message == (
-        "App Service managed identity endpoint redirected the token request; redirects are refused (HTTP 302)"
-    )
-
-
-def test_a_2xx_handed_to_the_error_mapping_is_an_unexpected_invalid_response() -> None:
-    error = error_for(204, b"{}", S.APP_SERVICE)
-    assert error.error_code == "invalid_response"
-    assert error.status_code == 204
-    assert error.message == (
-        "App Service managed identity endpoint answered 204 without a usable token: unexpected answer"
-    )
+@pytest.mark.parametrize(
+    ("status", "body", "code", "message"),
+    [
+        (
+            401,
+            b'{"error": "Unauthorized", "correlation_id": "c-1"}',
+            "unauthorized",
+            "App Service managed identity endpoint refused the token request (HTTP 401, Unauthorized) "
+            "[correlation id c-1]",
+        ),
+        (
+            302,
+            b"{}",
+            "unexpected_redirect",
+            "App Service managed identity endpoint redirected the token request; redirects are refused (HTTP 302)",
+        ),
+        (
+            204,
+            b"{}",
+            "invalid_response",
+            "App Service managed identity endpoint answered 204 without a usable token: unexpected answer",
+        ),
+    ],
+    ids=["refusal-without-a-specific-rule", "redirect", "2xx-handed-to-the-error-mapping"],
+)
+def test_the_common_error_answers_say_what_went_wrong_in_these_words(
+    status: int, body: bytes, code: str, message: str
+) -> None:
+    """A refusal without a source's own rule says the endpoint refused the token request; a redirect says
+    redirects are refused; a 2xx handed to the error mapping is an unexpected invalid response."""
+    error = error_for(status, body, S.APP_SERVICE)
+    assert (error.error_code, error.status_code, error.message) == (code, status, message)
 
 
 def test_a_long_server_code_and_correlation_id_are_cut_to_100_characters() -> None:

@@ -1,4 +1,6 @@
-"""RetrySchedule: docs/protocols.md section 7 (which statuses are retried, delays, Retry-After, deadline)."""
+"""msi_credential/_engine/retry.py: ``RetrySchedule`` and ``retry_after``, docs/protocols.md section 7 (which
+statuses are retried, delays, Retry-After, deadline), called directly with an injected time.
+"""
 
 from __future__ import annotations
 

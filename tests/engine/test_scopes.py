@@ -1,4 +1,6 @@
-"""resource_from_scopes: exactly one scope in, the resource (less a trailing ``/.default``) out."""
+"""msi_credential/_engine/scopes.py: ``resource_from_scopes``, exactly one scope in, the resource (less a trailing
+``/.default``) out; called directly, with properties (hypothesis) and the refusals word for word.
+"""
 
 from __future__ import annotations
 

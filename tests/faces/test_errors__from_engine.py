@@ -1,5 +1,7 @@
-"""Hand-off from the engine helper (issue 27): ``_errors.py``'s errors pickle with their evidence, from
-tests/engine/test_response.py, to fold into tests/faces/test_errors.py.
+"""Hand-off from the engine helper (issue 27), to fold into test_errors.py of this folder: ``_errors.py``'s errors
+pickle with their evidence.
+
+Moved from the engine's test_response.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
-"""Hand-off from the engine helper (issue 27): the async driver's single flight (``_transport/aio.py``
-``single_flight``) hands a failed leader's error to every waiting task, from tests/test_mutation_guards.py, to
-fold into tests/transport/test_aio.py.
+"""Hand-off from the engine helper (issue 27), to fold into test_aio.py of this folder: the async driver's single
+flight (``_transport/aio.py`` ``single_flight``) hands a failed leader's error to every waiting task.
+
+Moved from test_mutation_guards.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Hand-off from the engine helper (issue 27): the Arc key file's size bound in ``_transport/files.py``
-(``read_key_file``), from tests/test_mutation_guards.py, to fold into tests/transport/test_files.py. The comment
-above a test names the one-line change that it catches.
+"""Hand-off from the engine helper (issue 27), to fold into test_files.py of this folder: the Arc key file's size
+bound in ``_transport/files.py`` (``read_key_file``). The comment above a test names the one-line change that it
+catches.
+
+Moved from test_mutation_guards.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Hand-off from the engine helper (issue 27): the sync driver's single flight (``_transport/sync.py``
-``single_flight``) hands a failed leader's error to every waiting thread, from tests/test_mutation_guards.py, to
-fold into tests/transport/test_sync.py. The comment above the test names the one-line change that it catches.
+"""Hand-off from the engine helper (issue 27), to fold into test_sync.py of this folder: the sync driver's single
+flight (``_transport/sync.py`` ``single_flight``) hands a failed leader's error to every waiting thread. The comment
+above the test names the one-line change that it catches.
+
+Moved from test_mutation_guards.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations

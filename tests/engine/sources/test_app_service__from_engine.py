@@ -1,6 +1,7 @@
-"""Hand-off from the engine helper (issue 27): App Service's own reading of error answers (``sources/app_service.py``
-``read_error``: a 400 naming the managed identity), from tests/engine/test_response.py and
-tests/test_engine_parsing_rules.py, to fold into tests/engine/sources/test_app_service.py.
+"""Hand-off from the engine helper (issue 27), to fold into test_app_service.py of this folder: App Service's own
+reading of error answers (``sources/app_service.py`` ``read_error``: a 400 naming the managed identity).
+
+Moved from test_response.py and test_engine_parsing_rules.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Hand-off from the engine helper (issue 27): Azure Arc's challenge, key file and identity echo
-(``sources/azure_arc.py``), through the scripted driver of tests/engine/scripted.py or its functions, from
-tests/test_engine_flow.py, tests/test_mutation_guards.py and tests/test_engine_messages_and_edges.py, to fold into
-tests/engine/sources/test_azure_arc.py. A comment above a test names the one-line change that it catches.
+"""Hand-off from the engine helper (issue 27), to fold into test_azure_arc.py of this folder: Azure Arc's challenge,
+key file and identity echo (``sources/azure_arc.py``), through the scripted driver of tests/engine/scripted.py or
+its functions. A comment above a test names the one-line change that it catches.
+
+Moved from test_engine_flow.py, test_mutation_guards.py and test_engine_messages_and_edges.py (the tests folder's
+root, before issue 27).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from msi_credential._engine.sources.azure_arc import key_file_named, valid_key_p
 from ..scripted import ARC, Clock, Script, check_error, engine, error_fields, failure, raised, token_response
 
 RESOURCE = "https://storage.azure.com"
+LINUX_KEYS = "/var/opt/azcmagent/tokens"  # the agent's key directory on Linux
+WINDOWS_KEYS = "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens"  # the agent's key directory on Windows
 
 
 def _arc(tmp_path: Any, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
@@ -230,50 +234,20 @@ def test_arc_key_file_on_drive_x_keeps_its_drive_letter() -> None:
 @pytest.mark.parametrize(
     ("path", "directory", "windows", "valid"),
     [
-        ("/var/opt/azcmagent/tokens/a.key", "/var/opt/azcmagent/tokens", False, True),
-        ("/var/opt/azcmagent/tokens/a.key", "/var/opt/azcmagent/tokens/", False, True),
-        ("/var/opt/azcmagent/tokens/.key", "/var/opt/azcmagent/tokens", False, False),
-        ("/var/opt/azcmagent/tokens/a.KEY", "/var/opt/azcmagent/tokens", False, False),
-        ("/var/opt/azcmagent/tokens/sub/a.key", "/var/opt/azcmagent/tokens", False, False),
-        ("/var/opt/azcmagent/tokens/../a.key", "/var/opt/azcmagent/tokens", False, False),
+        (LINUX_KEYS + "/a.key", LINUX_KEYS, False, True),
+        (LINUX_KEYS + "/a.key", LINUX_KEYS + "/", False, True),
+        (LINUX_KEYS + "/.key", LINUX_KEYS, False, False),
+        (LINUX_KEYS + "/a.KEY", LINUX_KEYS, False, False),
+        (LINUX_KEYS + "/sub/a.key", LINUX_KEYS, False, False),
+        (LINUX_KEYS + "/../a.key", LINUX_KEYS, False, False),
         ("var/opt/azcmagent/tokens/a.key", "var/opt/azcmagent/tokens", False, False),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            True,
-        ),
-        (
-            "c:\\programdata\\azureconnectedmachineagent\\tokens\\A.KEY",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\",
-            True,
-            True,
-        ),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\..\\a.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        (
-            "C:/ProgramData/AzureConnectedMachineAgent/Tokens/../a.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        ("C:\\Other\\a.key", "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens", True, False),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.txt",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
+        (WINDOWS_KEYS + "\\a.key", WINDOWS_KEYS, True, True),
+        ("c:\\programdata\\azureconnectedmachineagent\\tokens\\A.KEY", WINDOWS_KEYS + "\\", True, True),
+        (WINDOWS_KEYS + "\\.key", WINDOWS_KEYS, True, False),
+        (WINDOWS_KEYS + "\\..\\a.key", WINDOWS_KEYS, True, False),
+        (WINDOWS_KEYS.replace("\\", "/") + "/../a.key", WINDOWS_KEYS, True, False),
+        ("C:\\Other\\a.key", WINDOWS_KEYS, True, False),
+        (WINDOWS_KEYS + "\\a.txt", WINDOWS_KEYS, True, False),
         ("ProgramData\\a.key", "ProgramData", True, False),
         # a key directory whose name ends in 'X' is that directory, with or without its trailing separator
         ("/var/tokensX/a.key", "/var/tokensX", False, True),

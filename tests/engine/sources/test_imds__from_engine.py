@@ -1,7 +1,8 @@
-"""Hand-off from the engine helper (issue 27): IMDS's own reading of error answers (``sources/imds.py``
-``read_error``: 403 "unreachable", 400 invalid resource or no such identity), from tests/engine/test_response.py,
-tests/test_engine_parsing_rules.py and tests/test_engine_messages_and_edges.py, to fold into
-tests/engine/sources/test_imds.py.
+"""Hand-off from the engine helper (issue 27), to fold into test_imds.py of this folder: IMDS's own reading of error
+answers (``sources/imds.py`` ``read_error``: 403 "unreachable", 400 invalid resource or no such identity).
+
+Moved from test_response.py, test_engine_parsing_rules.py and test_engine_messages_and_edges.py (the tests folder's
+root, before issue 27).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Hand-off from the engine helper (issue 27): Service Fabric's own reading of error answers
-(``sources/service_fabric.py`` ``read_error``: 404 or ManagedIdentityNotFound, its own codes), from
-tests/engine/test_response.py and tests/test_engine_parsing_rules.py, to fold into
-tests/engine/sources/test_service_fabric.py.
+"""Hand-off from the engine helper (issue 27), to fold into test_service_fabric.py of this folder: Service Fabric's
+own reading of error answers (``sources/service_fabric.py`` ``read_error``: 404 or ManagedIdentityNotFound, its own
+codes).
+
+Moved from test_response.py and test_engine_parsing_rules.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations
@@ -50,17 +51,27 @@ def test_service_fabric_mapped_codes_are_failed(server_code: str, status: int, c
     assert error.source is S.SERVICE_FABRIC
 
 
-def test_service_fabric_404_says_the_application_has_no_managed_identity() -> None:
-    error = error_for(404, b"{}", S.SERVICE_FABRIC)
-    assert error.error_code == "identity_not_found"
-    assert error.message == (
-        "Service Fabric managed identity endpoint has no managed identity for this application (HTTP 404)"
-    )
-
-
-def test_a_service_fabric_known_code_keeps_the_refusal_summary() -> None:
-    error = error_for(401, b'{"error": {"code": "SecretHeaderNotFound"}}', S.SERVICE_FABRIC)
-    assert error.error_code == "secret_header_not_found"
-    assert error.message == (
-        "Service Fabric managed identity endpoint refused the token request (HTTP 401, SecretHeaderNotFound)"
-    )
+@pytest.mark.parametrize(
+    ("status", "body", "code", "message"),
+    [
+        (
+            404,
+            b"{}",
+            "identity_not_found",
+            "Service Fabric managed identity endpoint has no managed identity for this application (HTTP 404)",
+        ),
+        (
+            401,
+            b'{"error": {"code": "SecretHeaderNotFound"}}',
+            "secret_header_not_found",
+            "Service Fabric managed identity endpoint refused the token request (HTTP 401, SecretHeaderNotFound)",
+        ),
+    ],
+    ids=["404-has-no-managed-identity", "known-code-keeps-the-refusal-summary"],
+)
+def test_service_fabric_error_answers_say_what_went_wrong_in_these_words(
+    status: int, body: bytes, code: str, message: str
+) -> None:
+    """A 404 says the application has no managed identity; a known code of its own keeps the refusal summary."""
+    error = error_for(status, body, S.SERVICE_FABRIC)
+    assert (error.error_code, error.message) == (code, message)

@@ -1,6 +1,7 @@
-"""Hand-off from the engine helper (issue 27): workload identity's own check before any request
-(``sources/workload_identity.py`` ``check``), from tests/test_engine_messages_and_edges.py, to fold into
-tests/engine/sources/test_workload_identity.py.
+"""Hand-off from the engine helper (issue 27), to fold into test_workload_identity.py of this folder: workload
+identity's own check before any request (``sources/workload_identity.py`` ``check``).
+
+Moved from test_engine_messages_and_edges.py (the tests folder's root, before issue 27).
 """
 
 from __future__ import annotations
