@@ -650,7 +650,7 @@ def test_secrets_is_empty_without_a_secret() -> None:
     assert run({}).secrets == ()
 
 
-# ----------------------------------------------------------------------------- section 1 at its edges (issue 13)
+# --- section 1 at its edges (issue 13) ---------------------------------------------------------------------------
 
 
 def _arc_windows(**environ: str) -> SourceConfig:
@@ -803,7 +803,7 @@ def test_identity_endpoint_alone_logs_that_it_is_ignored(caplog: pytest.LogCaptu
     ]
 
 
-# ----------------------------------------------------------------------- unusable configurations, in these words
+# --- unusable configurations, in these words ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -973,7 +973,7 @@ def test_imds_endpoint_is_checked_only_for_arc_that_uses_it() -> None:
     assert (config.source, config.problem) == (S.APP_SERVICE, None)
 
 
-# ---------------------------------------------------------------------------------- the variables that name URLs
+# --- the variables that name URLs --------------------------------------------------------------------------------
 
 
 def test_arc_through_identity_endpoint_checks_imds_endpoint_too() -> None:
@@ -1012,7 +1012,7 @@ def test_the_identity_endpoint_is_named_when_it_has_a_fragment() -> None:
     )
 
 
-# ---------------------------------------------------------------------------------------------- detection_reason
+# --- detection_reason --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -1063,7 +1063,7 @@ def test_the_detection_reason_of_a_proxied_workload_identity_is_workload_identit
     assert detection_reason(_proxied()) == "AZURE_FEDERATED_TOKEN_FILE and AZURE_TENANT_ID are set"
 
 
-# ------------------------------------------------------------------------ the AKS token proxy: accepted settings
+# --- the AKS token proxy: accepted settings ----------------------------------------------------------------------
 
 
 def test_the_proxy_replaces_the_authority_keeping_the_token_request_path() -> None:
@@ -1160,7 +1160,7 @@ def test_a_dns_name_is_accepted_as_the_server_name(name: str) -> None:
     assert config.token_proxy is not None and config.token_proxy.server_name == expected
 
 
-# -------------------------------------------------------------------------- the AKS token proxy: when it applies
+# --- the AKS token proxy: when it applies ------------------------------------------------------------------------
 
 
 def test_detect_ignores_the_proxy_variables_unless_asked() -> None:
@@ -1213,7 +1213,7 @@ def test_a_workload_identity_problem_is_reported_before_the_proxy_is_looked_at()
     assert config.token_proxy is None
 
 
-# --------------------------------------------------------------------------------- the AKS token proxy: refusals
+# --- the AKS token proxy: refusals -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

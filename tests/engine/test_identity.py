@@ -166,7 +166,7 @@ def test_describe_names_the_selector_kind_not_the_value() -> None:
     assert GUID not in description
 
 
-# ----------------------------------------------------------------- the words of a refusal, identity_config edges
+# --- the words of a refusal, identity_config edges ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

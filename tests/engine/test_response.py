@@ -457,7 +457,7 @@ def test_error_from_response_of_any_bytes_is_a_managed_identity_error(
     assert error.source is source
 
 
-# ------------------------------------------------------------------------ the words of error answers (section 4)
+# --- the words of error answers (section 4) ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -516,7 +516,7 @@ def test_an_imds_error_that_is_not_json_says_managed_identity_is_not_available()
     )
 
 
-# ------------------------------------------------------------------------ the words of token answers (section 3)
+# --- the words of token answers (section 3) ----------------------------------------------------------------------
 
 
 def _parse(source: ManagedIdentitySource, status: int, body: bytes) -> ManagedIdentityError:
@@ -613,7 +613,7 @@ def test_a_token_a_header_cannot_carry_is_refused_with_its_source_and_status(bod
     )
 
 
-# ------------------------------------------------------------------------- scrubbing secrets, server error codes
+# --- scrubbing secrets, server error codes -----------------------------------------------------------------------
 
 
 def test_a_secret_of_four_characters_is_scrubbed_from_echoes() -> None:

@@ -247,7 +247,7 @@ def test_deadline_is_configurable() -> None:
     assert delays(retry, [500] * 4) == [1.0, None]
 
 
-# ---------------------------------------------------------------- Retry-After headers, at their edges (issue 13)
+# --- Retry-After headers, at their edges (issue 13) --------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,7 @@ def test_url_like_text_with_default_suffix_round_trips(base: str) -> None:
     assert resource_from_scopes((base + "/.default",)) == base
 
 
-# ---------------------------------------------------------------------------------------- the words of a refusal
+# --- the words of a refusal --------------------------------------------------------------------------------------
 
 
 def test_a_scope_ending_twice_in_default_is_refused_saying_so() -> None:
