@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from msi_credential import ManagedIdentitySource
 from msi_credential._engine.effects import Response
 from msi_credential._engine.response import error_from_response
 from msi_credential._errors import CredentialUnavailableError
@@ -119,12 +118,12 @@ def test_imds_400_without_a_server_code_is_identity_not_found_not_a_resource_pro
 
 def test_imds_400_for_an_unknown_identity_says_so() -> None:
     body = b'{"error": "invalid_request", "error_description": "Identity not found"}'
-    error = error_from_response(Response(400, {}, body), source=ManagedIdentitySource.IMDS)
+    error = error_from_response(Response(400, {}, body), source=S.IMDS)
 
     assert error_fields(error) == (
         True,
         "identity_not_found",
         400,
-        ManagedIdentitySource.IMDS,
+        S.IMDS,
         "IMDS has no such identity assigned (identity not found) (HTTP 400, invalid_request): Identity not found",
     )
