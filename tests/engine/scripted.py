@@ -3,6 +3,10 @@
 No sockets, no threads, no real time: these tests run in milliseconds, which is what mutation testing needs.
 The machine cache is a dict of the script (``Script.machine``, entry name to entry) that several engines may share,
 as processes share the directory; a queued ``MachineFound`` answers the next lookup instead.
+
+Below the driver, what the engine's tests share to check outcomes: ``check_error`` (the error contract),
+``failure`` and ``raised`` (the error a flow or a call raises), ``error_fields``, ``is_failed``, ``answer`` and
+``error_for`` (an endpoint's answer and its mapping), ``with_cached_token`` (an engine holding a token).
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import json
 from collections.abc import Mapping
 from typing import Any, Callable, Optional, Union
 
+import pytest
 from azure.core.credentials import AccessTokenInfo
 
+from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
 from msi_credential._engine.effects import (
     KeyFileResult,
     MachineEntry,
@@ -30,6 +36,7 @@ from msi_credential._engine.effects import (
     TransportFailure,
 )
 from msi_credential._engine.flow import Engine, Flow
+from msi_credential._engine.response import error_from_response
 from msi_credential._setup import build_engine
 
 Answer = Union[Response, TransportFailure, KeyFileResult, MachineFound]
@@ -160,3 +167,74 @@ def engine(
         share_cache=share_cache,
         kwargs=keywords,
     )
+
+
+# ---------------------------------------------------------------------------------------------- checking outcomes
+
+
+def with_cached_token(
+    clock: Clock, *, lifetime: int = 3600, **kwargs: Any
+) -> tuple[Engine, Script, AccessTokenInfo]:
+    """An App Service engine without retries that holds the token "old" (``lifetime`` seconds), and its script."""
+    credential_engine = engine(APP_SERVICE, clock, retry_total=0, **kwargs)
+    script = Script(clock).queue(token_response("old", expires_in=lifetime))
+    return credential_engine, script, script.run(credential_engine.acquire("https://storage.azure.com"))
+
+
+def check_error(
+    error: BaseException,
+    code: str,
+    source: ManagedIdentitySource,
+    *,
+    status: Optional[int] = None,
+    unavailable: bool = False,
+) -> None:
+    """The error contract: a ManagedIdentityError with this code, status and source, unavailable or failed."""
+    assert isinstance(error, ManagedIdentityError)
+    assert isinstance(error, CredentialUnavailableError) is unavailable
+    assert error.error_code == code
+    assert error.status_code == status
+    assert error.source is source
+    assert str(error)
+
+
+def failure(script: Script, flow: Any) -> ManagedIdentityError:
+    """The ManagedIdentityError that running ``flow`` raises."""
+    with pytest.raises(ManagedIdentityError) as caught:
+        script.run(flow)
+    return caught.value
+
+
+def raised(call: Callable[[], object]) -> ManagedIdentityError:
+    """The ManagedIdentityError that ``call()`` raises."""
+    with pytest.raises(ManagedIdentityError) as caught:
+        call()
+    return caught.value
+
+
+def error_fields(error: ManagedIdentityError) -> tuple[Any, ...]:
+    """What the contract gives of an error: unavailable or not, error_code, status_code, source, and its message."""
+    return (
+        isinstance(error, CredentialUnavailableError),
+        error.error_code,
+        error.status_code,
+        error.source,
+        str(error),
+    )
+
+
+def is_failed(error: BaseException) -> bool:
+    """A refusal: a ManagedIdentityError that is not CredentialUnavailableError."""
+    return isinstance(error, ManagedIdentityError) and not isinstance(error, CredentialUnavailableError)
+
+
+def answer(status: int, body: Any = b"", headers: Optional[dict[str, str]] = None) -> Response:
+    """An endpoint's answer: ``body`` as given when bytes, else as JSON."""
+    if not isinstance(body, bytes):
+        body = json.dumps(body).encode()
+    return Response(status, headers or {}, body)
+
+
+def error_for(status: int, body: bytes, source: ManagedIdentitySource) -> ManagedIdentityError:
+    """What the answer mapping makes of an error answer of ``source``."""
+    return error_from_response(answer(status, body), source=source)

@@ -1,225 +1,41 @@
-"""Engine flows driven without sockets (tests/engine/scripted.py): the error contract of each refusal, window edges,
-attempt timeouts. Written against the survivors of the mutation run (docs/mutation.md)."""
+"""msi_credential/_engine/flow.py: the engine's flows (``Engine.acquire``, ``serve``, ``still_valid``) as a
+credential drives them, through the scripted driver of tests/engine/scripted.py: the error contract of each
+refusal, unreachable endpoints and first contact, retries and their log lines, the call's deadline, window edges,
+429 and Retry-After, the cache key. No sockets, an injected clock: the mutation run of docs/mutation.md runs them.
+
+A comment above a test names the one-line change to the engine that it catches (issue 13).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Optional
+import logging
 
 import pytest
+from azure.core.credentials import AccessTokenInfo
 
-from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
-from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
-from msi_credential._engine.sources.azure_arc import valid_key_path
+from msi_credential import ManagedIdentityError, ManagedIdentitySource
+from msi_credential._engine.effects import TransportFailure
 
-from .engine.scripted import (
+from .scripted import (
     APP_SERVICE,
-    ARC,
     IMDS,
     START,
     Clock,
     Script,
+    check_error,
     engine,
     error_response,
+    failure,
     token_response,
+    with_cached_token,
 )
 
 RESOURCE = "https://storage.azure.com"
 CLOUD_SHELL = {"MSI_ENDPOINT": "http://127.0.0.1:9/oauth2/token"}
 
 
-def check(
-    error: BaseException,
-    code: str,
-    source: ManagedIdentitySource,
-    *,
-    status: Optional[int] = None,
-    unavailable: bool = False,
-) -> None:
-    assert isinstance(error, ManagedIdentityError)
-    assert isinstance(error, CredentialUnavailableError) is unavailable
-    assert error.error_code == code
-    assert error.status_code == status
-    assert error.source is source
-    assert str(error)
-
-
-def failure(script: Script, flow: Any) -> ManagedIdentityError:
-    with pytest.raises(ManagedIdentityError) as caught:
-        script.run(flow)
-    return caught.value
-
-
-# ---------------------------------------------------------------------------------------------------- Azure Arc
-
-
-def _arc(tmp_path: Any, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
-    clock = Clock()
-    return engine(ARC, clock, _platform=platform, _arc_key_directory=str(tmp_path), **kwargs), Script(clock)
-
-
-@pytest.mark.parametrize(
-    ("header", "code"),
-    [
-        (None, "arc_challenge_missing"),
-        ("   ", "arc_challenge_missing"),
-        ("Bearer realm=/x/agent.key", "arc_challenge_invalid"),
-        ("Basic realm=", "arc_challenge_invalid"),
-        ('Basic realm=""', "arc_challenge_invalid"),
-        ("Basic realm=/elsewhere/agent.key", "arc_invalid_key_file"),
-        ("Basic realm={dir}/agent.txt", "arc_invalid_key_file"),
-        ("Basic realm={dir}/../agent.key", "arc_invalid_key_file"),
-        ("Basic realm={dir}/" + "a" * 65_536 + ".key", "arc_challenge_invalid"),  # over the size bound
-    ],
-)
-def test_arc_refuses_a_bad_challenge_before_reading_any_file(
-    tmp_path: Any, header: Optional[str], code: str
-) -> None:
-    credential_engine, script = _arc(tmp_path)
-    headers = {} if header is None else {"www-authenticate": header.format(dir=tmp_path)}
-    script.queue(Response(401, headers, b""))
-
-    error = failure(script, credential_engine.acquire(RESOURCE))
-
-    check(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
-    assert script.reads == [] and len(script.sent) == 1
-
-
-@pytest.mark.parametrize("header", ['basic REALM="{dir}/agent.key"', "  Basic realm= {dir}/agent.key  "])
-def test_arc_challenge_prefix_is_case_insensitive_and_the_path_may_be_quoted(
-    tmp_path: Any, header: str
-) -> None:
-    credential_engine, script = _arc(tmp_path)
-    script.queue(
-        Response(401, {"www-authenticate": header.format(dir=tmp_path)}, b""),
-        KeyFileResult(content="arc-secret"),
-        token_response("arc"),
-    )
-
-    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
-    assert script.reads == [f"{tmp_path}/agent.key"]
-    assert script.sent[0].headers.get("Authorization") is None
-    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
-    assert script.sent[1].url == script.sent[0].url and script.sent[1].params == script.sent[0].params
-
-
-def test_arc_on_another_platform_is_refused(tmp_path: Any) -> None:
-    credential_engine, script = _arc(tmp_path, platform="darwin")
-    script.queue(Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""))
-
-    check(
-        failure(script, credential_engine.acquire(RESOURCE)),
-        "arc_platform_unsupported",
-        ManagedIdentitySource.AZURE_ARC,
-        status=401,
-    )
-
-
-@pytest.mark.parametrize(
-    ("result", "code"),
-    [
-        (KeyFileResult(error=("arc_key_file_unreadable", "cannot read")), "arc_key_file_unreadable"),
-        (KeyFileResult(content=""), "arc_invalid_key_file"),
-    ],
-)
-def test_arc_key_file_problems_are_typed_errors(tmp_path: Any, result: KeyFileResult, code: str) -> None:
-    credential_engine, script = _arc(tmp_path)
-    script.queue(Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""), result)
-
-    check(
-        failure(script, credential_engine.acquire(RESOURCE)),
-        code,
-        ManagedIdentitySource.AZURE_ARC,
-        status=401,
-    )
-    assert len(script.sent) == 1
-
-
-def test_arc_second_401_is_a_rejected_key_and_the_secret_stays_out_of_the_error(tmp_path: Any) -> None:
-    credential_engine, script = _arc(tmp_path)
-    script.queue(
-        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""),
-        KeyFileResult(content="arc-secret"),
-        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b"arc-secret"),
-    )
-
-    error = failure(script, credential_engine.acquire(RESOURCE))
-
-    check(error, "arc_challenge_rejected", ManagedIdentitySource.AZURE_ARC, status=401)
-    assert "arc-secret" not in str(error)
-
-
-def test_arc_secret_is_scrubbed_from_a_later_error(tmp_path: Any) -> None:
-    credential_engine, script = _arc(tmp_path, retry_total=0)
-    body = b'{"error": "server_error", "error_description": "bad key arc-secret"}'
-    script.queue(
-        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""),
-        KeyFileResult(content="arc-secret"),
-        Response(500, {"content-type": "application/json"}, body),
-    )
-
-    error = failure(script, credential_engine.acquire(RESOURCE))
-
-    assert error.status_code == 500 and "arc-secret" not in str(error)
-
-
-@pytest.mark.parametrize(
-    ("path", "directory", "windows", "valid"),
-    [
-        ("/var/opt/azcmagent/tokens/a.key", "/var/opt/azcmagent/tokens", False, True),
-        ("/var/opt/azcmagent/tokens/a.key", "/var/opt/azcmagent/tokens/", False, True),
-        ("/var/opt/azcmagent/tokens/.key", "/var/opt/azcmagent/tokens", False, False),
-        ("/var/opt/azcmagent/tokens/a.KEY", "/var/opt/azcmagent/tokens", False, False),
-        ("/var/opt/azcmagent/tokens/sub/a.key", "/var/opt/azcmagent/tokens", False, False),
-        ("/var/opt/azcmagent/tokens/../a.key", "/var/opt/azcmagent/tokens", False, False),
-        ("var/opt/azcmagent/tokens/a.key", "var/opt/azcmagent/tokens", False, False),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            True,
-        ),
-        (
-            "c:\\programdata\\azureconnectedmachineagent\\tokens\\A.KEY",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\",
-            True,
-            True,
-        ),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\..\\a.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        (
-            "C:/ProgramData/AzureConnectedMachineAgent/Tokens/../a.key",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        ("C:\\Other\\a.key", "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens", True, False),
-        (
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.txt",
-            "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens",
-            True,
-            False,
-        ),
-        ("ProgramData\\a.key", "ProgramData", True, False),
-    ],
-)
-def test_arc_key_path_must_be_a_key_file_directly_in_the_key_directory(
-    path: str, directory: str, windows: bool, valid: bool
-) -> None:
-    assert valid_key_path(path, directory, windows) is valid
-
-
-# ------------------------------------------------------------------------------------------ unreachable endpoints
+# ----------------------------------------------------------------------- unreachable endpoints and first contact
 
 
 def test_a_local_endpoint_that_never_answers_is_a_failure_naming_the_variable_and_the_attempts() -> None:
@@ -229,7 +45,7 @@ def test_a_local_endpoint_that_never_answers_is_a_failure_naming_the_variable_an
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, "endpoint_unreachable", ManagedIdentitySource.APP_SERVICE)
+    check_error(error, "endpoint_unreachable", ManagedIdentitySource.APP_SERVICE)
     assert "IDENTITY_ENDPOINT" in str(error) and "4 attempt(s)" in str(error) and "refused" in str(error)
     assert script.sleeps == [1.0, 2.0, 4.0]
 
@@ -241,23 +57,20 @@ def test_imds_that_never_answers_after_retries_is_unavailable() -> None:
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    check_error(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
     assert "2 attempt(s)" in str(error)
 
 
 def test_first_contact_with_imds_in_a_chain_is_unavailable_at_the_first_failure(
-    monkeypatch: pytest.MonkeyPatch,
+    imds_on_loopback: None,
 ) -> None:
-    from msi_credential._engine import detection
-
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
     clock = Clock()
     credential_engine = engine({}, clock)
     script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"))
 
     error = failure(script, credential_engine.acquire(RESOURCE, in_chain=True))
 
-    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    check_error(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
     assert "127.0.0.1:9" in str(error)
     assert script.sleeps == [] and len(script.sent) == 1
     assert script.sent[0].connect_timeout == 1.0
@@ -282,7 +95,7 @@ def test_imds_on_its_own_that_never_answers_is_unavailable_after_its_retries() -
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+    check_error(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
     assert "4 attempt(s)" in str(error)
     assert script.sleeps == [1.0, 2.0, 4.0]
 
@@ -307,7 +120,7 @@ def test_imds_named_by_azure_token_credentials_is_not_probed_even_in_a_chain(
 
     if probed:
         error = failure(script, credential_engine.acquire(RESOURCE, in_chain=True))
-        check(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
+        check_error(error, "imds_unreachable", ManagedIdentitySource.IMDS, unavailable=True)
         assert [request.connect_timeout for request in script.sent] == [1.0]
     else:
         assert script.run(credential_engine.acquire(RESOURCE, in_chain=True)).token
@@ -315,12 +128,38 @@ def test_imds_named_by_azure_token_credentials_is_not_probed_even_in_a_chain(
         assert script.sleeps == [1.0]
 
 
+# change: IMDS retries after a first answer use the 1 s first-contact connect timeout instead of 2 s
+def test_imds_retries_after_a_first_answer_use_a_two_second_connect_timeout(
+    imds_on_loopback: None,
+) -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock)
+    script = Script(clock).queue(error_response(503), error_response(503), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE, in_chain=True))
+    script.queue(token_response("vault"))
+    script.run(credential_engine.acquire("https://vault.azure.net", in_chain=True))
+
+    assert [request.connect_timeout for request in script.sent] == [1.0, 2.0, 2.0, 2.0]
+
+
+def test_pod_identity_imds_is_never_a_first_contact() -> None:
+    clock = Clock()
+    credential_engine = engine(IMDS, clock)
+    script = Script(clock).queue(TransportFailure("connect", "refused"), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE, in_chain=True))
+
+    assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
+    assert script.sleeps == [1.0]
+
+
 def test_a_certificate_pin_mismatch_is_never_retried() -> None:
     clock = Clock()
     credential_engine = engine(APP_SERVICE, clock)
     script = Script(clock).queue(TransportFailure("pin_mismatch", "sha1 differs"))
 
-    check(
+    check_error(
         failure(script, credential_engine.acquire(RESOURCE)),
         "thumbprint_mismatch",
         ManagedIdentitySource.APP_SERVICE,
@@ -328,7 +167,88 @@ def test_a_certificate_pin_mismatch_is_never_retried() -> None:
     assert script.sleeps == [] and len(script.sent) == 1
 
 
-# -------------------------------------------------------------------------------------------- unusable configs
+# ----------------------------------------------------------------------------------------------- retries, logged
+
+
+def _retry_log(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if "retrying" in record.getMessage()]
+
+
+def test_a_transport_failure_retried_is_logged_with_the_scrubbed_detail_and_the_delay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock)
+    script = Script(clock).queue(
+        TransportFailure("connect", "refused by header-secret"), token_response("token-1")
+    )
+
+    with caplog.at_level(logging.INFO, logger="msi_credential"):
+        info = script.run(credential_engine.acquire(RESOURCE))
+
+    assert isinstance(info, AccessTokenInfo) and info.token == "token-1"
+    assert _retry_log(caplog) == ["App Service managed identity endpoint: refused by ***; retrying in 1.0 s"]
+
+
+def test_an_http_answer_retried_is_logged_with_its_status_and_the_delay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    credential_engine = engine(IMDS, clock)
+    script = Script(clock).queue(error_response(503, {"retry-after": "3"}), token_response("token-1"))
+
+    with caplog.at_level(logging.INFO, logger="msi_credential"):
+        script.run(credential_engine.acquire(RESOURCE))
+
+    assert _retry_log(caplog) == ["IMDS: HTTP 503; retrying in 3.0 s"]
+
+
+# ------------------------------------------------------------------------------------------- the call's deadline
+
+
+# change: the per-attempt budget ignores the time already spent (`remaining = deadline`)
+def test_each_attempt_gets_what_is_left_of_the_call_deadline() -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, _deadline=60)
+    script = Script(clock, send_takes=5.0)
+    script.queue(error_response(503), error_response(503), error_response(503), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE))
+
+    # attempts take 5 s each, sleeps 1, 2, 4 s: 60, 60-6, 60-13, 60-22 (never below 1 s)
+    assert [request.budget for request in script.sent] == [60.0, 54.0, 47.0, 38.0]
+
+
+def test_an_attempt_started_at_the_deadline_gets_only_the_minimum_budget() -> None:
+    """The deadline (``timeout=``) bounds the whole call: a retry that starts with nothing left gets 50 ms,
+    not a second past the deadline, and no step of it (connect, read) more than that."""
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, _deadline=10, retry_total=1)
+    script = Script(clock, send_takes=9.0).queue(error_response(503), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE))
+
+    assert [request.budget for request in script.sent] == [10.0, 0.05]
+    assert [request.read_timeout for request in script.sent] == [10.0, 0.05]
+
+
+def test_a_wall_clock_step_during_a_call_does_not_stretch_its_deadline() -> None:
+    """Deadlines run on the monotonic clock: the wall clock stepping back an hour mid-request (NTP, a resumed VM)
+    neither lengthens the next attempt's budget nor allows retries past ``timeout=``."""
+    monotonic = Clock()
+
+    def wall() -> float:  # steps back an hour once the first attempt has taken its time
+        return monotonic.now - (3600.0 if monotonic.now > START else 0.0)
+
+    credential_engine = engine(APP_SERVICE, wall, _monotonic=monotonic, _deadline=10, retry_total=1)
+    script = Script(monotonic, send_takes=9.0).queue(error_response(503), token_response())
+
+    script.run(credential_engine.acquire(RESOURCE))
+
+    assert [request.budget for request in script.sent] == [10.0, 0.05]
+
+
+# ---------------------------------------------------------------------------------------------- unusable configs
 
 
 def test_a_configuration_problem_is_raised_before_any_request() -> None:
@@ -338,7 +258,7 @@ def test_a_configuration_problem_is_raised_before_any_request() -> None:
     )
     script = Script(clock)
 
-    check(
+    check_error(
         failure(script, credential_engine.acquire(RESOURCE)),
         "invalid_endpoint",
         ManagedIdentitySource.APP_SERVICE,
@@ -353,12 +273,12 @@ def test_a_user_assigned_identity_where_the_source_has_no_selector_is_refused_be
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, "user_assigned_not_supported", ManagedIdentitySource.CLOUD_SHELL)
+    check_error(error, "user_assigned_not_supported", ManagedIdentitySource.CLOUD_SHELL)
     assert "object_id" in str(error)
     assert script.sent == []
 
 
-# ------------------------------------------------------------------------------------------- request details
+# ----------------------------------------------------------------------------------------------- request details
 
 
 def test_timeouts_default_to_ten_seconds_read_and_take_the_keywords() -> None:
@@ -421,18 +341,12 @@ def test_the_token_type_and_refresh_moment_reach_the_caller() -> None:
     assert info.token_type == "PoP" and info.refresh_on == int(clock.now) + 1000
 
 
-# --------------------------------------------------------------------------------------------- window edges
-
-
-def _cached(clock: Clock, **kwargs: Any) -> tuple[Any, Script, Any]:
-    credential_engine = engine(APP_SERVICE, clock, retry_total=0, **kwargs)
-    script = Script(clock).queue(token_response("old", expires_in=3600))
-    return credential_engine, script, script.run(credential_engine.acquire(RESOURCE))
+# -------------------------------------------------------------------------------------------------- window edges
 
 
 def test_the_refresh_moment_itself_starts_a_refresh() -> None:
     clock = Clock()
-    credential_engine, script, old = _cached(clock)
+    credential_engine, script, old = with_cached_token(clock)
     clock.now = old.refresh_on
     script.queue(token_response("new"))
 
@@ -441,7 +355,7 @@ def test_the_refresh_moment_itself_starts_a_refresh() -> None:
 
 def test_the_back_off_ends_exactly_thirty_seconds_after_the_failure() -> None:
     clock = Clock()
-    credential_engine, script, old = _cached(clock)
+    credential_engine, script, old = with_cached_token(clock)
     clock.now = old.refresh_on + 1
     script.queue(error_response(500))
     assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
@@ -456,7 +370,7 @@ def test_the_back_off_ends_exactly_thirty_seconds_after_the_failure() -> None:
 
 def test_a_refresh_failing_exactly_at_the_mandatory_moment_raises() -> None:
     clock = Clock()
-    credential_engine, script, old = _cached(clock)
+    credential_engine, script, old = with_cached_token(clock)
     clock.now = old.expires_on - 61
     script.send_takes = 1.0  # the failed attempt ends at expires_on - 60: the mandatory moment
     script.queue(error_response(500))
@@ -467,7 +381,7 @@ def test_a_refresh_failing_exactly_at_the_mandatory_moment_raises() -> None:
 
 def test_a_waiter_takes_the_cached_token_only_before_the_mandatory_moment() -> None:
     clock = Clock()
-    credential_engine, _, old = _cached(clock)
+    credential_engine, _, old = with_cached_token(clock)
 
     assert credential_engine.still_valid("https://other.example.com") is None
     clock.now = old.expires_on - 61
@@ -478,7 +392,7 @@ def test_a_waiter_takes_the_cached_token_only_before_the_mandatory_moment() -> N
 
 def test_the_engine_serves_a_due_token_at_once_and_asks_for_a_refresh_beside_it() -> None:
     clock = Clock()
-    credential_engine, script, old = _cached(clock)
+    credential_engine, script, old = with_cached_token(clock)
 
     assert credential_engine.serve("https://other.example.com") == (None, False)  # nothing cached: request
     clock.now = old.refresh_on - 1
@@ -494,7 +408,7 @@ def test_the_engine_serves_a_due_token_at_once_and_asks_for_a_refresh_beside_it(
 
 def test_after_a_failed_refresh_the_engine_serves_without_refreshing_until_the_back_off_ends() -> None:
     clock = Clock()
-    credential_engine, script, old = _cached(clock)
+    credential_engine, script, old = with_cached_token(clock)
     clock.now = old.refresh_on + 1
     script.queue(error_response(500))
     assert script.run(credential_engine.acquire(RESOURCE)) is old  # the refresh beside the callers fails
@@ -505,41 +419,50 @@ def test_after_a_failed_refresh_the_engine_serves_without_refreshing_until_the_b
     assert credential_engine.serve(RESOURCE) == (old, True)
 
 
-def test_each_process_spreads_its_refresh_point_over_part_of_the_advisory_window() -> None:
+# change: the advisory back-off also skips requests in the mandatory window (drop `now < entry.mandatory_at`)
+def test_mandatory_window_requests_even_during_the_advisory_back_off() -> None:
     clock = Clock()
-    draws = iter([0.0, 0.5, 0.999])
-    credential_engine = engine(APP_SERVICE, clock, _random=lambda: next(draws))
-    script = Script(clock).queue(*(token_response(f"t{n}", expires_in=3600) for n in range(3)))
-    moments = []
-    for _ in range(3):
-        info = script.run(credential_engine.acquire(RESOURCE, claims="{}"))  # a new token each time
-        entry = credential_engine.bucket[RESOURCE]
-        assert info.refresh_on == int(clock.now) + 3300  # what the caller is told is the endpoint's moment
-        moments.append(entry.refresh_on - info.refresh_on)
+    credential_engine, script, old = with_cached_token(clock, lifetime=3600)
+    assert old.refresh_on is not None
+    clock.now = old.expires_on - 61  # advisory window, one second before the mandatory one
+    script.queue(error_response(500))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "old"  # refresh failed: back off 30 s
 
-    assert moments == [0.0, 30.0, pytest.approx(59.94)]  # at most 60 s later (azure-core adds 0 to 60 s)
-    clock.now = START + 3300 + 59
-    assert credential_engine.serve(RESOURCE)[1] is False  # this process's point has not come yet
-    clock.now += 1
-    assert credential_engine.serve(RESOURCE)[1] is True
+    clock.now = old.expires_on - 40  # mandatory window, still inside the 30 s back-off
+    script.queue(error_response(500))
+    with pytest.raises(ManagedIdentityError):
+        script.run(credential_engine.acquire(RESOURCE))
+    assert len(script.sent) == 3
 
 
-@pytest.mark.parametrize(("lifetime", "most"), [(20, 2.5), (200, 25.0), (86400, 60.0)])
-def test_the_spread_never_reaches_the_mandatory_window(lifetime: int, most: float) -> None:
+# change: a refresh that fails is answered with the cached token whenever one exists (drop the `mandatory_at`
+# check after the failure): then a refresh whose retries run past the expiry returns the expired token.
+def test_a_refresh_failing_after_the_expiry_raises_rather_than_serving_the_expired_token() -> None:
     clock = Clock()
-    credential_engine = engine(APP_SERVICE, clock, _random=lambda: 0.999999)
-    script = Script(clock).queue(token_response("t", expires_in=lifetime))
-    info = script.run(credential_engine.acquire(RESOURCE))
-    entry = credential_engine.bucket[RESOURCE]
+    credential_engine = engine(APP_SERVICE, clock, retry_total=2)
+    script = Script(clock).queue(token_response("old", expires_in=3600))
+    old = script.run(credential_engine.acquire(RESOURCE))
+    clock.now = old.expires_on - 62  # advisory: the cached token may be served if the refresh fails in time
+    script.send_takes = 30.0  # each attempt takes 30 s: the third one fails after the expiry
+    script.queue(error_response(503), error_response(503), error_response(503))
 
-    assert info.refresh_on is not None
-    assert entry.refresh_on - info.refresh_on == pytest.approx(most, abs=0.001)
-    assert entry.refresh_on < entry.mandatory_at
-    # half the advisory window is left for the refresh and a retry after a failure
-    assert entry.mandatory_at - entry.refresh_on >= (entry.mandatory_at - info.refresh_on) / 2 - 0.001
+    with pytest.raises(ManagedIdentityError):
+        script.run(credential_engine.acquire(RESOURCE))
+    assert clock.now > old.expires_on
 
 
-# --------------------------------------------------------------------------------------- 429 and Retry-After
+# change: a claims request whose refresh fails returns the old, challenged token (drop `claims is None and`)
+def test_a_failed_claims_refresh_raises_instead_of_returning_the_challenged_token() -> None:
+    clock = Clock()
+    credential_engine, script, _old = with_cached_token(clock, lifetime=3600)
+    script.queue(error_response(500))
+
+    with pytest.raises(ManagedIdentityError):
+        script.run(credential_engine.acquire(RESOURCE, claims='{"access_token":{"nbf":{"value":"1"}}}'))
+    assert len(script.sent) == 2
+
+
+# ------------------------------------------------------------------------------------------- 429 and Retry-After
 
 
 def test_a_429_retry_after_holds_every_request_to_that_endpoint_until_the_time_it_named() -> None:
@@ -560,7 +483,7 @@ def test_a_429_retry_after_holds_every_request_to_that_endpoint_until_the_time_i
 
 def test_while_an_endpoint_asks_to_wait_a_due_token_is_served_without_a_refresh() -> None:
     clock = Clock()
-    credential_engine, script, old = _cached(clock)
+    credential_engine, script, old = with_cached_token(clock)
     clock.now = old.refresh_on + 1
     script.queue(error_response(429, {"retry-after": "45"}))
     assert script.run(credential_engine.acquire(RESOURCE)) is old  # the refresh failed: served, back off 30 s
@@ -582,7 +505,7 @@ def test_a_caller_that_cannot_be_served_waits_for_the_named_time_or_fails_withou
         script.run(patient.acquire(RESOURCE))
 
     error = failure(script, hurried.acquire(RESOURCE))
-    check(error, "throttled", ManagedIdentitySource.APP_SERVICE)
+    check_error(error, "throttled", ManagedIdentitySource.APP_SERVICE)
     assert len(script.sent) == 1  # nothing sent: 30 s is past its 10 s deadline
     assert "30 s" in str(error)
 
@@ -597,7 +520,7 @@ def test_a_retry_after_is_remembered_for_at_most_five_minutes() -> None:
     assert credential_engine.throttled_until() == START + 300
 
 
-# ------------------------------------------------------------------------------------------------- cache keys
+# ---------------------------------------------------------------------------------------------------- cache keys
 
 
 def test_the_default_client_id_from_the_environment_is_part_of_the_cache_key() -> None:
@@ -620,3 +543,17 @@ def test_a_user_assigned_identity_ignores_the_default_client_id_in_the_cache_key
     second = engine(dict(base, DEFAULT_IDENTITY_CLIENT_ID="bbbb"), clock, share_cache=True, client_id="cccc")
 
     assert first.bucket is second.bucket
+
+
+# change: client capabilities are left out of the cache key (tokens for different xms_cc share an entry)
+def test_credentials_with_different_client_capabilities_do_not_share_cached_tokens() -> None:
+    clock = Clock()
+    plain = engine(APP_SERVICE, clock, share_cache=True)
+    with_cp1 = engine(APP_SERVICE, clock, share_cache=True, client_capabilities=["cp1"])
+    same_as_plain = engine(APP_SERVICE, clock, share_cache=True)
+    script = Script(clock).queue(token_response("plain"), token_response("cp1"))
+
+    assert script.run(plain.acquire(RESOURCE)).token == "plain"
+    assert script.run(with_cp1.acquire(RESOURCE)).token == "cp1"
+    assert script.run(same_as_plain.acquire(RESOURCE)).token == "plain"
+    assert len(script.sent) == 2

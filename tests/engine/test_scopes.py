@@ -1,4 +1,6 @@
-"""resource_from_scopes: exactly one scope in, the resource (less a trailing ``/.default``) out."""
+"""msi_credential/_engine/scopes.py: ``resource_from_scopes``, exactly one scope in, the resource (less a trailing
+``/.default``) out; called directly, with properties (hypothesis) and the refusals word for word.
+"""
 
 from __future__ import annotations
 
@@ -121,3 +123,28 @@ def test_url_like_text_with_default_suffix_round_trips(base: str) -> None:
     if base.endswith("/.default") or base in ("", "/.default"):
         return
     assert resource_from_scopes((base + "/.default",)) == base
+
+
+# --- the words of a refusal --------------------------------------------------------------------------------------
+
+
+def test_a_scope_ending_twice_in_default_is_refused_saying_so() -> None:
+    with pytest.raises(ValueError) as caught:
+        resource_from_scopes(("https://vault.azure.net/.default/.default",))
+    assert str(caught.value) == "a scope may end with '/.default' once, not twice"
+
+
+def test_a_scope_that_is_not_a_string_is_refused_naming_its_type() -> None:
+    with pytest.raises(ValueError) as caught:
+        resource_from_scopes((42,))  # type: ignore[arg-type]
+    assert str(caught.value) == "a scope must be a string, not int"
+
+
+@pytest.mark.parametrize("scope", ["", " ", "https://vault.azure.net/.default\n"])
+def test_an_unusable_scope_is_refused_in_these_words(scope: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        resource_from_scopes((scope,))
+
+    assert str(caught.value) == (
+        "a scope must be a non-empty resource or '<resource>/.default' without whitespace or control characters"
+    )

@@ -1,4 +1,6 @@
-"""RetrySchedule: docs/protocols.md section 7 (which statuses are retried, delays, Retry-After, deadline)."""
+"""msi_credential/_engine/retry.py: ``RetrySchedule`` and ``retry_after``, docs/protocols.md section 7 (which
+statuses are retried, delays, Retry-After, deadline), called directly with an injected time.
+"""
 
 from __future__ import annotations
 
@@ -243,3 +245,24 @@ def test_the_410_schedule_respects_the_deadline() -> None:
 def test_deadline_is_configurable() -> None:
     retry = RetrySchedule(RetrySettings(deadline=2.5), "standard")
     assert delays(retry, [500] * 4) == [1.0, None]
+
+
+# --- Retry-After headers, at their edges (issue 13) --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "delay"),
+    [
+        ({"retry-after-ms": "soon", "x-ms-retry-after-ms": "2000"}, 2.0),  # an unparsable header is skipped
+        ({"retry-after-ms": "-5", "retry-after": "3"}, 3.0),  # a negative delay is skipped
+        ({"retry-after-ms": "0", "retry-after": "3"}, 0.0),  # zero is a delay
+        ({"retry-after-ms": "500", "retry-after": "3"}, 0.5),
+        ({"retry-after": "0"}, 0.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"retry-after": "-1"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "inf"}, None),
+    ],
+)
+def test_retry_after_headers_give_the_server_delay(headers: dict[str, str], delay: Optional[float]) -> None:
+    assert retry_after(headers, now=0.0) == delay

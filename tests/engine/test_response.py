@@ -1,4 +1,8 @@
-"""parse_token and error_from_response: docs/protocols.md sections 3 (response parsing) and 4 (errors)."""
+"""msi_credential/_engine/response.py: ``parse_token`` and ``error_from_response``, docs/protocols.md sections 3
+(response parsing) and 4 (errors), called directly: the common mapping, the messages word for word, the scrubbing
+of secrets, and properties over any bytes (hypothesis). Each source's own reading of its error answers is tested
+with that source (tests/engine/sources/). Socket-free: the mutation run of docs/mutation.md runs them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from msi_credential import ManagedIdentitySource
 from msi_credential._engine.effects import MAX_BODY_BYTES, Response
 from msi_credential._engine.response import (
     ErrorBody,
@@ -16,10 +21,13 @@ from msi_credential._engine.response import (
     parse_error_body,
     parse_token,
     scrub,
+    secret_forms,
     snake_case,
 )
 from msi_credential._errors import CredentialUnavailableError, ManagedIdentityError
 from msi_credential._source import ManagedIdentitySource as S
+
+from .scripted import answer, error_fields, error_for, is_failed, raised
 
 START = 1_700_000_000.0
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.secret-token-payload."
@@ -49,20 +57,10 @@ ENTRA_BODY = {
 }
 
 
-def response(status: int, body: Any = b"", headers: dict[str, str] | None = None) -> Response:
-    if not isinstance(body, bytes):
-        body = json.dumps(body).encode()
-    return Response(status, headers or {}, body)
-
-
 def token_body(**fields: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"access_token": TOKEN, "expires_in": 3600}
     body.update(fields)
     return {key: value for key, value in body.items() if value is not None}
-
-
-def is_failed(error: BaseException) -> bool:
-    return isinstance(error, ManagedIdentityError) and not isinstance(error, CredentialUnavailableError)
 
 
 # --- parse_token ----------------------------------------------------------------------------------------------
@@ -71,7 +69,7 @@ def is_failed(error: BaseException) -> bool:
 @pytest.mark.parametrize("source", ALL_SOURCES)
 def test_parse_token_happy_path(source: S) -> None:
     token = parse_token(
-        response(200, token_body(token_type="Bearer", resource="r")), source=source, start=START
+        answer(200, token_body(token_type="Bearer", resource="r")), source=source, start=START
     )
     assert token.token == TOKEN
     assert token.expires_on == int(START) + 3600
@@ -83,7 +81,7 @@ def test_parse_token_happy_path(source: S) -> None:
 
 def test_parse_token_uses_expires_on_and_refresh_in() -> None:
     body = {"access_token": TOKEN, "expires_on": str(int(START) + 86400), "refresh_in": 3600}
-    token = parse_token(response(200, body), source=S.APP_SERVICE, start=START)
+    token = parse_token(answer(200, body), source=S.APP_SERVICE, start=START)
     assert (token.expires_on, token.refresh_on) == (int(START) + 86400, int(START) + 3600)
 
 
@@ -92,24 +90,22 @@ def test_parse_token_token_type_defaults_to_bearer(token_type: Any) -> None:
     body = token_body()
     if token_type is not None:
         body["token_type"] = token_type
-    assert parse_token(response(200, body), source=S.IMDS, start=START).token_type == "Bearer"
+    assert parse_token(answer(200, body), source=S.IMDS, start=START).token_type == "Bearer"
 
 
 def test_parse_token_keeps_a_given_token_type() -> None:
-    token = parse_token(response(200, token_body(token_type="pop")), source=S.IMDS, start=START)
+    token = parse_token(answer(200, token_body(token_type="pop")), source=S.IMDS, start=START)
     assert token.token_type == "pop"
 
 
 def test_parse_token_ignores_content_type() -> None:
-    token = parse_token(
-        response(200, token_body(), {"content-type": "text/plain"}), source=S.IMDS, start=START
-    )
+    token = parse_token(answer(200, token_body(), {"content-type": "text/plain"}), source=S.IMDS, start=START)
     assert token.token == TOKEN
 
 
 def test_parse_token_accepts_a_utf8_bom() -> None:
     body = b"\xef\xbb\xbf" + json.dumps(token_body()).encode()
-    assert parse_token(response(200, body), source=S.APP_SERVICE, start=START).token == TOKEN
+    assert parse_token(answer(200, body), source=S.APP_SERVICE, start=START).token == TOKEN
 
 
 @pytest.mark.parametrize(
@@ -128,7 +124,7 @@ def test_parse_token_accepts_a_utf8_bom() -> None:
 @pytest.mark.parametrize("source", NON_IMDS_SOURCES)
 def test_parse_token_non_object_body_is_failed_invalid_response(source: S, body: bytes) -> None:
     with pytest.raises(ManagedIdentityError) as caught:
-        parse_token(response(200, body), source=source, start=START)
+        parse_token(answer(200, body), source=source, start=START)
     assert is_failed(caught.value)
     assert caught.value.error_code == "invalid_response"
     assert caught.value.status_code == 200
@@ -138,7 +134,7 @@ def test_parse_token_non_object_body_is_failed_invalid_response(source: S, body:
 @pytest.mark.parametrize("body", [b"<html><body>Proxy login</body></html>", b"not json"])
 def test_parse_token_imds_non_json_2xx_is_unavailable_imds_unreachable(body: bytes) -> None:
     with pytest.raises(CredentialUnavailableError) as caught:
-        parse_token(response(200, body), source=S.IMDS, start=START)
+        parse_token(answer(200, body), source=S.IMDS, start=START)
     assert caught.value.error_code == "imds_unreachable"
 
 
@@ -160,7 +156,7 @@ def test_parse_token_without_a_usable_access_token_is_failed_invalid_response(
     source: S, body: dict[str, Any]
 ) -> None:
     with pytest.raises(ManagedIdentityError) as caught:
-        parse_token(response(200, body), source=source, start=START)
+        parse_token(answer(200, body), source=source, start=START)
     assert is_failed(caught.value)
     assert caught.value.error_code == "invalid_response"
 
@@ -178,7 +174,7 @@ def test_parse_token_without_a_usable_access_token_is_failed_invalid_response(
 )
 def test_parse_token_bad_expiry_is_failed_invalid_response_without_the_token(body: dict[str, Any]) -> None:
     with pytest.raises(ManagedIdentityError) as caught:
-        parse_token(response(200, body), source=S.APP_SERVICE, start=START)
+        parse_token(answer(200, body), source=S.APP_SERVICE, start=START)
     assert is_failed(caught.value)
     assert caught.value.error_code == "invalid_response"
     assert TOKEN not in str(caught.value)
@@ -189,7 +185,7 @@ def test_parse_token_bad_expiry_is_failed_invalid_response_without_the_token(bod
 def test_parse_token_body_over_one_mebibyte_is_response_too_large(source: S) -> None:
     body = json.dumps(token_body(padding="x" * MAX_BODY_BYTES)).encode()
     with pytest.raises(ManagedIdentityError) as caught:
-        parse_token(response(200, body), source=source, start=START)
+        parse_token(answer(200, body), source=source, start=START)
     assert is_failed(caught.value)
     assert caught.value.error_code == "response_too_large"
 
@@ -198,7 +194,7 @@ def test_parse_token_body_of_exactly_one_mebibyte_is_parsed() -> None:
     prefix = json.dumps(token_body(padding=""))
     body = (prefix[:-2] + "x" * (MAX_BODY_BYTES - len(prefix)) + prefix[-2:]).encode()
     assert len(body) == MAX_BODY_BYTES
-    assert parse_token(response(200, body), source=S.IMDS, start=START).token == TOKEN
+    assert parse_token(answer(200, body), source=S.IMDS, start=START).token == TOKEN
 
 
 # --- parse_error_body -----------------------------------------------------------------------------------------
@@ -233,7 +229,7 @@ def test_parse_error_body_of_non_object_is_empty(body: bytes) -> None:
 @pytest.mark.parametrize("status", [400, 404, 500, 503])
 @pytest.mark.parametrize("body", [b"", b"<html>gateway</html>", b"plain text", b"[]"])
 def test_imds_non_json_body_is_unavailable_imds_unreachable(status: int, body: bytes) -> None:
-    error = error_from_response(response(status, body), source=S.IMDS)
+    error = error_from_response(answer(status, body), source=S.IMDS)
     assert isinstance(error, CredentialUnavailableError)
     assert error.error_code == "imds_unreachable"
     assert error.status_code == status
@@ -243,152 +239,17 @@ def test_imds_non_json_body_is_unavailable_imds_unreachable(status: int, body: b
 @pytest.mark.parametrize("status", [301, 302, 307])
 def test_imds_non_json_redirect_is_unavailable_imds_unreachable(status: int) -> None:
     error = error_from_response(
-        response(status, b"<html>moved</html>", {"location": "http://x"}), source=S.IMDS
+        answer(status, b"<html>moved</html>", {"location": "http://x"}), source=S.IMDS
     )
     assert isinstance(error, CredentialUnavailableError)
     assert error.error_code == "imds_unreachable"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {
-            "error": "forbidden",
-            "error_description": "A socket operation was attempted to an unreachable network",
-        },
-        {"message": "Network UNREACHABLE"},
-    ],
-)
-def test_imds_403_containing_unreachable_is_unavailable(body: dict[str, Any]) -> None:
-    error = error_from_response(response(403, body), source=S.IMDS)
-    assert isinstance(error, CredentialUnavailableError)
-    assert error.error_code == "imds_unreachable"
-
-
-def test_imds_403_plain_text_unreachable_docker_desktop_is_unavailable() -> None:
-    body = b"connecting to 169.254.169.254:80: dial tcp: A socket operation was attempted to an unreachable network."
-    error = error_from_response(response(403, body), source=S.IMDS)
-    assert isinstance(error, CredentialUnavailableError)
-    assert error.error_code == "imds_unreachable"
-
-
-def test_imds_other_403_is_failed() -> None:
-    error = error_from_response(
-        response(403, {"error": "forbidden", "error_description": "nope"}), source=S.IMDS
-    )
-    assert is_failed(error)
-    assert error.error_code == "forbidden"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"error": "invalid_resource", "error_description": "bad resource"},
-        {
-            "error": "invalid_request",
-            "error_description": "AADSTS500011: The resource principal was not found",
-        },
-        {"error": "invalid_request", "error_description": "AADSTS50001: The application was not found"},
-    ],
-)
-def test_imds_400_invalid_resource_is_failed_invalid_resource(body: dict[str, Any]) -> None:
-    error = error_from_response(response(400, body), source=S.IMDS)
-    assert is_failed(error)
-    assert error.error_code == "invalid_resource"
-    assert error.status_code == 400
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        IMDS_BODY,
-        {"error": "invalid_request", "error_description": "Multiple user assigned identities exist"},
-        {},
-    ],
-)
-def test_imds_other_400_is_unavailable_identity_not_found(body: dict[str, Any]) -> None:
-    error = error_from_response(response(400, body), source=S.IMDS)
-    assert isinstance(error, CredentialUnavailableError)
-    assert error.error_code == "identity_not_found"
-
-
-@pytest.mark.parametrize(
-    ("status", "body", "code"),
-    [
-        (404, {"error": "not_found"}, "not_found"),
-        (500, {"error": "internal_error", "error_description": "boom"}, "internal_error"),
-        (429, {}, "http_429"),
-        (401, {"error": "unauthorized"}, "unauthorized"),
-    ],
-)
-def test_imds_other_json_errors_are_failed(status: int, body: dict[str, Any], code: str) -> None:
-    error = error_from_response(response(status, body), source=S.IMDS)
-    assert is_failed(error)
-    assert error.error_code == code
-
-
-@pytest.mark.parametrize(
-    "message", ["Unable to load the proper Managed Identity.", "No managed identity found for client id x"]
-)
-def test_app_service_400_naming_a_managed_identity_is_unavailable_identity_not_found(message: str) -> None:
-    body = {"statusCode": 400, "message": message, "correlationId": "app-corr"}
-    error = error_from_response(response(400, body), source=S.APP_SERVICE)
-    assert isinstance(error, CredentialUnavailableError)
-    assert error.error_code == "identity_not_found"
-    assert error.correlation_id == "app-corr"
-
-
-def test_app_service_other_400_is_failed() -> None:
-    body = {"statusCode": 400, "message": "Invalid resource", "correlationId": "c"}
-    error = error_from_response(response(400, body), source=S.APP_SERVICE)
-    assert is_failed(error)
-    assert error.error_code == "http_400"
-
-
-@pytest.mark.parametrize("source", [S.AZURE_ARC, S.CLOUD_SHELL, S.MACHINE_LEARNING, S.WORKLOAD_IDENTITY])
-def test_managed_identity_message_is_only_unavailable_for_app_service(source: S) -> None:
-    error = error_from_response(response(400, APP_SERVICE_BODY), source=source)
-    assert is_failed(error)
-
-
-@pytest.mark.parametrize(
-    ("status", "body"),
-    [
-        (404, {}),
-        (404, b"not found"),
-        (400, {"error": {"code": "ManagedIdentityNotFound", "message": "none", "correlationId": "sf"}}),
-    ],
-)
-def test_service_fabric_404_or_not_found_is_unavailable_identity_not_found(status: int, body: Any) -> None:
-    error = error_from_response(response(status, body), source=S.SERVICE_FABRIC)
-    assert isinstance(error, CredentialUnavailableError)
-    assert error.error_code == "identity_not_found"
-
-
-@pytest.mark.parametrize(
-    ("server_code", "status", "code"),
-    [
-        ("SecretHeaderNotFound", 401, "secret_header_not_found"),
-        ("ArgumentNullOrEmpty", 400, "invalid_resource"),
-        ("InvalidApiVersion", 400, "invalid_api_version"),
-        ("InternalServerError", 500, "internal_server_error"),
-    ],
-)
-def test_service_fabric_mapped_codes_are_failed(server_code: str, status: int, code: str) -> None:
-    body = {"error": {"correlationId": "sf-corr", "code": server_code, "message": "m"}}
-    error = error_from_response(response(status, body), source=S.SERVICE_FABRIC)
-    assert is_failed(error)
-    assert error.error_code == code
-    assert error.status_code == status
-    assert error.correlation_id == "sf-corr"
-    assert error.source is S.SERVICE_FABRIC
 
 
 @pytest.mark.parametrize("source", ALL_SOURCES)
 @pytest.mark.parametrize("status", [300, 301, 302, 303, 307, 308])
 def test_redirect_is_failed_unexpected_redirect(source: S, status: int) -> None:
     error = error_from_response(
-        response(status, {"error": "moved"}, {"location": "http://evil"}), source=source
+        answer(status, {"error": "moved"}, {"location": "http://evil"}), source=source
     )
     assert is_failed(error)
     assert error.error_code == "unexpected_redirect"
@@ -411,7 +272,7 @@ def test_redirect_is_failed_unexpected_redirect(source: S, status: int) -> None:
 def test_generic_error_code_is_snake_case_server_code_or_http_status(
     source: S, status: int, body: Any, code: str
 ) -> None:
-    error = error_from_response(response(status, body), source=source)
+    error = error_from_response(answer(status, body), source=source)
     assert is_failed(error)
     assert error.error_code == code
     assert error.status_code == status
@@ -420,7 +281,7 @@ def test_generic_error_code_is_snake_case_server_code_or_http_status(
 
 @pytest.mark.parametrize("source", NON_IMDS_SOURCES)
 def test_2xx_reaching_the_error_mapper_is_failed_invalid_response(source: S) -> None:
-    error = error_from_response(response(200, b"{}"), source=source)
+    error = error_from_response(answer(200, b"{}"), source=source)
     assert is_failed(error)
     assert error.error_code == "invalid_response"
 
@@ -439,7 +300,7 @@ def test_2xx_reaching_the_error_mapper_is_failed_invalid_response(source: S) -> 
 def test_error_attributes_carry_status_correlation_id_and_source(
     source: S, status: int, body: dict[str, Any], correlation: str | None
 ) -> None:
-    error = error_from_response(response(status, body), source=source)
+    error = error_from_response(answer(status, body), source=source)
     assert error.status_code == status
     assert error.correlation_id == correlation
     assert error.source is source
@@ -449,14 +310,14 @@ def test_error_attributes_carry_status_correlation_id_and_source(
 
 
 def test_message_carries_status_code_and_description() -> None:
-    error = error_from_response(response(500, ENTRA_BODY), source=S.WORKLOAD_IDENTITY)
+    error = error_from_response(answer(500, ENTRA_BODY), source=S.WORKLOAD_IDENTITY)
     assert "HTTP 500" in error.message
     assert "invalid_client" in error.message
     assert "AADSTS700016" in error.message
 
 
 def test_failed_errors_are_managed_identity_errors_but_not_unavailable() -> None:
-    error = error_from_response(response(500, {"error": "boom"}), source=S.APP_SERVICE)
+    error = error_from_response(answer(500, {"error": "boom"}), source=S.APP_SERVICE)
     assert isinstance(error, ManagedIdentityError)
     assert not isinstance(error, CredentialUnavailableError)
     from azure.core.exceptions import ClientAuthenticationError
@@ -467,7 +328,7 @@ def test_failed_errors_are_managed_identity_errors_but_not_unavailable() -> None
 def test_description_is_truncated_to_500_characters() -> None:
     description = "A" * 499 + "B" + "C" * 2000
     error = error_from_response(
-        response(500, {"error": "e", "error_description": description}), source=S.AZURE_ARC
+        answer(500, {"error": "e", "error_description": description}), source=S.AZURE_ARC
     )
     assert "A" * 499 + "B" in error.message
     assert "C" not in error.message.split("B", 1)[1]
@@ -480,7 +341,7 @@ def test_secrets_are_scrubbed_from_messages(source: S) -> None:
         "error_description": f"header {SECRET} was wrong; {SECRET}",
         "correlation_id": "c1",
     }
-    error = error_from_response(response(500, body), source=source, secrets=[SECRET])
+    error = error_from_response(answer(500, body), source=source, secrets=[SECRET])
     assert SECRET not in str(error)
     assert SECRET not in error.message
     assert "***" in error.message
@@ -489,7 +350,7 @@ def test_secrets_are_scrubbed_from_messages(source: S) -> None:
 def test_secret_is_scrubbed_before_truncation() -> None:
     description = "x" * 490 + SECRET
     error = error_from_response(
-        response(500, {"error": "e", "error_description": description}),
+        answer(500, {"error": "e", "error_description": description}),
         source=S.APP_SERVICE,
         secrets=[SECRET],
     )
@@ -526,7 +387,7 @@ def test_scrubbing_a_long_error_description_searches_a_bounded_prefix(
     description = "%" + ("s" * 900_000) + SECRET
     body = json.dumps({"error": "e", "error_description": description, "correlation_id": "s" * 900})
 
-    error = error_from_response(response(500, body.encode()), source=S.APP_SERVICE, secrets=[SECRET])
+    error = error_from_response(answer(500, body.encode()), source=S.APP_SERVICE, secrets=[SECRET])
 
     assert searched and max(searched) <= 9 * (500 + 4 * len(SECRET))
     assert error.message.count("s") >= 500
@@ -534,7 +395,7 @@ def test_scrubbing_a_long_error_description_searches_a_bounded_prefix(
 
 def test_secret_echoed_as_correlation_id_is_scrubbed() -> None:
     body = {"error": "e", "correlation_id": SECRET}
-    error = error_from_response(response(500, body), source=S.APP_SERVICE, secrets=[SECRET])
+    error = error_from_response(answer(500, body), source=S.APP_SERVICE, secrets=[SECRET])
     assert SECRET not in error.message
 
 
@@ -548,7 +409,7 @@ def test_scrub_and_snake_case_helpers() -> None:
 
 def test_too_large_error_body_is_not_parsed() -> None:
     body = json.dumps({"error": "big", "error_description": "x" * MAX_BODY_BYTES}).encode()
-    error = error_from_response(response(500, body), source=S.APP_SERVICE)
+    error = error_from_response(answer(500, body), source=S.APP_SERVICE)
     assert is_failed(error)
     assert error.error_code == "http_500"
 
@@ -596,16 +457,213 @@ def test_error_from_response_of_any_bytes_is_a_managed_identity_error(
     assert error.source is source
 
 
-def test_errors_survive_pickling_with_their_evidence() -> None:
-    import pickle
+# --- the words of error answers (section 4) ----------------------------------------------------------------------
 
-    from msi_credential._errors import CredentialUnavailableError, failed, unavailable
 
-    gone = pickle.loads(pickle.dumps(unavailable("m", error_code="imds_unreachable", status_code=None)))
-    refused = pickle.loads(
-        pickle.dumps(failed("m", error_code="http_500", status_code=500, correlation_id="c"))
+@pytest.mark.parametrize(
+    ("status", "body", "code", "message"),
+    [
+        (
+            401,
+            b'{"error": "Unauthorized", "correlation_id": "c-1"}',
+            "unauthorized",
+            "App Service managed identity endpoint refused the token request (HTTP 401, Unauthorized) "
+            "[correlation id c-1]",
+        ),
+        (
+            302,
+            b"{}",
+            "unexpected_redirect",
+            "App Service managed identity endpoint redirected the token request; redirects are refused (HTTP 302)",
+        ),
+        (
+            204,
+            b"{}",
+            "invalid_response",
+            "App Service managed identity endpoint answered 204 without a usable token: unexpected answer",
+        ),
+    ],
+    ids=["refusal-without-a-specific-rule", "redirect", "2xx-handed-to-the-error-mapping"],
+)
+def test_the_common_error_answers_say_what_went_wrong_in_these_words(
+    status: int, body: bytes, code: str, message: str
+) -> None:
+    """A refusal without a source's own rule says the endpoint refused the token request; a redirect says
+    redirects are refused; a 2xx handed to the error mapping is an unexpected invalid response."""
+    error = error_for(status, body, S.APP_SERVICE)
+    assert (error.error_code, error.status_code, error.message) == (code, status, message)
+
+
+def test_a_long_server_code_and_correlation_id_are_cut_to_100_characters() -> None:
+    body = b'{"error": "' + b"E" * 150 + b'", "correlation_id": "' + b"c" * 150 + b'"}'
+    error = error_for(500, body, S.APP_SERVICE)
+    assert error.correlation_id == "c" * 100
+    assert error.message == (
+        f"App Service managed identity endpoint refused the token request (HTTP 500, {'E' * 100}) "
+        f"[correlation id {'c' * 100}]"
     )
 
-    assert isinstance(gone, CredentialUnavailableError) and gone.error_code == "imds_unreachable"
-    assert not isinstance(refused, CredentialUnavailableError)
-    assert (refused.status_code, refused.correlation_id) == (500, "c")
+
+def test_an_imds_error_that_is_not_json_says_managed_identity_is_not_available() -> None:
+    error = error_from_response(Response(502, {}, b"Bad Gateway"), source=ManagedIdentitySource.IMDS)
+
+    assert error_fields(error) == (
+        True,
+        "imds_unreachable",
+        502,
+        ManagedIdentitySource.IMDS,
+        "IMDS did not answer like IMDS (the body is not JSON); managed identity is not available here (HTTP 502)",
+    )
+
+
+# --- the words of token answers (section 3) ----------------------------------------------------------------------
+
+
+def _parse(source: ManagedIdentitySource, status: int, body: bytes) -> ManagedIdentityError:
+    return raised(lambda: parse_token(Response(status, {}, body), source=source, start=0.0))
+
+
+def test_an_oversized_token_answer_is_response_too_large_with_its_status_and_source() -> None:
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(answer(200, b" " * (MAX_BODY_BYTES + 1)), source=S.APP_SERVICE, start=0.0)
+    assert (caught.value.error_code, caught.value.status_code, caught.value.source) == (
+        "response_too_large",
+        200,
+        S.APP_SERVICE,
+    )
+
+
+def test_a_body_over_the_limit_is_refused_in_these_words() -> None:
+    error = _parse(ManagedIdentitySource.APP_SERVICE, 200, b" " * (MAX_BODY_BYTES + 1))
+
+    assert error_fields(error) == (
+        False,
+        "response_too_large",
+        200,
+        ManagedIdentitySource.APP_SERVICE,
+        f"App Service managed identity endpoint answered with a body over {MAX_BODY_BYTES} bytes",
+    )
+
+
+def test_a_non_json_answer_from_imds_is_unavailable_with_its_status_and_source() -> None:
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(answer(200, b"<html>"), source=S.IMDS, start=0.0)
+    assert (caught.value.error_code, caught.value.status_code, caught.value.source) == (
+        "imds_unreachable",
+        200,
+        S.IMDS,
+    )
+
+
+def test_imds_answering_200_with_html_is_not_imds_in_these_words() -> None:
+    error = _parse(ManagedIdentitySource.IMDS, 200, b"<html>a captive portal</html>")
+
+    assert error_fields(error) == (
+        True,
+        "imds_unreachable",
+        200,
+        ManagedIdentitySource.IMDS,
+        "IMDS answered 200 with a body that is not JSON: this is not IMDS, managed identity is not available here",
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"[1]", "the body is not a JSON object"),
+        (b'{"expires_in": 3600}', "the body has no access_token string"),
+        (b'{"access_token": "t", "expires_in": "soon"}', "expires_in is not a number of seconds"),
+    ],
+)
+def test_an_unusable_token_answer_is_invalid_response_naming_its_status_and_why(
+    body: bytes, why: str
+) -> None:
+    with pytest.raises(ManagedIdentityError) as caught:
+        parse_token(answer(201, body), source=S.CLOUD_SHELL, start=1000.0)
+    assert caught.value.error_code == "invalid_response"
+    assert caught.value.status_code == 201
+    assert caught.value.message == (
+        f"Cloud Shell managed identity endpoint answered 201 without a usable token: {why}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (
+            b'{"access_token": "a b", "expires_in": 3600}',
+            "the access_token holds characters an HTTP header cannot carry",
+        ),
+        (
+            b'{"access_token": "t", "expires_in": 3600, "token_type": "Be arer"}',
+            "the token_type is not a printable ASCII word",
+        ),
+    ],
+    ids=["access-token", "token-type"],
+)
+def test_a_token_a_header_cannot_carry_is_refused_with_its_source_and_status(body: bytes, why: str) -> None:
+    error = _parse(ManagedIdentitySource.CLOUD_SHELL, 203, body)
+
+    assert error_fields(error) == (
+        False,
+        "invalid_response",
+        203,
+        ManagedIdentitySource.CLOUD_SHELL,
+        f"Cloud Shell managed identity endpoint answered 203 without a usable token: {why}",
+    )
+
+
+# --- scrubbing secrets, server error codes -----------------------------------------------------------------------
+
+
+def test_a_secret_of_four_characters_is_scrubbed_from_echoes() -> None:
+    assert scrub("echo abcd", ["abcd"]) == "echo ***"
+
+
+def test_secrets_shorter_than_four_characters_are_not_scrubbed_in_any_form() -> None:
+    # "abc" in hex is 616263: scrubbing every short secret's encodings would mangle ordinary text
+    assert scrub("code 616263 YWJj", ["abc", ""]) == "code 616263 YWJj"
+
+
+def test_a_secret_echoed_percent_encoded_character_by_character_is_scrubbed() -> None:
+    assert scrub("echo %61%62%63%64 here", ["abcd"]) == "echo *** here"
+
+
+def test_a_secret_echoed_in_our_percent_encoding_is_scrubbed_leaving_other_escapes_alone() -> None:
+    assert scrub("a%20b%2Fcd at 100%25", ["a b/cd"]) == "*** at 100%25"
+
+
+def test_a_secret_echoed_as_unpadded_base64_is_scrubbed() -> None:
+    assert scrub("got YWJjZGU.", ["abcde"]) == "got ***."
+
+
+def test_every_secret_is_scrubbed_whatever_its_case_and_padding() -> None:
+    assert scrub("one ABCD two wxyz three YWJjZGU=", ["abcd", "wxyz", "abcde"]) == "one *** two *** three ***"
+
+
+@pytest.mark.parametrize(
+    ("secret", "forms"),
+    [
+        # base64 without padding that ends in 'X': only '=' is stripped, never a base64 character
+        ("secreW", {"secreW", "736563726557", "c2VjcmVX"}),
+        (
+            "a b/c~d",
+            {
+                "a b/c~d",
+                "a%20b%2Fc~d",
+                "a+b%2Fc~d",
+                "6120622f637e64",
+                "YSBiL2N+ZA==",
+                "YSBiL2N+ZA",
+                "YSBiL2N-ZA==",
+                "YSBiL2N-ZA",
+            },
+        ),
+    ],
+)
+def test_a_secret_is_scrubbed_in_exactly_its_echo_forms(secret: str, forms: set[str]) -> None:
+    assert secret_forms(secret) == forms
+
+
+def test_a_server_error_code_becomes_snake_case_of_at_most_64_characters() -> None:
+    assert snake_case("a" * 100) == "a" * 64

@@ -1,4 +1,6 @@
-"""Token lifetimes (docs/protocols.md section 3): expiry formats, expires_in precedence, refresh_on rules."""
+"""msi_credential/_engine/expiry.py: token lifetimes (docs/protocols.md section 3), called directly: expiry formats,
+expires_in precedence, refresh_on rules, the edges of the parsing rules, and properties (hypothesis).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +9,19 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Optional
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from msi_credential._engine.expiry import MAX_LIFETIME, ExpiryError, parse_expires_on, token_times
+from msi_credential._engine.expiry import (
+    MAX_LIFETIME,
+    ExpiryError,
+    parse_expires_on,
+    parse_seconds,
+    token_times,
+)
 
 # 2024-10-18T19:51:37Z
 EPOCH = 1729281097
@@ -125,6 +134,47 @@ def test_unparseable_expires_on_is_none(value: object) -> None:
     assert parse_expires_on(value) is None
 
 
+def _iso_of_length(length: int) -> str:
+    head = "2026-01-01T00:00:00."
+    return head + "5" * (length - len(head) - 1) + "Z"
+
+
+@pytest.mark.parametrize("length", [63, 64])
+def test_an_iso_expiry_of_up_to_64_characters_is_parsed(length: int) -> None:
+    assert parse_expires_on(_iso_of_length(length)) == 1767225600
+
+
+@pytest.mark.parametrize("length", [65, 100])
+def test_an_iso_expiry_longer_than_64_characters_is_refused(length: int) -> None:
+    assert parse_expires_on(_iso_of_length(length)) is None
+
+
+def test_an_iso_fraction_is_read_as_a_decimal_fraction() -> None:
+    # 0.1 s, not 1 us: at year 1 the float timestamp keeps the difference, and int() rounds toward zero
+    assert parse_expires_on("0001-01-01T00:00:00.1Z") == -62135596799
+    assert parse_expires_on("0001-01-01T00:00:00.000001Z") == -62135596800
+
+
+def test_a_numeric_string_of_15_digits_is_seconds_and_16_digits_are_refused() -> None:
+    assert parse_seconds("123456789012345") == 123456789012345
+    assert parse_seconds("1234567890123456") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (10**15, 10**15),
+        (-(10**15), -(10**15)),
+        (10**15 + 1, None),
+        (1e15, 10**15),
+        (1e16, None),
+        (-1e16, None),
+    ],
+)
+def test_numbers_of_seconds_are_read_up_to_10_to_the_15(value: object, seconds: Optional[int]) -> None:
+    assert parse_seconds(value) == seconds
+
+
 # --- token_times: which field wins, and the lifetime limits ---------------------------------------------------
 
 
@@ -235,6 +285,22 @@ def test_expiry_error_is_a_value_error() -> None:
     assert issubclass(ExpiryError, ValueError)
 
 
+@pytest.mark.parametrize(
+    ("fields", "why"),
+    [
+        ({"expires_in": "x", "expires_on": None}, "expires_in is not a number of seconds"),
+        ({"expires_in": None, "expires_on": "someday"}, "expires_on is not in a known format"),
+        ({"expires_in": None, "expires_on": None}, "the response has neither expires_in nor expires_on"),
+        ({"expires_in": 0, "expires_on": None}, "the token has already expired"),
+        ({"expires_in": 8 * 24 * 3600, "expires_on": None}, "the token's lifetime is over 7 days"),
+    ],
+)
+def test_an_unusable_expiry_says_why(fields: dict[str, object], why: str) -> None:
+    with pytest.raises(ExpiryError) as caught:
+        token_times(start=1000.0, refresh_in=None, **fields)
+    assert str(caught.value) == why
+
+
 # --- refresh_on -----------------------------------------------------------------------------------------------
 
 
@@ -282,6 +348,28 @@ def test_refresh_on_is_never_after_expiry() -> None:
     for lifetime in (1, 10, 599, 600, 601, 7199, 7200, MAX_LIFETIME):
         expiry, refresh_on = times(expires_in=lifetime)
         assert refresh_on <= expiry
+
+
+def test_refresh_in_of_one_second_is_honoured() -> None:
+    assert token_times(start=1000.0, expires_in=3600, expires_on=None, refresh_in=1) == (4600, 1001)
+
+
+def test_refresh_in_of_zero_is_ignored_for_the_default_refresh_time() -> None:
+    assert token_times(start=1000.0, expires_in=3600, expires_on=None, refresh_in=0) == (4600, 4300)
+
+
+# change: `refresh_in` equal to the lifetime is accepted (`<` becomes `<=`)
+def test_refresh_in_equal_to_the_lifetime_is_ignored() -> None:
+    expires_on, refresh_on = token_times(start=1000.0, expires_in=3600, expires_on=None, refresh_in=3600)
+
+    assert expires_on == 4600
+    assert refresh_on == 4600 - 300  # the default rule, not the expiry itself
+
+
+def test_refresh_in_just_under_the_lifetime_is_taken() -> None:
+    _, refresh_on = token_times(start=1000.0, expires_in=3600, expires_on=None, refresh_in=3599)
+
+    assert refresh_on == 1000 + 3599
 
 
 # --- properties -----------------------------------------------------------------------------------------------

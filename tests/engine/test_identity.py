@@ -1,4 +1,6 @@
-"""identity_from_arguments: system-assigned, or exactly one user-assigned selector."""
+"""msi_credential/_engine/identity.py: ``identity_from_arguments``, system-assigned or exactly one user-assigned
+selector, called directly; the refusals word for word.
+"""
 
 from __future__ import annotations
 
@@ -162,3 +164,40 @@ def test_describe_names_the_selector_kind_not_the_value() -> None:
     description = identity_from_arguments(client_id=GUID).describe()
     assert "client_id" in description
     assert GUID not in description
+
+
+# --- the words of a refusal, identity_config edges ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"client_id": 7}, "client_id must be a string, not int"),
+        ({"object_id": " \n "}, "object_id must be a non-empty string without control characters"),
+        (
+            {"identity_config": {"mi_res_id": "\x00"}},
+            "identity_config['mi_res_id'] must be a non-empty string without control characters",
+        ),
+        (
+            {"identity_config": ["client_id"]},
+            "identity_config must be a mapping of parameter names to strings",
+        ),
+        ({"identity_config": {"": "x"}}, "identity_config keys must be non-empty strings"),
+        (
+            {"client_id": "a", "identity_config": {"msi_res_id": "/r"}},
+            "specify at most one of client_id, object_id and resource_id "
+            "(got client_id, identity_config['msi_res_id']); a credential has one identity",
+        ),
+    ],
+)
+def test_identity_arguments_that_are_refused_say_which_and_why(
+    arguments: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        identity_from_arguments(**arguments)  # type: ignore[arg-type]
+    assert str(caught.value) == message
+
+
+def test_identity_config_entries_after_a_none_value_are_still_read() -> None:
+    identity = identity_from_arguments(identity_config={"skipped": None, "api-extra": "1", "client_id": "c"})
+    assert identity == Identity(kind="client_id", value="c", extra=(("api-extra", "1"),))

@@ -1,0 +1,439 @@
+"""msi_credential/_engine/cache.py: the hit, cache entries and their mandatory window, the refresh point's
+spread, storing, buckets and their sweeps.
+
+Mostly the cache's own functions, socket-free (the mutation run of docs/mutation.md runs them); the windows and
+the spread through the scripted driver of tests/engine/scripted.py; the cached-scope hot path through both faces
+(the ``face`` fixture and the IMDS emulator). A comment above a test names the one-line change that it catches
+(issue 13).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any, Optional
+
+import pytest
+from azure.core.credentials import AccessToken, AccessTokenInfo
+
+from msi_credential import ManagedIdentityError
+from msi_credential._engine import cache
+
+from .scripted import (
+    APP_SERVICE,
+    START,
+    Clock,
+    Script,
+    engine,
+    error_response,
+    token_response,
+    with_cached_token,
+)
+
+RESOURCE = "https://storage.azure.com"
+SCOPE = RESOURCE + "/.default"
+
+
+# ------------------------------------------------------------------------------------------------------- the hit
+
+
+def _entry(expires_on: int, refresh_on: Optional[int] = None) -> cache.CacheEntry:
+    return cache.CacheEntry.create(AccessTokenInfo("t", expires_on, refresh_on=refresh_on), start=0.0)
+
+
+class _Clock:
+    """A clock that counts its reads (the hit reads it only when it has an entry to judge)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+
+def test_a_hit_is_the_entry_for_the_one_scope_until_its_refresh_time() -> None:
+    bucket = cache.Bucket()
+    entry = _entry(5000, refresh_on=3000)
+    bucket["https://r/.default"] = entry
+    clock = _Clock(2999.5)
+    hit = cache.hit_reader(bucket, clock)
+
+    assert hit(("https://r/.default",)) is entry
+    clock.now = 3000.0  # due for refresh: the slow path decides
+    assert hit(("https://r/.default",)) is None
+    assert clock.reads == 2
+
+
+def test_a_hit_reads_the_bucket_as_it_is_now() -> None:
+    bucket = cache.Bucket()
+    hit = cache.hit_reader(bucket, _Clock(0.0))
+    assert hit(("https://r/.default",)) is None
+    entry = _entry(5000)
+    cache.store(bucket, "https://r", entry, now=0.0)
+    assert hit(("https://r/.default",)) is entry
+    assert hit(("https://r",)) is entry
+
+
+@pytest.mark.parametrize(
+    "scopes", [(), ("https://r/.default", "https://r/.default"), (["https://r"],), ({},)]
+)
+def test_no_hit_for_other_than_one_hashable_scope(scopes: tuple[Any, ...]) -> None:
+    bucket = cache.Bucket()
+    bucket["https://r/.default"] = _entry(5000)
+    clock = _Clock(0.0)
+    assert cache.hit_reader(bucket, clock)(scopes) is None
+    assert clock.reads == 0
+
+
+def test_a_missing_scope_is_no_hit_without_reading_the_clock() -> None:
+    clock = _Clock(0.0)
+    assert cache.hit_reader(cache.Bucket(), clock)(("https://other/.default",)) is None
+    assert clock.reads == 0
+
+
+# change: the `<resource>/.default` key is no longer stored, so every hit normalises the scope again
+def test_a_cached_scope_hit_takes_the_hot_path_without_normalising_the_scope(
+    face: Any, emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msi_credential import _setup
+
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+    first = credential.get_token_info(SCOPE)
+
+    def refuse(scopes: tuple[str, ...]) -> str:
+        raise AssertionError(f"the cache hit for {scopes} normalised its scope")
+
+    monkeypatch.setattr(_setup, "resource_from_scopes", refuse)
+    assert credential.get_token(SCOPE).token == first.token
+    assert credential.get_token_info(SCOPE).token == first.token
+    assert credential.get_token(RESOURCE).token == first.token
+    assert len(emulator.requests) == 1
+
+
+# ------------------------------------------------------------------- entries: refresh point and mandatory window
+
+
+def test_a_cache_entry_without_refresh_on_refreshes_at_expiry_and_keeps_the_access_token() -> None:
+    entry = cache.CacheEntry.create(AccessTokenInfo("t", 5000), start=1000.0)
+    assert entry.refresh_on == 5000.0
+    assert entry.access_token == AccessToken("t", 5000)
+    assert entry.mandatory_at == 5000 - 60
+
+
+def test_the_mandatory_window_of_a_sub_second_token_is_a_quarter_of_its_lifetime() -> None:
+    entry = cache.CacheEntry.create(AccessTokenInfo("t", 1001), start=1000.5)
+    assert entry.mandatory_at == 1001 - 0.125
+
+
+def test_the_mandatory_window_of_an_already_expired_token_is_empty() -> None:
+    entry = cache.CacheEntry.create(AccessTokenInfo("t", 1000), start=2000.0)
+    assert entry.mandatory_at == 1000
+
+
+# change: the mandatory margin min(60 s, L/4) becomes L/2 (or anything else)
+@pytest.mark.parametrize(("lifetime", "margin"), [(120, 30), (200, 50), (3600, 60), (86400, 60)])
+def test_mandatory_window_is_the_last_quarter_of_the_lifetime_at_most_a_minute(
+    lifetime: int, margin: int
+) -> None:
+    clock = Clock()
+    credential_engine, script, old = with_cached_token(clock, lifetime=lifetime)
+    assert old.refresh_on is not None and old.refresh_on < old.expires_on - margin
+
+    # one second before the mandatory window: a failed refresh still serves the cached token
+    clock.now = old.expires_on - margin - 1
+    script.queue(error_response(500))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
+    # at the mandatory moment (after the 30 s back-off): a failed refresh raises
+    clock.now = max(old.expires_on - margin, clock.now + cache.ADVISORY_RETRY_DELAY)
+    if clock.now < old.expires_on:
+        script.queue(error_response(500))
+        with pytest.raises(ManagedIdentityError):
+            script.run(credential_engine.acquire(RESOURCE))
+    entry = credential_engine.bucket[RESOURCE]
+    assert entry.mandatory_at == old.expires_on - margin
+
+
+def test_each_process_spreads_its_refresh_point_over_part_of_the_advisory_window() -> None:
+    clock = Clock()
+    draws = iter([0.0, 0.5, 0.999])
+    credential_engine = engine(APP_SERVICE, clock, _random=lambda: next(draws))
+    script = Script(clock).queue(*(token_response(f"t{n}", expires_in=3600) for n in range(3)))
+    moments = []
+    for _ in range(3):
+        info = script.run(credential_engine.acquire(RESOURCE, claims="{}"))  # a new token each time
+        entry = credential_engine.bucket[RESOURCE]
+        assert info.refresh_on == int(clock.now) + 3300  # what the caller is told is the endpoint's moment
+        moments.append(entry.refresh_on - info.refresh_on)
+
+    assert moments == [0.0, 30.0, pytest.approx(59.94)]  # at most 60 s later (azure-core adds 0 to 60 s)
+    clock.now = START + 3300 + 59
+    assert credential_engine.serve(RESOURCE)[1] is False  # this process's point has not come yet
+    clock.now += 1
+    assert credential_engine.serve(RESOURCE)[1] is True
+
+
+@pytest.mark.parametrize(("lifetime", "most"), [(20, 2.5), (200, 25.0), (86400, 60.0)])
+def test_the_spread_never_reaches_the_mandatory_window(lifetime: int, most: float) -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, _random=lambda: 0.999999)
+    script = Script(clock).queue(token_response("t", expires_in=lifetime))
+    info = script.run(credential_engine.acquire(RESOURCE))
+    entry = credential_engine.bucket[RESOURCE]
+
+    assert info.refresh_on is not None
+    assert entry.refresh_on - info.refresh_on == pytest.approx(most, abs=0.001)
+    assert entry.refresh_on < entry.mandatory_at
+    # half the advisory window is left for the refresh and a retry after a failure
+    assert entry.mandatory_at - entry.refresh_on >= (entry.mandatory_at - info.refresh_on) / 2 - 0.001
+
+
+# ------------------------------------------------------------------------------------------- buckets and storing
+
+
+def test_a_new_bucket_is_empty_private_and_sweeps_at_64_entries() -> None:
+    bucket = cache.Bucket()
+    assert dict(bucket) == {}
+    assert bucket.shared is False
+    assert bucket.sweep_at == 64
+    assert bucket.flights == {} and bucket.async_flights == {}
+    assert bucket.flights is not bucket.async_flights
+    assert isinstance(bucket.lock, type(threading.RLock()))  # re-entrant: a signal handler may take it again
+    assert bucket.lock.acquire(blocking=False)
+    bucket.lock.release()
+    assert cache._all_buckets[id(bucket)] is bucket
+    assert cache.Bucket(shared=True).shared is True
+
+
+def test_after_a_fork_a_bucket_has_no_flights_and_a_fresh_lock() -> None:
+    bucket = cache.Bucket()
+    bucket.flights["r"] = object()
+    bucket.async_flights["r"] = object()
+    bucket.lock.acquire()
+    cache._after_fork_in_child()
+    assert bucket.flights == {} and bucket.async_flights == {}
+    assert bucket.lock.acquire(blocking=False)
+    bucket.lock.release()
+
+
+def test_storing_indexes_the_entry_by_the_resource_and_its_default_scope() -> None:
+    bucket = cache.Bucket()
+    entry = _entry(5000)
+    cache.store(bucket, "https://r", entry, now=0.0)
+    assert dict(bucket) == {"https://r": entry, "https://r/.default": entry}
+
+
+def test_a_shared_bucket_is_held_while_it_has_tokens_and_a_private_one_is_not() -> None:
+    shared = cache.bucket_for(("s", "e", "i"), shared=True)
+    private = cache.bucket_for(("s", "e", "i"), shared=False)
+    cache.store(shared, "https://r", _entry(5000), now=0.0)
+    cache.store(private, "https://r", _entry(5000), now=0.0)
+    assert cache._holding == {id(shared): shared}
+
+
+class _RacedBuckets(weakref.WeakValueDictionary):  # type: ignore[type-arg]
+    """Another thread creates the bucket between the lock-free lookup and the lookup under the lock."""
+
+    def __init__(self, key: cache.BucketKey) -> None:
+        super().__init__()
+        self.key = key
+        self.winner = cache.Bucket(shared=True)
+        self.raced = False
+
+    def get(self, key: object, default: object = None) -> object:
+        value = super().get(key, default)
+        if not self.raced:
+            self.raced = True
+            self[self.key] = self.winner
+        return value
+
+
+def test_a_shared_bucket_created_by_a_racing_thread_is_the_one_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key: cache.BucketKey = ("source", "endpoint", "identity")
+    raced = _RacedBuckets(key)
+    monkeypatch.setattr(cache, "_shared_buckets", raced)
+    assert cache.bucket_for(key, shared=True) is raced.winner
+    assert cache.bucket_for(key, shared=True) is raced.winner
+
+
+def test_storing_below_the_sweep_size_keeps_expired_entries() -> None:
+    bucket = cache.Bucket()
+    for i in range(31):  # 62 keys
+        cache.store(bucket, f"https://expired{i}", _entry(1000), now=2000.0)
+    assert len(bucket) == 62
+
+
+def test_storing_sweeps_the_bucket_once_it_reaches_its_sweep_size() -> None:
+    bucket = cache.Bucket()
+    for i in range(31):
+        cache.store(bucket, f"https://expired{i}", _entry(1000), now=500.0)
+    assert len(bucket) == 62
+    cache.store(bucket, "https://live", _entry(5000), now=1000.0)  # 64 keys: the sweep size
+    assert sorted(bucket) == ["https://live", "https://live/.default"]
+
+
+# ---------------------------------------------------------------------------------------------- the shared sweep
+
+
+@pytest.fixture
+def held() -> Iterator[cache.Bucket]:
+    """A shared bucket holding one token that expires at 1000, stored at 0 (the first shared sweep ran then)."""
+    bucket = cache.bucket_for(("held",), shared=True)
+    cache.store(bucket, "https://expiring", _entry(1000), now=0.0)
+    assert cache._next_shared_sweep[0] == cache.SHARED_SWEEP_INTERVAL
+    yield bucket
+
+
+def test_the_shared_sweep_drops_expired_tokens_of_held_buckets_and_lets_empty_ones_go(
+    held: cache.Bucket,
+) -> None:
+    cache._sweep_shared(1000.0)
+    assert dict(held) == {}
+    assert cache._holding == {}
+    assert cache._next_shared_sweep[0] == 1000.0 + 60.0
+
+
+def test_the_shared_sweep_keeps_held_buckets_that_still_have_tokens(held: cache.Bucket) -> None:
+    live = _entry(5000)
+    held["https://live"] = live
+    cache._sweep_shared(1000.0)
+    assert dict(held) == {"https://live": live}
+    assert cache._holding == {id(held): held}
+
+
+def test_the_shared_sweep_runs_at_most_once_a_minute(held: cache.Bucket) -> None:
+    live = _entry(5000)
+    held["https://live"] = live  # keeps the bucket held
+    cache._sweep_shared(1000.0)
+    assert dict(held) == {"https://live": live}
+    held["https://expiring"] = _entry(1000)
+    cache._sweep_shared(1059.9)  # within the minute: not swept
+    assert "https://expiring" in held
+    other = cache.bucket_for(("other",), shared=True)
+    cache.store(other, "https://x", _entry(5000), now=1059.9)  # nor by storing elsewhere
+    assert "https://expiring" in held
+    cache._sweep_shared(1060.0)  # a minute later: swept
+    assert dict(held) == {"https://live": live}
+    assert cache._next_shared_sweep[0] == 1120.0
+
+
+def test_storing_sweeps_every_shared_bucket_once_the_minute_has_passed(held: cache.Bucket) -> None:
+    other = cache.bucket_for(("other",), shared=True)
+    cache.store(other, "https://x", _entry(5000), now=1000.0)
+    assert dict(held) == {}
+    assert set(cache._holding) == {id(other)}
+
+
+class _ReplacedWhileSwept(cache.Bucket):
+    """A bucket whose place in the holding table is taken by another one while it is swept."""
+
+    replacement: cache.Bucket
+
+    def sweep(self, now: float) -> None:
+        super().sweep(now)
+        cache._holding[id(self)] = self.replacement
+
+
+def test_the_shared_sweep_lets_go_only_of_the_bucket_it_emptied() -> None:
+    bucket = _ReplacedWhileSwept(shared=True)
+    bucket.replacement = cache.Bucket(shared=True)
+    bucket["https://expiring"] = _entry(1000)
+    cache._holding[id(bucket)] = bucket
+    cache._sweep_shared(2000.0)
+    assert dict(bucket) == {}
+    assert cache._holding == {id(bucket): bucket.replacement}
+
+
+# ---------------------------------------------------------------------------------------- the bucket's own sweep
+
+
+def _filled(total: int, expired: int) -> cache.Bucket:
+    bucket = cache.Bucket()
+    for i in range(total):
+        bucket[f"k{i}"] = _entry(1000 if i < expired else 5000)
+    return bucket
+
+
+@pytest.mark.parametrize(
+    ("total", "expired", "rebuilt"),
+    [
+        (64, 48, True),  # 64 entries, a quarter left: the table is rebuilt
+        (80, 60, True),
+        (64, 47, False),  # more than a quarter left
+        (63, 48, False),  # below the sweep size
+    ],
+)
+def test_a_sweep_rebuilds_the_table_when_at_least_64_entries_shrink_to_a_quarter(
+    total: int, expired: int, rebuilt: bool
+) -> None:
+    bucket = _filled(total, expired)
+    size = sys.getsizeof(bucket)
+    bucket.sweep(2000.0)
+    assert sorted(bucket) == sorted(f"k{i}" for i in range(expired, total))
+    assert (sys.getsizeof(bucket) < size) is rebuilt
+
+
+@pytest.mark.parametrize(("total", "expired", "sweep_at"), [(64, 48, 64), (100, 0, 200), (100, 67, 66)])
+def test_after_a_sweep_the_next_is_when_the_bucket_has_doubled(
+    total: int, expired: int, sweep_at: int
+) -> None:
+    bucket = _filled(total, expired)
+    bucket.sweep(1000.0)
+    assert bucket.sweep_at == sweep_at
+
+
+def test_a_sweep_drops_a_token_from_its_expiry_on_not_before() -> None:
+    bucket = cache.Bucket()
+    bucket["k"] = _entry(1000)
+    bucket.sweep(999.0)
+    assert "k" in bucket  # not yet expired
+    bucket.sweep(1000.0)
+    assert "k" not in bucket
+
+
+def test_a_sweep_drops_the_tokens_expired_by_now_and_keeps_the_others() -> None:
+    bucket = cache.Bucket()
+    for i in range(80):
+        bucket[f"live{i}"] = _entry(2000)
+    for i in range(10):
+        bucket[f"expired{i}"] = _entry(1000)  # expires exactly now: no longer servable
+    bucket.sweep(1000.0)
+    assert sorted(bucket) == sorted(f"live{i}" for i in range(80))
+    assert bucket.sweep_at == 160  # the next sweep when the bucket has doubled
+
+
+def test_a_sweep_that_empties_most_of_a_bucket_keeps_the_live_entries() -> None:
+    bucket = cache.Bucket()
+    live = _entry(2000)
+    bucket["live"] = live
+    for i in range(70):
+        bucket[f"expired{i}"] = _entry(1000)
+    bucket.sweep(1500.0)
+    assert dict(bucket) == {"live": live}
+    assert bucket.sweep_at == 64
+
+
+class _RacedBucket(cache.Bucket):
+    """A bucket whose entries another thread's sweep removes between this sweep's check and its pop."""
+
+    def get(self, key: str, default: Optional[cache.CacheEntry] = None) -> Optional[cache.CacheEntry]:  # type: ignore[override]
+        entry = super().get(key, default)
+        super().pop(key, None)
+        return entry
+
+
+def test_a_sweep_racing_another_sweep_for_the_same_entry_does_not_raise() -> None:
+    bucket = _RacedBucket()
+    entry = cache.CacheEntry(AccessTokenInfo("t", 100), AccessToken("t", 100), 50.0, 90.0)
+    bucket["a"] = entry
+    bucket["a/.default"] = entry
+
+    bucket.sweep(200.0)
+
+    assert dict(bucket) == {}
