@@ -18,9 +18,11 @@ from typing import Any, Optional
 import pytest
 from azure.core.credentials import AccessToken, AccessTokenInfo
 
-from msi_credential import ManagedIdentityError
+from msi_credential import CredentialUnavailableError, ManagedIdentityError
 from msi_credential._engine import cache
+from msi_credential.emulator import Fault
 
+from ..faces.support import STORAGE
 from .scripted import (
     APP_SERVICE,
     START,
@@ -437,3 +439,28 @@ def test_a_sweep_racing_another_sweep_for_the_same_entry_does_not_raise() -> Non
     bucket.sweep(200.0)
 
     assert dict(bucket) == {}
+
+
+# msi_credential/_engine/cache.py through both faces (from the former test_credential_common.py): the process-
+# wide cache one identity's credentials share, and errors that are not cached.
+
+
+def test_credentials_of_one_identity_share_the_process_cache(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+
+    tokens = {face.credential(emulator, share_cache=True).get_token(STORAGE).token for _ in range(5)}
+    private = face.credential(emulator, share_cache=False).get_token(STORAGE).token
+
+    assert len(tokens) == 1
+    assert private not in tokens
+    assert emulator.tokens_issued == 2
+
+
+def test_errors_are_not_cached_and_the_credential_stays_usable(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(CredentialUnavailableError):
+        credential.get_token(STORAGE)
+    assert credential.get_token(STORAGE).token

@@ -26,7 +26,9 @@ from msi_credential._engine.response import (
 )
 from msi_credential._errors import CredentialUnavailableError, ManagedIdentityError
 from msi_credential._source import ManagedIdentitySource as S
+from msi_credential.emulator import Fault
 
+from ..faces.support import STORAGE, failure
 from .scripted import answer, error_fields, error_for, is_failed, raised
 
 START = 1_700_000_000.0
@@ -667,3 +669,50 @@ def test_a_secret_is_scrubbed_in_exactly_its_echo_forms(secret: str, forms: set[
 
 def test_a_server_error_code_becomes_snake_case_of_at_most_64_characters() -> None:
     assert snake_case("a" * 100) == "a" * 64
+
+
+# msi_credential/_engine/response.py through both faces (from the former test_credential_common.py): a 2xx
+# answer that is not a usable token is a typed error, a body over one mebibyte is refused, JSON served as
+# text/plain is read.
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html><body>Service Unavailable</body></html>",
+        b"not json at all",
+        b"[1, 2, 3]",
+        b'{"token_type": "Bearer"}',
+        b'{"access_token": "", "expires_in": 3600}',
+        b'{"access_token": 42, "expires_in": 3600}',
+        b'{"access_token": "t", "expires_in": -5}',
+        b'{"access_token": "t", "expires_in": 99999999}',
+        b'{"access_token": "t"}',
+        b'{"access_token": "t", "expires_on": "next tuesday"}',
+    ],
+)
+def test_unusable_success_bodies_are_typed_errors(face: Any, emulator_factory: Any, body: bytes) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(200, body, {"Content-Type": "text/html"}))
+
+    error = failure(face, emulator)
+
+    assert error.error_code == "invalid_response"
+    assert error.source is ManagedIdentitySource.APP_SERVICE
+
+
+def test_body_over_one_mebibyte_is_refused(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(200, b"x" * (1024 * 1024 + 10)))
+
+    assert failure(face, emulator).error_code == "response_too_large"
+
+
+def test_text_plain_json_is_accepted(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(
+        Fault(200, b'{"access_token": "aci-token", "expires_in": "3600"}', {"Content-Type": "text/plain"})
+    )
+    credential = face.credential(emulator)
+
+    assert credential.get_token(STORAGE).token == "aci-token"
