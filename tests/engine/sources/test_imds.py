@@ -1,4 +1,6 @@
-"""IMDS (VMs, AKS, Container Instances) through the public credential, both faces, against the emulator."""
+"""IMDS (``_engine/sources/imds.py``; VMs, AKS, Container Instances): its request as the spec builds it, its rules
+through the scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces
+against the emulator."""
 
 from __future__ import annotations
 
@@ -8,9 +10,127 @@ from typing import Any
 import pytest
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError
+from msi_credential._engine.effects import TransportFailure
+from msi_credential._engine.sources import SPECS
+from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
+from ..scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
+from .support import IMDS_URL, RESOURCE, build, failure
+
+# ----------------------------------------------------------------------------------------- the request
+
+
+def test_imds_system_assigned_request() -> None:
+    request = build(S.IMDS)
+    assert request.method == "GET"
+    assert request.url == IMDS_URL
+    assert request.params == (("api-version", "2018-02-01"), ("resource", RESOURCE))
+    assert dict(request.headers) == {"Metadata": "true"}
+    assert request.form is None
+    assert request.pin_sha1 is None
+    assert not request.use_proxies
+    assert (request.connect_timeout, request.read_timeout) == (2.0, 10.0)
+
+
+def test_imds_first_contact_fails_fast_except_through_pod_identity() -> None:
+    from msi_credential._engine.detection import SourceConfig
+
+    absence = SPECS[S.IMDS].absence
+    assert absence is not None
+    assert (absence.code, absence.first_connect_timeout) == ("imds_unreachable", 1.0)
+    assert absence.fails_fast(SourceConfig(S.IMDS, "http://127.0.0.1:1/t"))
+    assert not absence.fails_fast(SourceConfig(S.IMDS, "http://127.0.0.1:1/t", pod_identity=True))
+
+
+# ------------------------------------------------------------------------ the engine's rules, scripted
+
+
+def test_imds_gone_is_retried_on_the_ten_second_schedule() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(410), error_response(410), token_response("imds"))
+
+    assert script.run(engine(IMDS, clock).acquire(RESOURCE)).token == "imds"
+    assert script.sleeps == [10.0, 10.0]
+
+
+def test_imds_retries_a_404_that_other_sources_raise() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(404), token_response("imds"), error_response(404))
+
+    assert script.run(engine(IMDS, clock).acquire(RESOURCE)).token == "imds"
+    assert script.sleeps == [1.0]
+    assert failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE)).status_code == 404
+    assert script.sleeps == [1.0]
+
+
+def _default_imds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
+
+
+def test_imds_keeps_the_connection_timeout_keyword_after_its_first_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _default_imds(monkeypatch)
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), token_response("imds"))
+
+    script.run(engine({}, clock, connection_timeout=0.5).acquire(RESOURCE))
+
+    assert [request.connect_timeout for request in script.sent] == [0.5, 0.5]
+
+
+def test_imds_that_answered_once_retries_a_later_connection_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    _default_imds(monkeypatch)
+    clock = Clock()
+    script = Script(clock).queue(
+        error_response(503), TransportFailure("connect", "refused"), token_response("imds")
+    )
+
+    assert script.run(engine({}, clock).acquire(RESOURCE)).token == "imds"
+    assert script.sleeps == [1.0, 2.0]
+
+
+def test_the_first_imds_contact_failure_names_the_endpoint_and_the_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("connect_timeout", "timed out"))
+
+    error = failure(script, engine({}, clock).acquire(RESOURCE, in_chain=True))
+
+    assert isinstance(error, CredentialUnavailableError) and error.error_code == "imds_unreachable"
+    assert str(error).startswith(
+        "IMDS did not answer at http://127.0.0.1:9/metadata/identity/oauth2/token (timed out); "
+        "managed identity is not available here"
+    )
+    assert len(script.sent) == 1
+
+
+def test_a_pod_identity_imds_that_never_answers_is_unavailable_naming_its_variable() -> None:
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("connect", "refused"))
+
+    error = failure(script, engine(IMDS, clock, retry_total=0).acquire(RESOURCE))
+
+    assert isinstance(error, CredentialUnavailableError) and error.error_code == "imds_unreachable"
+    assert str(error).startswith(
+        "IMDS at AZURE_POD_IDENTITY_AUTHORITY_HOST (http://127.0.0.1:9/metadata/identity/oauth2/token) "
+        "did not answer after 1 attempt(s): refused"
+    )
+
+
+# -------------------------------------------- through the credential, both faces, against the emulator
+
+
 STORAGE = "https://storage.azure.com/.default"
+
+
 IDENTITY = UserAssignedIdentity(
     client_id="11111111-1111-1111-1111-111111111111",
     object_id="22222222-2222-2222-2222-222222222222",

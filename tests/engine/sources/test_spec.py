@@ -1,17 +1,297 @@
-"""What every source does alike, through the public credential on both faces: one body per behaviour, one data row
-per source. What only one source does stays in its own ``test_credential_<source>.py``."""
+"""What every source shares: the table of specs (``_engine/sources/__init__.py``) and what a ``SourceSpec``
+(``_engine/sources/_spec.py``) holds and builds, as data with a row per source; then the same behaviours through the
+scripted driver (tests/engine/scripted.py, no sockets) and through the public credential on both faces against the
+emulator. What only one source does stays in its own ``test_<source>.py``."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
-import trustme
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
+from msi_credential._engine.identity import Identity, SelectorKind
+from msi_credential._engine.sources import (
+    SPECS,
+    RequestParts,
+    app_service,
+    azure_arc,
+    cloud_shell,
+    imds,
+    machine_learning,
+    service_fabric,
+    workload_identity,
+)
+from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decode_jwt
+
+from ..scripted import Clock, Script, engine, token_response
+from .support import (
+    ASSERTION,
+    FORM,
+    GUID,
+    RESOURCE,
+    RESOURCE_ID,
+    SCRIPTED_ENVIRON,
+    SECRET,
+    assertion,
+    build,
+    shared,
+    user,
+    wi_parts,
+)
+
+ENGINE = Path(__file__).resolve().parents[3] / "msi_credential" / "_engine"
+
+
+# ---------------------------------------------------------------------------------- the table of specs
+
+
+def test_every_source_has_a_spec() -> None:
+    assert set(SPECS) == set(S)
+    for source, spec in SPECS.items():
+        assert spec.source is source
+
+
+@pytest.mark.parametrize(
+    ("source", "selectors"),
+    [
+        (S.IMDS, {"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"}),
+        (S.APP_SERVICE, {"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"}),
+        (S.AZURE_ARC, {"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"}),
+        (S.CLOUD_SHELL, {}),
+        (S.SERVICE_FABRIC, {"object_id": "principalId"}),
+        (S.MACHINE_LEARNING, {"client_id": "clientid"}),
+        (S.WORKLOAD_IDENTITY, {"client_id": "client_id"}),
+    ],
+)
+def test_spec_selectors_say_which_user_assigned_ids_a_source_takes(
+    source: S, selectors: dict[str, str]
+) -> None:
+    assert dict(SPECS[source].selectors) == selectors
+
+
+def test_spec_flags() -> None:
+    assert SPECS[S.IMDS].retry == "imds"
+    assert {source for source, spec in SPECS.items() if spec.retry == "imds"} == {S.IMDS}
+    assert {source for source, spec in SPECS.items() if spec.challenge} == {S.AZURE_ARC}
+    assert {source for source, spec in SPECS.items() if spec.supports_revocation} == {S.SERVICE_FABRIC}
+    assert {source for source, spec in SPECS.items() if spec.reads_assertion} == {S.WORKLOAD_IDENTITY}
+
+
+def test_each_spec_field_belongs_to_the_sources_that_have_it() -> None:
+    assert {source for source, spec in SPECS.items() if spec.absence is not None} == {S.IMDS}
+    assert {source for source, spec in SPECS.items() if spec.confirm is not None} == {S.AZURE_ARC}
+    assert {source for source, spec in SPECS.items() if spec.check is not None} == {S.WORKLOAD_IDENTITY}
+    assert {source for source, spec in SPECS.items() if not spec.machine_cache} == {
+        S.SERVICE_FABRIC,
+        S.WORKLOAD_IDENTITY,
+    }
+    assert {source for source, spec in SPECS.items() if spec.read_error is not None} == {
+        S.IMDS,
+        S.APP_SERVICE,
+        S.SERVICE_FABRIC,
+    }
+
+
+def test_every_source_has_a_distinct_label() -> None:
+    labels = [spec.label for spec in SPECS.values()]
+    assert all(labels) and len(set(labels)) == len(labels)
+
+
+@pytest.mark.parametrize(
+    "name", ["flow.py", "response.py", "cache.py", "retry.py", "expiry.py", "effects.py"]
+)
+def test_the_engine_outside_detection_and_sources_names_no_source(name: str) -> None:
+    text = (ENGINE / name).read_text(encoding="utf-8")
+    assert re.findall(r"ManagedIdentitySource\.[A-Z_]+", text) == []
+
+
+def test_modules_declare_the_protocol_api_versions() -> None:
+    assert imds.API_VERSION == "2018-02-01"
+    assert app_service.API_VERSION == "2019-08-01"
+    assert azure_arc.API_VERSION == "2020-06-01"
+    assert service_fabric.API_VERSION == "2020-05-01"
+    assert machine_learning.API_VERSION == "2017-09-01"
+    assert workload_identity.ASSERTION_TYPE == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert cloud_shell.SPEC.selectors == {}
+
+
+# --------------------------------------------------------------------- the request every source builds
+
+
+def test_timeouts_come_from_parts() -> None:
+    request = build(S.IMDS, parts=RequestParts(resource=RESOURCE, connect_timeout=1.0, read_timeout=3.5))
+    assert (request.connect_timeout, request.read_timeout) == (1.0, 3.5)
+
+
+# The query parameter each source names a user-assigned identity by: (source, api-version, the wire names of
+# client_id, object_id and resource_id).
+QUERY_SELECTORS = [
+    (S.IMDS, "2018-02-01", ("client_id", "object_id", "msi_res_id")),
+    (S.APP_SERVICE, "2019-08-01", ("client_id", "object_id", "mi_res_id")),
+    (S.AZURE_ARC, "2020-06-01", ("client_id", "object_id", "msi_res_id")),
+]
+KINDS: tuple[SelectorKind, ...] = ("client_id", "object_id", "resource_id")
+
+
+@pytest.mark.parametrize(
+    ("source", "api_version", "kind", "value", "wire"),
+    [
+        pytest.param(
+            source,
+            api_version,
+            kind,
+            RESOURCE_ID if kind == "resource_id" else GUID,
+            wire,
+            id=f"{source.value}-{kind}",
+        )
+        for source, api_version, wires in QUERY_SELECTORS
+        for kind, wire in zip(KINDS, wires)
+    ],
+)
+def test_user_assigned_selector_follows_resource_under_the_sources_wire_name(
+    source: S, api_version: str, kind: SelectorKind, value: str, wire: str
+) -> None:
+    request = build(source, user(kind, value))
+    assert request.params == (("api-version", api_version), ("resource", RESOURCE), (wire, value))
+    names = [name for name, _ in request.params]
+    assert not ({"msi_res_id", "mi_res_id", "resource_id"} - {wire}) & set(names)
+
+
+@pytest.mark.parametrize("source", [S.IMDS, S.APP_SERVICE, S.AZURE_ARC, S.CLOUD_SHELL, S.MACHINE_LEARNING])
+def test_other_sources_never_send_xms_cc_claims_or_revocation(source: S) -> None:
+    parts = RequestParts(
+        resource=RESOURCE,
+        connect_timeout=2.0,
+        read_timeout=10.0,
+        capabilities=("cp1",),
+        token_sha256_to_refresh="b" * 64,
+        claims='{"access_token":{}}',
+    )
+    request = build(source, parts=parts)
+    sent = {name for name, _ in request.params} | set(request.form or {})
+    assert not sent & {"xms_cc", "claims", "token_sha256_to_refresh", "tenant_id"}
+
+
+# extra identity_config keys
+
+
+@pytest.mark.parametrize(
+    ("source", "api_version", "wire"),
+    [
+        (S.IMDS, "2018-02-01", "client_id"),
+        (S.APP_SERVICE, "2019-08-01", "client_id"),
+        (S.AZURE_ARC, "2020-06-01", "client_id"),
+        (S.MACHINE_LEARNING, "2017-09-01", "clientid"),
+    ],
+)
+def test_extra_keys_are_appended_after_the_selector(source: S, api_version: str, wire: str) -> None:
+    request = build(source, user("client_id", GUID, foo="1", bar="2"))
+    assert request.params == (
+        ("api-version", api_version),
+        ("resource", RESOURCE),
+        (wire, GUID),
+        ("foo", "1"),
+        ("bar", "2"),
+    )
+
+
+@pytest.mark.parametrize("source", [S.IMDS, S.APP_SERVICE, S.AZURE_ARC, S.MACHINE_LEARNING, S.SERVICE_FABRIC])
+def test_extra_keys_never_override_engine_set_parameters(source: S) -> None:
+    parts = RequestParts(resource=RESOURCE, connect_timeout=2.0, read_timeout=10.0, capabilities=("cp1",))
+    identity = Identity(
+        extra=(("api-version", "1999-01-01"), ("resource", "https://evil"), ("xms_cc", "x"), ("k", "v"))
+    )
+    request = build(source, identity, parts=parts)
+    params = list(request.params)
+    names = [name for name, _ in params]
+    assert len(names) == len(set(names))
+    assert dict(params)["resource"] == RESOURCE
+    assert dict(params)["api-version"] != "1999-01-01"
+    assert params[-1] == ("k", "v")
+    if source is S.SERVICE_FABRIC:
+        assert dict(params)["xms_cc"] == "cp1"
+
+
+def test_extra_key_never_overrides_the_selector_or_default_client_id() -> None:
+    request = build(S.IMDS, user("client_id", GUID, client_id="other"))
+    assert [value for name, value in request.params if name == "client_id"] == [GUID]
+    request = build(
+        S.MACHINE_LEARNING, Identity(extra=(("clientid", "other"),)), default_client_id="ml-default"
+    )
+    assert [value for name, value in request.params if name == "clientid"] == ["ml-default"]
+
+
+def test_extra_keys_do_not_touch_headers() -> None:
+    request = build(S.APP_SERVICE, Identity(extra=(("X-IDENTITY-HEADER", "forged"),)))
+    assert dict(request.headers) == {"X-IDENTITY-HEADER": SECRET}
+
+
+# secrets stay out of repr
+
+
+@pytest.mark.parametrize("source", list(S))
+def test_request_repr_never_contains_header_values_or_assertion(source: S) -> None:
+    request = build(source, parts=wi_parts())
+    text = repr(request)
+    for value in request.headers.values():
+        if value and value not in ("true", FORM):
+            assert value not in text
+    assert SECRET not in text
+    assert ASSERTION not in text
+    assert SECRET not in str(request)
+
+
+# ------------------------------------------------------------------------- through the scripted driver
+
+
+@pytest.mark.parametrize(
+    ("environ", "answers"),
+    [
+        pytest.param(SCRIPTED_ENVIRON[S.APP_SERVICE], 0, id="app_service"),
+        pytest.param(SCRIPTED_ENVIRON[S.AZURE_ARC], 0, id="azure_arc"),
+        pytest.param(SCRIPTED_ENVIRON[S.CLOUD_SHELL], 0, id="cloud_shell"),
+        pytest.param(SCRIPTED_ENVIRON[S.IMDS], 0, id="imds"),
+        pytest.param(SCRIPTED_ENVIRON[S.MACHINE_LEARNING], 0, id="machine_learning"),
+        pytest.param(SCRIPTED_ENVIRON[S.SERVICE_FABRIC], 0, id="service_fabric"),
+        pytest.param(SCRIPTED_ENVIRON[S.WORKLOAD_IDENTITY], 1, id="workload_identity"),
+    ],
+)
+def test_the_timeout_keywords_reach_every_sources_request(environ: dict[str, str], answers: int) -> None:
+    clock = Clock()
+    script = Script(clock).queue(*[assertion()] * answers, token_response("t"))
+
+    credential_engine = engine(environ, clock, connection_timeout=0.5, read_timeout=3, _platform="linux")
+    script.run(credential_engine.acquire(RESOURCE))
+
+    assert [(request.connect_timeout, request.read_timeout) for request in script.sent] == [(0.5, 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("environ", "answers"),
+    [
+        (SCRIPTED_ENVIRON[S.SERVICE_FABRIC], [token_response("sf")]),
+        (SCRIPTED_ENVIRON[S.WORKLOAD_IDENTITY], [assertion(), token_response("wi")]),
+    ],
+    ids=["service-fabric", "workload-identity"],
+)
+def test_service_fabric_and_workload_identity_never_use_the_machine_cache(
+    environ: dict[str, str], answers: list[Any]
+) -> None:
+    clock = Clock()
+    script = Script(clock).queue(*answers)
+
+    script.run(shared(environ, clock).acquire(RESOURCE))
+
+    assert script.lookups == [] and script.stores == []
+
+
+# -------------------------------------------- through the credential, both faces, against the emulator
+
 
 IDENTITY = UserAssignedIdentity(
     client_id="aaaaaaaa-1111-1111-1111-111111111111",
@@ -22,7 +302,6 @@ IDENTITY = UserAssignedIdentity(
 SELECTOR_SPELLINGS = frozenset(
     {"client_id", "clientid", "object_id", "principalId", "msi_res_id", "mi_res_id", "resource_id"}
 )
-PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 METADATA_PATH = "/metadata/identity/oauth2/token"
 
 
@@ -30,15 +309,13 @@ METADATA_PATH = "/metadata/identity/oauth2/token"
 class Source:
     """One source's data for the shared bodies below."""
 
-    name: str  # the emulator's name for it, also the test id
-    enum: ManagedIdentitySource
-    scope: str
-    audience: str
+    name: str  # the emulator's name for it (the source's value), also the test id
+    audience: str  # the token's; the scope asked for is its /.default
     method: str = "GET"
     path: str = METADATA_PATH
     scheme: str = "http"
-    query: dict[str, str] = field(default_factory=dict)  # the whole query for ``scope``, system-assigned
-    form: dict[str, str] | None = None  # the whole form, when the request has one
+    api_version: Optional[str] = None  # the query is the api-version and the audience (system-assigned)
+    form: Optional[dict[str, str]] = None  # the whole form, when the request has one
     requests_per_token: int = 1
     # header name -> the emulator variable whose value it carries, or the literal value
     header_from_variable: dict[str, str] = field(default_factory=dict)
@@ -51,13 +328,27 @@ class Source:
     tls: bool = False
     emulator_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def enum(self) -> ManagedIdentitySource:
+        return ManagedIdentitySource(self.name)
 
+    @property
+    def scope(self) -> str:
+        return self.audience + "/.default"
+
+    @property
+    def query(self) -> dict[str, str]:
+        """The whole query for ``scope``, system-assigned."""
+        return (
+            {} if self.api_version is None else {"api-version": self.api_version, "resource": self.audience}
+        )
+
+
+STORAGE, VAULT, ARM = "https://storage.azure.com", "https://vault.azure.net", "https://management.azure.com"
 IMDS = Source(
     "imds",
-    ManagedIdentitySource.IMDS,
-    "https://storage.azure.com/.default",
-    "https://storage.azure.com",
-    query={"api-version": "2018-02-01", "resource": "https://storage.azure.com"},
+    STORAGE,
+    api_version="2018-02-01",
     header_values={"metadata": "true"},
     header_substrings={"user-agent": "msi-credential/"},
     headers_present=("x-ms-client-request-id",),
@@ -66,69 +357,57 @@ IMDS = Source(
 )
 APP_SERVICE = Source(
     "app_service",
-    ManagedIdentitySource.APP_SERVICE,
-    "https://vault.azure.net/.default",
-    "https://vault.azure.net",
+    VAULT,
     path="/msi/token",
-    query={"api-version": "2019-08-01", "resource": "https://vault.azure.net"},
+    api_version="2019-08-01",
     header_from_variable={"x-identity-header": "IDENTITY_HEADER"},
     headers_absent=("metadata",),
     selectors={"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"},
 )
 AZURE_ARC = Source(
     "azure_arc",
-    ManagedIdentitySource.AZURE_ARC,
-    "https://management.azure.com/.default",
-    "https://management.azure.com",
-    query={"api-version": "2020-06-01", "resource": "https://management.azure.com"},
-    requests_per_token=2,  # the challenge, then the answer (test_credential_azure_arc.py checks the key)
+    ARM,
+    api_version="2020-06-01",
+    requests_per_token=2,  # the challenge, then the answer (test_azure_arc.py checks the key)
     header_values={"metadata": "true"},
     selectors={"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"},
 )
 CLOUD_SHELL = Source(
     "cloud_shell",
-    ManagedIdentitySource.CLOUD_SHELL,
-    "https://management.azure.com/.default",
-    "https://management.azure.com",
+    ARM,
     method="POST",
     path="/oauth2/token",
-    form={"resource": "https://management.azure.com"},
+    form={"resource": ARM},
     header_values={"metadata": "true"},
     header_prefixes={"content-type": "application/x-www-form-urlencoded"},
 )
 SERVICE_FABRIC = Source(
     "service_fabric",
-    ManagedIdentitySource.SERVICE_FABRIC,
-    "https://vault.azure.net/.default",
-    "https://vault.azure.net",
+    VAULT,
     scheme="https",
-    query={"api-version": "2020-05-01", "resource": "https://vault.azure.net"},
+    api_version="2020-05-01",
     header_from_variable={"secret": "IDENTITY_HEADER"},
     selectors={"object_id": "principalId"},
     tls=True,
 )
 MACHINE_LEARNING = Source(
     "machine_learning",
-    ManagedIdentitySource.MACHINE_LEARNING,
-    "https://storage.azure.com/.default",
-    "https://storage.azure.com",
+    STORAGE,
     path="/MSI/auth",
-    query={"api-version": "2017-09-01", "resource": "https://storage.azure.com"},
+    api_version="2017-09-01",
     header_from_variable={"secret": "MSI_SECRET"},
     header_values={"metadata": "true"},
     selectors={"client_id": "clientid"},
 )
 WORKLOAD_IDENTITY = Source(
     "workload_identity",
-    ManagedIdentitySource.WORKLOAD_IDENTITY,
-    "https://storage.azure.com/.default",
-    "https://storage.azure.com",
+    STORAGE,
     method="POST",
     path="/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token",
     emulator_kwargs={"identities": [IDENTITY]},
 )
 
-# The request itself: workload identity's form carries the federated assertion, so test_credential_workload_identity.py
+# The request itself: workload identity's form carries the federated assertion, so test_workload_identity.py
 # checks its exact request.
 EXACT_REQUEST = [IMDS, APP_SERVICE, AZURE_ARC, CLOUD_SHELL, SERVICE_FABRIC, MACHINE_LEARNING]
 TAKEN_SELECTORS = [(source, keyword) for source in EXACT_REQUEST for keyword in source.selectors]
@@ -154,32 +433,21 @@ def pair_id(value: Any) -> str:
     return value.name if isinstance(value, Source) else str(value)
 
 
-@pytest.fixture(autouse=True)
-def no_proxy_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Workload identity honours proxy variables: keep the machine's own out of these tests."""
-    for name in (*PROXY_VARIABLES, "NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
 @pytest.fixture
-def start(emulator_factory: Any, tmp_path: Path) -> Callable[..., Emulator]:
-    """Start the emulator for a source row (Service Fabric with a certificate for 127.0.0.1 from a throwaway CA)."""
+def start(emulator_factory: Any, request: pytest.FixtureRequest) -> Callable[..., Emulator]:
+    """Start the emulator for a source row (Service Fabric with the ``tls_cert`` certificate for 127.0.0.1)."""
 
     def start_source(source: Source, **kwargs: Any) -> Emulator:
         kwargs = {**source.emulator_kwargs, **kwargs}
         if source.tls:
-            server = trustme.CA().issue_cert("127.0.0.1", "localhost")
-            cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-            server.cert_chain_pems[0].write_to_path(str(cert))
-            server.private_key_pem.write_to_path(str(key))
-            kwargs["tls_cert"] = (str(cert), str(key))
+            kwargs["tls_cert"] = request.getfixturevalue("tls_cert")
         started: Emulator = emulator_factory(source.name, **kwargs)
         return started
 
     return start_source
 
 
-# ---------------------------------------------------------------------------------------------- the request
+# the request
 
 
 @pytest.mark.parametrize("source", EXACT_REQUEST, ids=ids)
@@ -253,7 +521,7 @@ def test_source_refuses_a_selector_it_does_not_take_before_any_request(
     assert emulator.requests == []
 
 
-# ---------------------------------------------------------------------------------------------- errors
+# errors
 
 
 @pytest.mark.parametrize(
@@ -307,7 +575,7 @@ def test_source_endpoint_it_may_not_use_is_refused_before_any_socket_naming_the_
     assert socket_guard == []
 
 
-# ---------------------------------------------------------------------------------------------- retries
+# retries
 
 
 @pytest.mark.parametrize(("source", "seconds"), [(APP_SERVICE, "7"), (WORKLOAD_IDENTITY, "3")], ids=pair_id)
@@ -342,9 +610,12 @@ def test_source_retries_throttling_and_server_errors_doubling_the_wait_then_succ
     assert face.sleeps == sleeps
 
 
-# ---------------------------------------------------------------------------------------------- refusals
+# refusals
+
 
 ALL_SOURCES = [*EXACT_REQUEST, WORKLOAD_IDENTITY]
+
+
 WITH_SECRET = [source for source in EXACT_REQUEST if source.header_from_variable]
 
 
@@ -383,7 +654,7 @@ def test_source_retries_a_server_error_but_not_404(
     assert face.sleeps == [1.0]
 
 
-# Not IMDS: its first contact takes an answer that is not IMDS's for no IMDS (test_imds_non_json_answer_means_not_imds).
+# Not IMDS: its first contact takes an answer that is not IMDS's for no IMDS (test_imds.py::test_imds_non_json_answer_means_not_imds).
 @pytest.mark.parametrize("source", [s for s in ALL_SOURCES if s is not IMDS], ids=ids)
 def test_source_redirect_is_refused_and_not_followed(
     face: Any, start: Callable[..., Emulator], source: Source
@@ -399,7 +670,7 @@ def test_source_redirect_is_refused_and_not_followed(
     assert len(emulator.requests) == 1
 
 
-# ---------------------------------------------------------------------------------------------- the cache
+# the cache
 
 
 @pytest.mark.parametrize("source", ALL_SOURCES, ids=ids)

@@ -1,0 +1,346 @@
+"""Azure Arc (``_engine/sources/azure_arc.py``): its request as the spec builds it; the 401 challenge, the key file
+checks and the echo rule through the scripted driver (tests/engine/scripted.py, no sockets), then through the public
+credential on both faces against the emulator."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pytest
+
+from msi_credential import ManagedIdentityError, ManagedIdentitySource
+from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
+from msi_credential._source import ManagedIdentitySource as S
+from msi_credential.emulator import Fault, UserAssignedIdentity
+
+from ..scripted import ARC, Clock, Script, engine, token_response
+from .support import ARC_URL, RESOURCE, build, check, failure
+
+# ----------------------------------------------------------------------------------------- the request
+
+
+def test_azure_arc_first_request_has_no_secret() -> None:
+    request = build(S.AZURE_ARC)
+    assert request.method == "GET"
+    assert request.url == ARC_URL
+    assert request.params == (("api-version", "2020-06-01"), ("resource", RESOURCE))
+    assert dict(request.headers) == {"Metadata": "true"}
+    assert "Authorization" not in request.headers
+    assert request.form is None
+
+
+# ------------------------------------------------------------------------ the engine's rules, scripted
+
+
+WINDOWS_KEYS = "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens"
+
+
+def _arc(directory: str, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
+    clock = Clock()
+    credential_engine = engine(ARC, clock, _platform=platform, _arc_key_directory=directory, **kwargs)
+    return credential_engine, Script(clock)
+
+
+def _challenge(realm: Optional[str]) -> Response:
+    return Response(401, {} if realm is None else {"www-authenticate": realm}, b"")
+
+
+@pytest.mark.parametrize(
+    ("answers", "code", "why"),
+    [
+        ([_challenge(None)], "arc_challenge_missing", "401 without a WWW-Authenticate challenge"),
+        (
+            [_challenge("Bearer realm=x")],
+            "arc_challenge_invalid",
+            "the challenge is not 'Basic realm=<key file>'",
+        ),
+        ([_challenge("Basic realm=")], "arc_challenge_invalid", "the challenge names no key file"),
+        (
+            [_challenge("Basic realm={dir}/" + "a" * 65_536 + ".key")],
+            "arc_challenge_invalid",
+            "the challenge is over 8192 characters",
+        ),
+        (
+            [_challenge("Basic realm={dir}/agent.key"), KeyFileResult(content="")],
+            "arc_invalid_key_file",
+            "the key file is empty",
+        ),
+        (
+            [
+                _challenge("Basic realm={dir}/agent.key"),
+                KeyFileResult(error=("arc_key_file_unreadable", "the key file cannot be read")),
+            ],
+            "arc_key_file_unreadable",
+            "the key file cannot be read",
+        ),
+        (
+            [
+                _challenge("Basic realm={dir}/agent.key"),
+                KeyFileResult(content="arc-secret"),
+                _challenge("Basic realm={dir}/agent.key"),
+            ],
+            "arc_challenge_rejected",
+            "the agent refused the key file's secret",
+        ),
+    ],
+)
+def test_arc_challenge_refusals_say_what_was_wrong(
+    tmp_path: Any, answers: list[Any], code: str, why: str
+) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    for answer in answers:
+        if isinstance(answer, Response) and "www-authenticate" in answer.headers:
+            realm = answer.headers["www-authenticate"].format(dir=tmp_path)
+            answer = Response(401, {"www-authenticate": realm}, b"")
+        script.queue(answer)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
+    assert str(error).startswith(f"Azure Arc managed identity endpoint: {why}")
+
+
+@pytest.mark.parametrize(
+    ("directory", "realm"),
+    [
+        (WINDOWS_KEYS, "Basic realm=c:\\programdata\\azureconnectedmachineagent\\tokens\\Agent.KEY"),
+        (WINDOWS_KEYS + "\\", f"Basic realm={WINDOWS_KEYS}\\agent.key"),
+        ("C:\\", "Basic realm=C:\\agent.key"),  # a key directory at the root of a drive
+    ],
+)
+def test_arc_on_windows_reads_a_key_file_of_the_key_directory(directory: str, realm: str) -> None:
+    credential_engine, script = _arc(directory, platform="win32")
+    script.queue(_challenge(realm), KeyFileResult(content="arc-secret"), token_response("arc"))
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [realm.removeprefix("Basic realm=")]
+    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
+
+
+def test_arc_on_windows_refuses_a_key_file_outside_the_key_directory() -> None:
+    credential_engine, script = _arc(WINDOWS_KEYS, platform="win32")
+    script.queue(_challenge("Basic realm=C:\\Users\\Public\\agent.key"))
+
+    check(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        "arc_invalid_key_file",
+        ManagedIdentitySource.AZURE_ARC,
+        status=401,
+    )
+    assert script.reads == []
+
+
+def test_arc_accepts_a_key_file_name_with_spaced_dots(tmp_path: Any) -> None:
+    # ".." is refused as a path component, not as text inside a file name
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent .. 1.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc"),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [f"{tmp_path}/agent .. 1.key"]
+
+
+def test_an_arc_answer_for_another_identity_is_a_failed_200_from_azure_arc(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path), client_id="wanted-client")
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc", client_id="other-client"),
+    )
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "arc_identity_not_confirmed", ManagedIdentitySource.AZURE_ARC, status=200)
+
+
+def test_an_arc_connection_failure_is_retried_before_any_challenge(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(
+        TransportFailure("connect", "refused"),
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc"),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.sleeps == [1.0] and len(script.sent) == 3
+
+
+def test_arc_found_by_its_agent_names_the_endpoint_when_it_never_answers() -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock, _platform="linux", _path_exists=lambda path: True, retry_total=0)
+    script = Script(clock).queue(TransportFailure("connect", "refused"))
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "endpoint_unreachable", ManagedIdentitySource.AZURE_ARC)
+    assert "at the endpoint (http://127.0.0.1:40342/metadata/identity/oauth2/token)" in str(error)
+
+
+# -------------------------------------------- through the credential, both faces, against the emulator
+
+
+ARM = "https://management.azure.com/.default"
+
+
+IDENTITY = UserAssignedIdentity(
+    client_id="12121212-1111-1111-1111-111111111111",
+    object_id="34343434-2222-2222-2222-222222222222",
+    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/r",
+)
+
+
+def challenge(path: str) -> Fault:
+    return Fault(401, b"", {"WWW-Authenticate": f"Basic realm={path}"})
+
+
+def test_arc_answers_the_challenge_with_the_key_file(face: Any, emulator_factory: Any) -> None:
+    # What both requests share: test_spec.py::test_source_returns_a_token_for_the_audience_and_sends_its_exact_request
+    emulator = emulator_factory("azure_arc")
+    credential = face.credential(emulator)
+
+    credential.get_token(ARM)
+
+    first, second = emulator.requests
+    assert "authorization" not in first.headers
+    assert second.headers["authorization"].startswith("Basic ")
+
+
+def _key_file(directory: str, name: str = "token.key", content: str = "k" * 64) -> str:
+    path = os.path.join(directory, name)
+    Path(path).write_text(content)
+    return path
+
+
+def test_arc_discards_a_token_that_does_not_confirm_the_identity(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc", identities=[IDENTITY])
+    key = _key_file(emulator.credential_kwargs["_arc_key_directory"])
+    body = {"access_token": "system-identity-token", "expires_in": 3600, "client_id": "someone-else"}
+    emulator.script(challenge(key), Fault(200, body))
+    credential = face.credential(emulator, client_id=IDENTITY.client_id)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(ARM)
+
+    assert caught.value.error_code == "arc_identity_not_confirmed"
+    assert "system-identity-token" not in str(caught.value)
+
+
+def test_arc_second_401_is_a_rejection_not_a_loop(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc")
+    key = _key_file(emulator.credential_kwargs["_arc_key_directory"], content="secret-key-content-0001")
+    emulator.script(challenge(key))  # the emulator then refuses a key it did not issue
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(ARM)
+
+    assert caught.value.error_code == "arc_challenge_rejected"
+    assert len(emulator.requests) == 2
+    assert "secret-key-content-0001" not in str(caught.value)
+
+
+def test_arc_challenge_without_header_fails(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc")
+    emulator.script(Fault(401, b""))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(ARM)
+
+    assert caught.value.error_code == "arc_challenge_missing"
+
+
+@pytest.mark.parametrize("header", ["Bearer realm=/x.key", "Basic realm=", "Basic", "Digest x"])
+def test_arc_malformed_challenge_fails(face: Any, emulator_factory: Any, header: str) -> None:
+    emulator = emulator_factory("azure_arc")
+    emulator.script(Fault(401, b"", {"WWW-Authenticate": header}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(ARM)
+
+    assert caught.value.error_code in ("arc_challenge_invalid", "arc_challenge_missing")
+
+
+# Each case makes the key path the challenge names, from the token directory and a directory outside it.
+REFUSED_KEY_PATHS: dict[str, Callable[[str, str], str]] = {
+    "outside-the-token-directory": lambda directory, outside: _key_file(outside),
+    "extension-txt": lambda directory, outside: _key_file(directory, name="token.txt"),
+    "no-extension": lambda directory, outside: _key_file(directory, name="token"),
+    "only-the-extension": lambda directory, outside: _key_file(directory, name=".key"),
+    "dot-dot": lambda directory, outside: f"{directory}/../{os.path.basename(directory)}/x.key",
+    "over-4096-bytes": lambda directory, outside: _key_file(directory, content="x" * 4097),
+}
+
+
+@pytest.mark.parametrize("make_path", REFUSED_KEY_PATHS.values(), ids=REFUSED_KEY_PATHS.keys())
+def test_arc_refuses_a_key_file_outside_the_rules_without_answering_the_challenge(
+    face: Any, emulator_factory: Any, tmp_path: Path, make_path: Callable[[str, str], str]
+) -> None:
+    emulator = emulator_factory("azure_arc")
+    emulator.script(challenge(make_path(emulator.credential_kwargs["_arc_key_directory"], str(tmp_path))))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(ARM)
+
+    assert caught.value.error_code == "arc_invalid_key_file"
+    assert len(emulator.requests) == 1
+
+
+def test_arc_accepts_key_file_of_exactly_4096_bytes(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc")
+    path = _key_file(emulator.credential_kwargs["_arc_key_directory"], content="y" * 4096)
+    body = {"access_token": "opaque", "expires_in": 3600}
+    emulator.script(challenge(path), Fault(200, body))
+    credential = face.credential(emulator)
+
+    assert credential.get_token(ARM).token == "opaque"
+    assert emulator.requests[1].headers["authorization"] == "Basic " + "y" * 4096
+
+
+def test_arc_rejects_symlinked_and_missing_key_files(
+    face: Any, emulator_factory: Any, tmp_path: Path
+) -> None:
+    emulator = emulator_factory("azure_arc")
+    directory = emulator.credential_kwargs["_arc_key_directory"]
+    target = _key_file(str(tmp_path), content="linked-secret")
+    link = os.path.join(directory, "link.key")
+    os.symlink(target, link)
+    emulator.script(challenge(link), challenge(os.path.join(directory, "missing.key")))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as linked:
+        credential.get_token(ARM)
+    with pytest.raises(ManagedIdentityError) as missing:
+        credential.get_token(ARM)
+
+    assert linked.value.error_code == "arc_invalid_key_file"
+    assert missing.value.error_code == "arc_key_file_unreadable"
+
+
+def test_arc_on_an_unsupported_platform_fails(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc")
+    credential = face.credential(emulator, _platform="darwin")
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(ARM)
+
+    assert caught.value.error_code == "arc_platform_unsupported"
+
+
+def test_arc_key_is_read_for_every_request(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc")
+    credential = face.credential(emulator)
+
+    credential.get_token(ARM)
+    credential.get_token("https://vault.azure.net/.default")
+
+    keys = [r.headers["authorization"] for r in emulator.requests if "authorization" in r.headers]
+    assert len(keys) == 2 and keys[0] != keys[1]
