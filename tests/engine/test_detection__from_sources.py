@@ -6,24 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from msi_credential import ManagedIdentitySource
 from msi_credential._engine.detection import detect
-from msi_credential.emulator import Emulator, UserAssignedIdentity
+from msi_credential.emulator import Emulator
 
 STORAGE = "https://storage.azure.com/.default"
-IDENTITY = UserAssignedIdentity(
-    client_id="11111111-aaaa-1111-1111-111111111111",
-    object_id="22222222-bbbb-2222-2222-222222222222",
-    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u",
-)
-
-
-@pytest.fixture
-def emulator(emulator_factory: Any) -> Emulator:
-    started: Emulator = emulator_factory("workload_identity", identities=[IDENTITY])
-    return started
 
 
 def test_opted_in_without_any_proxy_variable_goes_to_the_authority(emulator_factory: Any) -> None:
@@ -47,9 +34,8 @@ def test_detection_keeps_the_proxy_out_of_other_sources() -> None:
     assert config.token_proxy is None and config.endpoint == "http://127.0.0.1:1/token"
 
 
-def test_other_sources_win_over_workload_identity(
-    face: Any, emulator: Emulator, emulator_factory: Any
-) -> None:
+def test_other_sources_win_over_workload_identity(face: Any, emulator_factory: Any) -> None:
+    emulator: Emulator = emulator_factory("workload_identity")
     cloud_shell = emulator_factory("cloud_shell")
     credential = face.credential(emulator, _environ={**emulator.environ, **cloud_shell.environ})
 

@@ -5,23 +5,9 @@ credential against the emulator: test_spec.py."""
 from __future__ import annotations
 
 from msi_credential import ManagedIdentitySource
-from msi_credential._source import ManagedIdentitySource as S
 
 from ..scripted import APP_SERVICE, Clock, Script, engine, error_response, token_response
-from .support import APP_SERVICE_URL, RESOURCE, SECRET, build, check, failure
-
-# ----------------------------------------------------------------------------------------- the request
-
-
-def test_app_service_system_assigned_request() -> None:
-    request = build(S.APP_SERVICE)
-    assert request.method == "GET"
-    assert request.url == APP_SERVICE_URL
-    assert request.params == (("api-version", "2019-08-01"), ("resource", RESOURCE))
-    assert dict(request.headers) == {"X-IDENTITY-HEADER": SECRET}
-    assert request.form is None
-    assert not request.use_proxies
-
+from .support import RESOURCE, check, failure
 
 # ------------------------------------------------------------------------ the engine's rules, scripted
 

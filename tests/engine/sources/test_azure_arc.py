@@ -12,24 +12,10 @@ import pytest
 
 from msi_credential import ManagedIdentityError, ManagedIdentitySource
 from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
-from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity
 
 from ..scripted import ARC, Clock, Script, engine, token_response
-from .support import ARC_URL, RESOURCE, build, check, failure
-
-# ----------------------------------------------------------------------------------------- the request
-
-
-def test_azure_arc_first_request_has_no_secret() -> None:
-    request = build(S.AZURE_ARC)
-    assert request.method == "GET"
-    assert request.url == ARC_URL
-    assert request.params == (("api-version", "2020-06-01"), ("resource", RESOURCE))
-    assert dict(request.headers) == {"Metadata": "true"}
-    assert "Authorization" not in request.headers
-    assert request.form is None
-
+from .support import RESOURCE, check, failure
 
 # ------------------------------------------------------------------------ the engine's rules, scripted
 

@@ -6,18 +6,9 @@ from __future__ import annotations
 from msi_credential._engine.identity import Identity
 from msi_credential._source import ManagedIdentitySource as S
 
-from .support import CLOUD_SHELL_URL, FORM, RESOURCE, build
+from .support import RESOURCE, build
 
 # ----------------------------------------------------------------------------------------- the request
-
-
-def test_cloud_shell_posts_a_form_without_query() -> None:
-    request = build(S.CLOUD_SHELL)
-    assert request.method == "POST"
-    assert request.url == CLOUD_SHELL_URL
-    assert request.params == ()
-    assert dict(request.headers) == {"Metadata": "true", "Content-Type": FORM}
-    assert dict(request.form or {}) == {"resource": RESOURCE}
 
 
 def test_cloud_shell_extra_keys_join_the_form_without_overriding_resource() -> None:

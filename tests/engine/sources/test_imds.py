@@ -16,21 +16,9 @@ from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
 from ..scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
-from .support import IMDS_URL, RESOURCE, build, failure
+from .support import RESOURCE, failure
 
 # ----------------------------------------------------------------------------------------- the request
-
-
-def test_imds_system_assigned_request() -> None:
-    request = build(S.IMDS)
-    assert request.method == "GET"
-    assert request.url == IMDS_URL
-    assert request.params == (("api-version", "2018-02-01"), ("resource", RESOURCE))
-    assert dict(request.headers) == {"Metadata": "true"}
-    assert request.form is None
-    assert request.pin_sha1 is None
-    assert not request.use_proxies
-    assert (request.connect_timeout, request.read_timeout) == (2.0, 10.0)
 
 
 def test_imds_first_contact_fails_fast_except_through_pod_identity() -> None:
@@ -139,7 +127,7 @@ IDENTITY = UserAssignedIdentity(
 
 
 def test_imds_token_is_issued_by_sts_and_lives_about_an_hour(face: Any, emulator_factory: Any) -> None:
-    # The request itself: test_credential_sources.py::test_source_returns_a_token_for_the_audience_and_sends_its_exact_request
+    # The request itself: test_spec.py::test_source_returns_a_token_for_the_audience_and_sends_its_exact_request
     emulator = emulator_factory("imds")
     credential = face.credential(emulator)
 
@@ -159,37 +147,69 @@ def test_imds_identity_config_spelling_is_accepted(face: Any, emulator_factory: 
     assert emulator.requests[0].query["object_id"] == IDENTITY.object_id
 
 
-def test_imds_invalid_resource_fails(face: Any, emulator_factory: Any) -> None:
+@pytest.mark.parametrize(
+    ("faults", "scope", "code", "unavailable", "sleeps"),
+    [
+        pytest.param(
+            [
+                Fault(
+                    400,
+                    {"error": "invalid_resource", "error_description": "AADSTS500011: resource not found"},
+                )
+            ],
+            "https://nope.example/.default",
+            "invalid_resource",
+            False,
+            [],
+            id="invalid_resource-fails",
+        ),
+        pytest.param(
+            [
+                Fault(404, "<html>not here</html>", {"Content-Type": "text/html"}),
+                *[Fault(404, "<html/>")] * 3,
+            ],
+            STORAGE,
+            "imds_unreachable",
+            True,
+            [1.0, 2.0, 4.0],
+            id="non_json-means-not-imds",
+        ),
+        pytest.param(
+            [Fault(403, {"error": "forbidden", "error_description": "no"})],
+            STORAGE,
+            "forbidden",
+            False,
+            [],
+            id="bad_request-is-not-retried",
+        ),
+    ],
+)
+def test_imds_error_answer_fails_or_means_no_imds(
+    face: Any,
+    emulator_factory: Any,
+    faults: list[Fault],
+    scope: str,
+    code: str,
+    unavailable: bool,
+    sleeps: list[float],
+) -> None:
     emulator = emulator_factory("imds")
-    emulator.script(
-        Fault(400, {"error": "invalid_resource", "error_description": "AADSTS500011: resource not found"})
-    )
+    emulator.script(*faults)
     credential = face.credential(emulator)
 
     with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token("https://nope.example/.default")
+        credential.get_token(scope)
 
-    assert not isinstance(caught.value, CredentialUnavailableError)
-    assert caught.value.error_code == "invalid_resource"
+    assert caught.value.error_code == code
+    assert isinstance(caught.value, CredentialUnavailableError) is unavailable
+    assert len(emulator.requests) == len(sleeps) + 1  # retried (404 is, for IMDS), or not
+    assert face.sleeps == sleeps
 
 
 def test_imds_unreachable_is_unavailable_at_once(face: Any, unused_port: int) -> None:
     credential = face.credential(
         _environ={"AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://127.0.0.1:{unused_port}"}, retry_total=0
     )
-
-    with pytest.raises(CredentialUnavailableError) as caught:
-        credential.get_token(STORAGE)
-
-    assert caught.value.error_code == "imds_unreachable"
-
-
-def test_imds_non_json_answer_means_not_imds(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds")
-    emulator.script(
-        Fault(404, "<html>not here</html>", {"Content-Type": "text/html"}), *[Fault(404, "<html/>")] * 3
-    )
-    credential = face.credential(emulator)
 
     with pytest.raises(CredentialUnavailableError) as caught:
         credential.get_token(STORAGE)
@@ -230,19 +250,6 @@ def test_imds_gone_is_retried_seven_times_ten_seconds_apart(face: Any, emulator_
 
     assert len(emulator.requests) == 8
     assert face.sleeps == [10.0] * 7
-
-
-def test_imds_bad_request_is_not_retried(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds")
-    emulator.script(Fault(403, {"error": "forbidden", "error_description": "no"}))
-    credential = face.credential(emulator)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(STORAGE)
-
-    assert caught.value.error_code == "forbidden"
-    assert len(emulator.requests) == 1
-    assert face.sleeps == []
 
 
 def test_imds_claims_bypass_the_cache(face: Any, emulator_factory: Any) -> None:

@@ -12,18 +12,9 @@ from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault
 
 from ..scripted import Clock, Script, engine, token_response
-from .support import GUID, MACHINE_LEARNING, ML_URL, RESOURCE, SECRET, build, user
+from .support import GUID, MACHINE_LEARNING, RESOURCE, build, user
 
 # ----------------------------------------------------------------------------------------- the request
-
-
-def test_machine_learning_system_assigned_request() -> None:
-    request = build(S.MACHINE_LEARNING)
-    assert request.method == "GET"
-    assert request.url == ML_URL
-    assert request.params == (("api-version", "2017-09-01"), ("resource", RESOURCE))
-    assert dict(request.headers) == {"secret": SECRET, "Metadata": "true"}
-    assert request.form is None
 
 
 def test_machine_learning_system_assigned_sends_default_identity_client_id() -> None:

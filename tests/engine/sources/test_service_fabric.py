@@ -16,20 +16,9 @@ from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
 from ..scripted import Clock, Script, engine, token_response
-from .support import PIN, RESOURCE, SECRET, SERVICE_FABRIC, SF_URL, build, failure
+from .support import RESOURCE, SERVICE_FABRIC, build, failure
 
 # ----------------------------------------------------------------------------------------- the request
-
-
-def test_service_fabric_request_is_pinned_with_secret_header() -> None:
-    request = build(S.SERVICE_FABRIC)
-    assert request.method == "GET"
-    assert request.url == SF_URL
-    assert request.params == (("api-version", "2020-05-01"), ("resource", RESOURCE))
-    assert dict(request.headers) == {"Secret": SECRET}
-    assert request.pin_sha1 == PIN
-    assert request.form is None
-    assert not request.use_proxies
 
 
 def test_service_fabric_sends_xms_cc_when_capabilities_are_set() -> None:

@@ -5,6 +5,7 @@ emulator. What only one source does stays in its own ``test_<source>.py``."""
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,22 @@ from msi_credential.emulator import Emulator, Fault, UserAssignedIdentity, decod
 
 from ..scripted import Clock, Script, engine, token_response
 from .support import (
+    APP_SERVICE_URL,
+    ARC_URL,
     ASSERTION,
+    CLOUD_SHELL_URL,
     FORM,
     GUID,
+    IMDS_URL,
+    ML_URL,
+    PARTS,
+    PIN,
     RESOURCE,
     RESOURCE_ID,
     SCRIPTED_ENVIRON,
     SECRET,
+    SF_URL,
+    WI_URL,
     assertion,
     build,
     shared,
@@ -121,6 +131,54 @@ def test_modules_declare_the_protocol_api_versions() -> None:
 
 
 # --------------------------------------------------------------------- the request every source builds
+
+
+# What each source sends for a system-assigned token (docs/protocols.md sections 2, 6, 8 and 10): the method, URL
+# and query; the headers (a secret header carries the configured secret); the form, the certificate pin, and the
+# sources whose requests go through proxies (the others send none, have none, go direct).
+REQUEST_LINES = {
+    S.IMDS: ("GET", IMDS_URL, (("api-version", "2018-02-01"), ("resource", RESOURCE))),
+    S.APP_SERVICE: ("GET", APP_SERVICE_URL, (("api-version", "2019-08-01"), ("resource", RESOURCE))),
+    S.AZURE_ARC: ("GET", ARC_URL, (("api-version", "2020-06-01"), ("resource", RESOURCE))),
+    S.CLOUD_SHELL: ("POST", CLOUD_SHELL_URL, ()),
+    S.SERVICE_FABRIC: ("GET", SF_URL, (("api-version", "2020-05-01"), ("resource", RESOURCE))),
+    S.MACHINE_LEARNING: ("GET", ML_URL, (("api-version", "2017-09-01"), ("resource", RESOURCE))),
+    S.WORKLOAD_IDENTITY: ("POST", WI_URL, ()),
+}
+HEADERS = {
+    S.IMDS: {"Metadata": "true"},
+    S.APP_SERVICE: {"X-IDENTITY-HEADER": SECRET},
+    S.AZURE_ARC: {"Metadata": "true"},  # no Authorization: the key file's secret answers the challenge
+    S.CLOUD_SHELL: {"Metadata": "true", "Content-Type": FORM},
+    S.SERVICE_FABRIC: {"Secret": SECRET},
+    S.MACHINE_LEARNING: {"secret": SECRET, "Metadata": "true"},
+    S.WORKLOAD_IDENTITY: {"Content-Type": FORM},
+}
+FORMS = {
+    S.CLOUD_SHELL: {"resource": RESOURCE},
+    S.WORKLOAD_IDENTITY: {
+        "client_assertion": ASSERTION,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_id": "env-client",
+        "grant_type": "client_credentials",
+        "scope": RESOURCE + "/.default",
+    },
+}
+PINS = {S.SERVICE_FABRIC: PIN}
+PROXIED = {S.WORKLOAD_IDENTITY}
+
+
+@pytest.mark.parametrize("source", list(S), ids=lambda source: source.value)
+def test_system_assigned_request(source: S) -> None:
+    request = build(source, parts=wi_parts() if source is S.WORKLOAD_IDENTITY else PARTS)
+    assert (request.method, request.url, request.params) == REQUEST_LINES[source]
+    assert dict(request.headers) == HEADERS[source]
+    assert "Authorization" not in request.headers
+    assert (request.form is None) is (source not in FORMS)
+    assert dict(request.form or {}) == FORMS.get(source, {})
+    assert request.pin_sha1 == PINS.get(source)
+    assert bool(request.use_proxies) is (source in PROXIED)
+    assert (request.connect_timeout, request.read_timeout) == (2.0, 10.0)
 
 
 def test_timeouts_come_from_parts() -> None:
@@ -317,13 +375,9 @@ class Source:
     api_version: Optional[str] = None  # the query is the api-version and the audience (system-assigned)
     form: Optional[dict[str, str]] = None  # the whole form, when the request has one
     requests_per_token: int = 1
-    # header name -> the emulator variable whose value it carries, or the literal value
-    header_from_variable: dict[str, str] = field(default_factory=dict)
-    header_values: dict[str, str] = field(default_factory=dict)
-    header_prefixes: dict[str, str] = field(default_factory=dict)
-    header_substrings: dict[str, str] = field(default_factory=dict)
-    headers_present: tuple[str, ...] = ()
-    headers_absent: tuple[str, ...] = ()
+    # header name -> what the request carries: a value, as a pattern (fnmatch: "*" is any text); "$NAME", the value
+    # of the emulator's variable NAME; None, no such header
+    headers: dict[str, Optional[str]] = field(default_factory=dict)
     selectors: dict[str, str] = field(default_factory=dict)  # credential keyword -> its wire name
     tls: bool = False
     emulator_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -335,6 +389,11 @@ class Source:
     @property
     def scope(self) -> str:
         return self.audience + "/.default"
+
+    @property
+    def variables(self) -> list[str]:
+        """The emulator variables whose values the request carries in a header (the endpoint's secret)."""
+        return [value[1:] for value in self.headers.values() if value and value.startswith("$")]
 
     @property
     def query(self) -> dict[str, str]:
@@ -349,10 +408,12 @@ IMDS = Source(
     "imds",
     STORAGE,
     api_version="2018-02-01",
-    header_values={"metadata": "true"},
-    header_substrings={"user-agent": "msi-credential/"},
-    headers_present=("x-ms-client-request-id",),
-    headers_absent=("authorization",),
+    headers={
+        "metadata": "true",
+        "user-agent": "*msi-credential/*",
+        "x-ms-client-request-id": "*",
+        "authorization": None,
+    },
     selectors={"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"},
 )
 APP_SERVICE = Source(
@@ -360,8 +421,7 @@ APP_SERVICE = Source(
     VAULT,
     path="/msi/token",
     api_version="2019-08-01",
-    header_from_variable={"x-identity-header": "IDENTITY_HEADER"},
-    headers_absent=("metadata",),
+    headers={"x-identity-header": "$IDENTITY_HEADER", "metadata": None},
     selectors={"client_id": "client_id", "object_id": "object_id", "resource_id": "mi_res_id"},
 )
 AZURE_ARC = Source(
@@ -369,24 +429,23 @@ AZURE_ARC = Source(
     ARM,
     api_version="2020-06-01",
     requests_per_token=2,  # the challenge, then the answer (test_azure_arc.py checks the key)
-    header_values={"metadata": "true"},
+    headers={"metadata": "true"},
     selectors={"client_id": "client_id", "object_id": "object_id", "resource_id": "msi_res_id"},
 )
 CLOUD_SHELL = Source(
     "cloud_shell",
     ARM,
+    form={"resource": ARM},
     method="POST",
     path="/oauth2/token",
-    form={"resource": ARM},
-    header_values={"metadata": "true"},
-    header_prefixes={"content-type": "application/x-www-form-urlencoded"},
+    headers={"metadata": "true", "content-type": "application/x-www-form-urlencoded*"},
 )
 SERVICE_FABRIC = Source(
     "service_fabric",
     VAULT,
     scheme="https",
     api_version="2020-05-01",
-    header_from_variable={"secret": "IDENTITY_HEADER"},
+    headers={"secret": "$IDENTITY_HEADER"},
     selectors={"object_id": "principalId"},
     tls=True,
 )
@@ -395,8 +454,7 @@ MACHINE_LEARNING = Source(
     STORAGE,
     path="/MSI/auth",
     api_version="2017-09-01",
-    header_from_variable={"secret": "MSI_SECRET"},
-    header_values={"metadata": "true"},
+    headers={"secret": "$MSI_SECRET", "metadata": "true"},
     selectors={"client_id": "clientid"},
 )
 WORKLOAD_IDENTITY = Source(
@@ -469,18 +527,13 @@ def test_source_returns_a_token_for_the_audience_and_sends_its_exact_request(
         assert request.query == source.query
         if source.form is not None:
             assert request.form == source.form
-        for name, variable in source.header_from_variable.items():
-            assert request.headers[name] == emulator.environ[variable]
-        for name, value in source.header_values.items():
-            assert request.headers[name] == value
-        for name, prefix in source.header_prefixes.items():
-            assert request.headers[name].startswith(prefix)
-        for name, part in source.header_substrings.items():
-            assert part in request.headers[name]
-        for name in source.headers_present:
-            assert name in request.headers
-        for name in source.headers_absent:
-            assert name not in request.headers
+        for name, expected in source.headers.items():
+            if expected is None:
+                assert name not in request.headers
+            elif expected.startswith("$"):
+                assert request.headers[name] == emulator.environ[expected[1:]]
+            else:
+                assert fnmatch.fnmatchcase(request.headers[name], expected)
 
 
 @pytest.mark.parametrize(("source", "keyword"), TAKEN_SELECTORS, ids=pair_id)
@@ -616,7 +669,7 @@ def test_source_retries_throttling_and_server_errors_doubling_the_wait_then_succ
 ALL_SOURCES = [*EXACT_REQUEST, WORKLOAD_IDENTITY]
 
 
-WITH_SECRET = [source for source in EXACT_REQUEST if source.header_from_variable]
+WITH_SECRET = [source for source in EXACT_REQUEST if source.variables]
 
 
 @pytest.mark.parametrize("source", WITH_SECRET, ids=ids)
@@ -624,7 +677,7 @@ def test_source_wrong_secret_fails_as_rejected_without_echoing_it(
     face: Any, start: Callable[..., Emulator], source: Source
 ) -> None:
     emulator = start(source)
-    [variable] = source.header_from_variable.values()
+    [variable] = source.variables
     environ = dict(emulator.environ, **{variable: "not-the-right-secret-value"})
     credential = face.credential(emulator, _environ=environ)
 
@@ -654,7 +707,8 @@ def test_source_retries_a_server_error_but_not_404(
     assert face.sleeps == [1.0]
 
 
-# Not IMDS: its first contact takes an answer that is not IMDS's for no IMDS (test_imds.py::test_imds_non_json_answer_means_not_imds).
+# Not IMDS: its first contact takes an answer that is not IMDS's for no IMDS (test_imds.py,
+# test_imds_error_answer_fails_or_means_no_imds[non_json-means-not-imds]).
 @pytest.mark.parametrize("source", [s for s in ALL_SOURCES if s is not IMDS], ids=ids)
 def test_source_redirect_is_refused_and_not_followed(
     face: Any, start: Callable[..., Emulator], source: Source
@@ -675,7 +729,7 @@ def test_source_redirect_is_refused_and_not_followed(
 
 @pytest.mark.parametrize("source", ALL_SOURCES, ids=ids)
 def test_source_cached_token_is_served_for_scope_or_resource_and_token_info_without_a_request(
-    face: Any, start: Callable[..., Emulator], source: Source
+    source: Source, face: Any, start: Callable[..., Emulator]
 ) -> None:
     emulator = start(source)
     credential = face.credential(emulator)

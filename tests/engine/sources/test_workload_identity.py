@@ -27,11 +27,8 @@ from msi_credential.emulator import TOKEN_PROXY_SERVER_NAME, Emulator, Fault, Us
 
 from ..scripted import Clock, Response, Script, Send, TransportFailure, engine, error_response, token_response
 from .support import (
-    ASSERTION,
-    FORM,
     RESOURCE,
     TOKEN_FILE,
-    WI_URL,
     WORKLOAD,
     assertion,
     build,
@@ -43,23 +40,6 @@ from .support import (
 )
 
 # ----------------------------------------------------------------------------------------- the request
-
-
-def test_workload_identity_posts_the_client_assertion_form() -> None:
-    request = build(S.WORKLOAD_IDENTITY, parts=wi_parts())
-    assert request.method == "POST"
-    assert request.url == WI_URL
-    assert request.params == ()
-    assert dict(request.headers) == {"Content-Type": FORM}
-    assert dict(request.form or {}) == {
-        "client_assertion": ASSERTION,
-        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-        "client_id": "env-client",
-        "grant_type": "client_credentials",
-        "scope": RESOURCE + "/.default",
-    }
-    assert request.use_proxies
-    assert request.pin_sha1 is None
 
 
 def test_workload_identity_client_id_argument_beats_azure_client_id() -> None:
@@ -291,36 +271,32 @@ def test_without_the_token_proxy_the_request_is_an_ordinary_one() -> None:
     assert request.token_proxy is False and request.tls_ca is None and request.use_proxies is True
 
 
+@pytest.mark.parametrize(
+    ("second", "logged"),
+    [
+        pytest.param(
+            2,
+            ["Microsoft Entra token endpoint: AZURE_KUBERNETES_CA_FILE changed; using the new CA"],
+            id="rotated",
+        ),
+        pytest.param(1, [], id="same"),  # carried again without a change logged
+    ],
+)
 def test_the_ca_file_is_read_for_every_attempt_and_a_rotated_ca_is_used_and_logged(
-    caplog: pytest.LogCaptureFixture,
+    second: int, logged: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
     script = Script(clock).queue(
-        assertion(), ca(1), error_response(503), assertion(), ca(2), token_response("t")
+        assertion(), ca(1), error_response(503), assertion(), ca(second), token_response("t")
     )
 
     with caplog.at_level(logging.INFO, logger="msi_credential"):
         script.run(proxy_engine(clock).acquire(RESOURCE))
 
     assert script.reads == [TOKEN_FILE, CA_FILE, TOKEN_FILE, CA_FILE]
-    assert [request.tls_ca for request in script.sent] == [ca_pem(1), ca_pem(2)]
-    changed = [record.getMessage() for record in caplog.records if "CA_FILE changed" in record.getMessage()]
-    assert changed == ["Microsoft Entra token endpoint: AZURE_KUBERNETES_CA_FILE changed; using the new CA"]
-
-
-def test_the_same_ca_read_again_is_carried_again_without_a_change_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    clock = Clock()
-    script = Script(clock).queue(
-        assertion(), ca(1), error_response(503), assertion(), ca(1), token_response("t")
-    )
-
-    with caplog.at_level(logging.INFO, logger="msi_credential"):
-        script.run(proxy_engine(clock).acquire(RESOURCE))
-
-    assert [request.tls_ca for request in script.sent] == [ca_pem(1), ca_pem(1)]
-    assert not [record for record in caplog.records if "AZURE_KUBERNETES_CA_FILE" in record.getMessage()]
+    assert [request.tls_ca for request in script.sent] == [ca_pem(1), ca_pem(second)]
+    messages = [record.getMessage() for record in caplog.records]
+    assert [message for message in messages if "AZURE_KUBERNETES_CA_FILE" in message] == logged
 
 
 @pytest.mark.parametrize(
