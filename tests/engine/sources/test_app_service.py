@@ -1,6 +1,6 @@
-"""App Service and Azure Functions (``_engine/sources/app_service.py``): its request as the spec builds it and its
-rules through the scripted driver (tests/engine/scripted.py, no sockets). What it does like every source, through the
-credential against the emulator: test_spec.py."""
+"""App Service and Azure Functions (``_engine/sources/app_service.py``): its rules through the scripted driver
+(tests/engine/scripted.py, no sockets). Its request, and what it does like every source through the credential against
+the emulator: test_spec.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Azure Arc (``_engine/sources/azure_arc.py``): its request as the spec builds it; the 401 challenge, the key file
-checks and the echo rule through the scripted driver (tests/engine/scripted.py, no sockets), then through the public
-credential on both faces against the emulator."""
+"""Azure Arc (``_engine/sources/azure_arc.py``): the 401 challenge, the key file checks and the echo rule through the
+scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces against the
+emulator. Its first request, with every source's: test_spec.py."""
 
 from __future__ import annotations
 

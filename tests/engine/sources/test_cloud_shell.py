@@ -1,5 +1,6 @@
-"""Cloud Shell (``_engine/sources/cloud_shell.py``): its request as the spec builds it. What it does like every source,
-through the scripted driver and through the credential against the emulator: test_spec.py."""
+"""Cloud Shell (``_engine/sources/cloud_shell.py``): identity_config's extra keys in the form its spec builds. Its
+request, and what it does like every source through the scripted driver and through the credential against the
+emulator: test_spec.py."""
 
 from __future__ import annotations
 

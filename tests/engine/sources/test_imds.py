@@ -1,6 +1,6 @@
-"""IMDS (``_engine/sources/imds.py``; VMs, AKS, Container Instances): its request as the spec builds it, its rules
+"""IMDS (``_engine/sources/imds.py``; VMs, AKS, Container Instances): its spec's rule for a first contact, its rules
 through the scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces
-against the emulator."""
+against the emulator. Its request, with every source's: test_spec.py."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 from ..scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
 from .support import RESOURCE, failure
 
-# ----------------------------------------------------------------------------------------- the request
+# -------------------------------------------------------------------------------------------- the spec
 
 
 def test_imds_first_contact_fails_fast_except_through_pod_identity() -> None:

@@ -1,6 +1,6 @@
-"""Azure Machine Learning (``_engine/sources/machine_learning.py``): its request as the spec builds it, its default
-client id through the scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on
-both faces against the emulator."""
+"""Azure Machine Learning (``_engine/sources/machine_learning.py``): the client id in the request its spec builds, its
+default client id through the scripted driver (tests/engine/scripted.py, no sockets), then through the public
+credential on both faces against the emulator. Its request, with every source's: test_spec.py."""
 
 from __future__ import annotations
 

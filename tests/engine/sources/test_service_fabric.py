@@ -1,6 +1,7 @@
-"""Service Fabric (``_engine/sources/service_fabric.py``): its request as the spec builds it (pinned to
-IDENTITY_SERVER_THUMBPRINT, with the secret header), its rules through the scripted driver (tests/engine/scripted.py,
-no sockets), then through the public credential on both faces against the emulator over HTTPS (``tls_cert``)."""
+"""Service Fabric (``_engine/sources/service_fabric.py``): the capabilities and the revocation hash in the request its
+spec builds, its rules through the scripted driver (tests/engine/scripted.py, no sockets), then through the public
+credential on both faces against the emulator over HTTPS (``tls_cert``). Its request (pinned to
+IDENTITY_SERVER_THUMBPRINT, with the secret header), with every source's: test_spec.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Workload identity (``_engine/sources/workload_identity.py``), also through the AKS token proxy: its request as the
-spec builds it; its rules and the token proxy's CA through the scripted driver (tests/engine/scripted.py, no sockets);
-then through the public credential on both faces, against the emulator playing Microsoft Entra and, over real TLS
-(its own CA, a server name that is not its address), the token proxy."""
+"""Workload identity (``_engine/sources/workload_identity.py``), also through the AKS token proxy: the client id and
+the claims in the form its spec builds; its rules and the token proxy's CA through the scripted driver
+(tests/engine/scripted.py, no sockets); then through the public credential on both faces, against the emulator playing
+Microsoft Entra and, over real TLS (its own CA, a server name that is not its address), the token proxy. Its request,
+with every source's: test_spec.py."""
 
 from __future__ import annotations
 
