@@ -1,17 +1,179 @@
-"""Azure Arc through the public credential, both faces: the 401 challenge, the key file checks, the echo rule."""
+"""Azure Arc (``_engine/sources/azure_arc.py``): the 401 challenge, the key file checks and the echo rule through the
+scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces against the
+emulator. Its first request, with every source's: test_spec.py."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 
 from msi_credential import ManagedIdentityError, ManagedIdentitySource
+from msi_credential._engine.effects import KeyFileResult, Response, TransportFailure
 from msi_credential.emulator import Fault, UserAssignedIdentity
 
+from ..scripted import ARC, Clock, Script, engine, token_response
+from .support import RESOURCE, check, failure
+
+# ------------------------------------------------------------------------ the engine's rules, scripted
+
+
+WINDOWS_KEYS = "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens"
+
+
+def _arc(directory: str, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
+    clock = Clock()
+    credential_engine = engine(ARC, clock, _platform=platform, _arc_key_directory=directory, **kwargs)
+    return credential_engine, Script(clock)
+
+
+def _challenge(realm: Optional[str]) -> Response:
+    return Response(401, {} if realm is None else {"www-authenticate": realm}, b"")
+
+
+@pytest.mark.parametrize(
+    ("answers", "code", "why"),
+    [
+        ([_challenge(None)], "arc_challenge_missing", "401 without a WWW-Authenticate challenge"),
+        (
+            [_challenge("Bearer realm=x")],
+            "arc_challenge_invalid",
+            "the challenge is not 'Basic realm=<key file>'",
+        ),
+        ([_challenge("Basic realm=")], "arc_challenge_invalid", "the challenge names no key file"),
+        (
+            [_challenge("Basic realm={dir}/" + "a" * 65_536 + ".key")],
+            "arc_challenge_invalid",
+            "the challenge is over 8192 characters",
+        ),
+        (
+            [_challenge("Basic realm={dir}/agent.key"), KeyFileResult(content="")],
+            "arc_invalid_key_file",
+            "the key file is empty",
+        ),
+        (
+            [
+                _challenge("Basic realm={dir}/agent.key"),
+                KeyFileResult(error=("arc_key_file_unreadable", "the key file cannot be read")),
+            ],
+            "arc_key_file_unreadable",
+            "the key file cannot be read",
+        ),
+        (
+            [
+                _challenge("Basic realm={dir}/agent.key"),
+                KeyFileResult(content="arc-secret"),
+                _challenge("Basic realm={dir}/agent.key"),
+            ],
+            "arc_challenge_rejected",
+            "the agent refused the key file's secret",
+        ),
+    ],
+)
+def test_arc_challenge_refusals_say_what_was_wrong(
+    tmp_path: Any, answers: list[Any], code: str, why: str
+) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    for answer in answers:
+        if isinstance(answer, Response) and "www-authenticate" in answer.headers:
+            realm = answer.headers["www-authenticate"].format(dir=tmp_path)
+            answer = Response(401, {"www-authenticate": realm}, b"")
+        script.queue(answer)
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
+    assert str(error).startswith(f"Azure Arc managed identity endpoint: {why}")
+
+
+@pytest.mark.parametrize(
+    ("directory", "realm"),
+    [
+        (WINDOWS_KEYS, "Basic realm=c:\\programdata\\azureconnectedmachineagent\\tokens\\Agent.KEY"),
+        (WINDOWS_KEYS + "\\", f"Basic realm={WINDOWS_KEYS}\\agent.key"),
+        ("C:\\", "Basic realm=C:\\agent.key"),  # a key directory at the root of a drive
+    ],
+)
+def test_arc_on_windows_reads_a_key_file_of_the_key_directory(directory: str, realm: str) -> None:
+    credential_engine, script = _arc(directory, platform="win32")
+    script.queue(_challenge(realm), KeyFileResult(content="arc-secret"), token_response("arc"))
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [realm.removeprefix("Basic realm=")]
+    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
+
+
+def test_arc_on_windows_refuses_a_key_file_outside_the_key_directory() -> None:
+    credential_engine, script = _arc(WINDOWS_KEYS, platform="win32")
+    script.queue(_challenge("Basic realm=C:\\Users\\Public\\agent.key"))
+
+    check(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        "arc_invalid_key_file",
+        ManagedIdentitySource.AZURE_ARC,
+        status=401,
+    )
+    assert script.reads == []
+
+
+def test_arc_accepts_a_key_file_name_with_spaced_dots(tmp_path: Any) -> None:
+    # ".." is refused as a path component, not as text inside a file name
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent .. 1.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc"),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [f"{tmp_path}/agent .. 1.key"]
+
+
+def test_an_arc_answer_for_another_identity_is_a_failed_200_from_azure_arc(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path), client_id="wanted-client")
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc", client_id="other-client"),
+    )
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "arc_identity_not_confirmed", ManagedIdentitySource.AZURE_ARC, status=200)
+
+
+def test_an_arc_connection_failure_is_retried_before_any_challenge(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(
+        TransportFailure("connect", "refused"),
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc"),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.sleeps == [1.0] and len(script.sent) == 3
+
+
+def test_arc_found_by_its_agent_names_the_endpoint_when_it_never_answers() -> None:
+    clock = Clock()
+    credential_engine = engine({}, clock, _platform="linux", _path_exists=lambda path: True, retry_total=0)
+    script = Script(clock).queue(TransportFailure("connect", "refused"))
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check(error, "endpoint_unreachable", ManagedIdentitySource.AZURE_ARC)
+    assert "at the endpoint (http://127.0.0.1:40342/metadata/identity/oauth2/token)" in str(error)
+
+
+# -------------------------------------------- through the credential, both faces, against the emulator
+
+
 ARM = "https://management.azure.com/.default"
+
+
 IDENTITY = UserAssignedIdentity(
     client_id="12121212-1111-1111-1111-111111111111",
     object_id="34343434-2222-2222-2222-222222222222",
@@ -24,7 +186,7 @@ def challenge(path: str) -> Fault:
 
 
 def test_arc_answers_the_challenge_with_the_key_file(face: Any, emulator_factory: Any) -> None:
-    # What both requests share: test_credential_sources.py::test_source_returns_a_token_for_the_audience_and_sends_its_exact_request
+    # What both requests share: test_spec.py::test_source_returns_a_token_for_the_audience_and_sends_its_exact_request
     emulator = emulator_factory("azure_arc")
     credential = face.credential(emulator)
 
@@ -33,12 +195,6 @@ def test_arc_answers_the_challenge_with_the_key_file(face: Any, emulator_factory
     first, second = emulator.requests
     assert "authorization" not in first.headers
     assert second.headers["authorization"].startswith("Basic ")
-
-
-def test_arc_is_detected_by_the_himds_file(face: Any) -> None:
-    credential = face.credential(_environ={}, _path_exists=lambda path: path == "/opt/azcmagent/bin/himds")
-
-    assert credential.source is ManagedIdentitySource.AZURE_ARC
 
 
 def _key_file(directory: str, name: str = "token.key", content: str = "k" * 64) -> str:

@@ -1,36 +1,110 @@
-"""Service Fabric through the public credential, both faces: HTTPS pinned to IDENTITY_SERVER_THUMBPRINT."""
+"""Service Fabric (``_engine/sources/service_fabric.py``): the capabilities and the revocation hash in the request its
+spec builds, its rules through the scripted driver (tests/engine/scripted.py, no sockets), then through the public
+credential on both faces against the emulator over HTTPS (``tls_cert``). Its request (pinned to
+IDENTITY_SERVER_THUMBPRINT, with the secret header), with every source's: test_spec.py."""
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityError
+from msi_credential._engine.effects import TransportFailure
+from msi_credential._engine.sources import RequestParts
+from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
+from ..scripted import Clock, Script, engine, token_response
+from .support import RESOURCE, SERVICE_FABRIC, build, failure
+
+# ----------------------------------------------------------------------------------------- the request
+
+
+def test_service_fabric_sends_xms_cc_when_capabilities_are_set() -> None:
+    parts = RequestParts(
+        resource=RESOURCE, connect_timeout=2.0, read_timeout=10.0, capabilities=("cp1", "cp2")
+    )
+    request = build(S.SERVICE_FABRIC, parts=parts)
+    assert request.params == (
+        ("api-version", "2020-05-01"),
+        ("resource", RESOURCE),
+        ("xms_cc", "cp1,cp2"),
+    )
+
+
+def test_service_fabric_sends_token_sha256_to_refresh_for_revocation() -> None:
+    digest = "a" * 64
+    parts = RequestParts(
+        resource=RESOURCE,
+        connect_timeout=2.0,
+        read_timeout=10.0,
+        capabilities=("cp1",),
+        token_sha256_to_refresh=digest,
+        claims='{"access_token":{"nbf":{"essential":true}}}',
+    )
+    request = build(S.SERVICE_FABRIC, parts=parts)
+    assert request.params == (
+        ("api-version", "2020-05-01"),
+        ("resource", RESOURCE),
+        ("xms_cc", "cp1"),
+        ("token_sha256_to_refresh", digest),
+    )
+    assert "claims" not in dict(request.params)
+
+
+# ------------------------------------------------------------------------ the engine's rules, scripted
+
+
+def test_service_fabric_sends_client_capabilities_as_xms_cc() -> None:
+    clock = Clock()
+    script = Script(clock).queue(token_response("sf"))
+
+    script.run(engine(SERVICE_FABRIC, clock, client_capabilities=["cp1", "cp2"]).acquire(RESOURCE))
+
+    assert dict(script.sent[0].params)["xms_cc"] == "cp1,cp2"
+
+
+def test_a_plain_refresh_on_service_fabric_names_no_token_to_revoke() -> None:
+    clock = Clock()
+    credential_engine = engine(SERVICE_FABRIC, clock)
+    script = Script(clock).queue(token_response("old"), token_response("new"))
+    old = script.run(credential_engine.acquire(RESOURCE))
+    assert old.refresh_on is not None
+    clock.now = old.refresh_on
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "new"
+    assert all("token_sha256_to_refresh" not in dict(request.params) for request in script.sent)
+
+
+def test_a_certificate_pin_mismatch_says_nothing_was_sent() -> None:
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("pin_mismatch", "sha1 differs"))
+
+    error = failure(script, engine(SERVICE_FABRIC, clock).acquire(RESOURCE))
+
+    assert error.error_code == "thumbprint_mismatch" and len(script.sent) == 1
+    assert str(error).startswith(
+        "Service Fabric managed identity endpoint: the server certificate does not match "
+        "IDENTITY_SERVER_THUMBPRINT; nothing was sent"
+    )
+
+
+# -------------------------------------------- through the credential, both faces, against the emulator
+
+
 VAULT = "https://vault.azure.net/.default"
+
+
 IDENTITY = UserAssignedIdentity(
     client_id="aaaaaaaa-1111-1111-1111-111111111111",
     object_id="bbbbbbbb-2222-2222-2222-222222222222",
     resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/a",
 )
+
+
 TOKEN_PATH = "/metadata/identity/oauth2/token"
-
-
-@pytest.fixture
-def tls_cert(tmp_path: Path) -> tuple[str, str]:
-    """A server certificate for 127.0.0.1 from a throwaway CA."""
-    authority = trustme.CA()
-    server = authority.issue_cert("127.0.0.1", "localhost")
-    cert = tmp_path / "cert.pem"
-    key = tmp_path / "key.pem"
-    server.cert_chain_pems[0].write_to_path(str(cert))
-    server.private_key_pem.write_to_path(str(key))
-    return str(cert), str(key)
 
 
 def test_service_fabric_thumbprint_may_have_colons_and_upper_case(

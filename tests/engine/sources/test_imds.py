@@ -1,0 +1,266 @@
+"""IMDS (``_engine/sources/imds.py``; VMs, AKS, Container Instances): its spec's rule for a first contact, its rules
+through the scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces
+against the emulator. Its request, with every source's: test_spec.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from msi_credential import CredentialUnavailableError, ManagedIdentityError
+from msi_credential._engine.effects import TransportFailure
+from msi_credential._engine.sources import SPECS
+from msi_credential._source import ManagedIdentitySource as S
+from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
+
+from ..scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
+from .support import RESOURCE, failure
+
+# -------------------------------------------------------------------------------------------- the spec
+
+
+def test_imds_first_contact_fails_fast_except_through_pod_identity() -> None:
+    from msi_credential._engine.detection import SourceConfig
+
+    absence = SPECS[S.IMDS].absence
+    assert absence is not None
+    assert (absence.code, absence.first_connect_timeout) == ("imds_unreachable", 1.0)
+    assert absence.fails_fast(SourceConfig(S.IMDS, "http://127.0.0.1:1/t"))
+    assert not absence.fails_fast(SourceConfig(S.IMDS, "http://127.0.0.1:1/t", pod_identity=True))
+
+
+# ------------------------------------------------------------------------ the engine's rules, scripted
+
+
+def test_imds_gone_is_retried_on_the_ten_second_schedule() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(410), error_response(410), token_response("imds"))
+
+    assert script.run(engine(IMDS, clock).acquire(RESOURCE)).token == "imds"
+    assert script.sleeps == [10.0, 10.0]
+
+
+def test_imds_retries_a_404_that_other_sources_raise() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(404), token_response("imds"), error_response(404))
+
+    assert script.run(engine(IMDS, clock).acquire(RESOURCE)).token == "imds"
+    assert script.sleeps == [1.0]
+    assert failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE)).status_code == 404
+    assert script.sleeps == [1.0]
+
+
+def _default_imds(monkeypatch: pytest.MonkeyPatch) -> None:
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
+
+
+def test_imds_keeps_the_connection_timeout_keyword_after_its_first_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _default_imds(monkeypatch)
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), token_response("imds"))
+
+    script.run(engine({}, clock, connection_timeout=0.5).acquire(RESOURCE))
+
+    assert [request.connect_timeout for request in script.sent] == [0.5, 0.5]
+
+
+def test_imds_that_answered_once_retries_a_later_connection_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    _default_imds(monkeypatch)
+    clock = Clock()
+    script = Script(clock).queue(
+        error_response(503), TransportFailure("connect", "refused"), token_response("imds")
+    )
+
+    assert script.run(engine({}, clock).acquire(RESOURCE)).token == "imds"
+    assert script.sleeps == [1.0, 2.0]
+
+
+def test_the_first_imds_contact_failure_names_the_endpoint_and_the_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("connect_timeout", "timed out"))
+
+    error = failure(script, engine({}, clock).acquire(RESOURCE, in_chain=True))
+
+    assert isinstance(error, CredentialUnavailableError) and error.error_code == "imds_unreachable"
+    assert str(error).startswith(
+        "IMDS did not answer at http://127.0.0.1:9/metadata/identity/oauth2/token (timed out); "
+        "managed identity is not available here"
+    )
+    assert len(script.sent) == 1
+
+
+def test_a_pod_identity_imds_that_never_answers_is_unavailable_naming_its_variable() -> None:
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("connect", "refused"))
+
+    error = failure(script, engine(IMDS, clock, retry_total=0).acquire(RESOURCE))
+
+    assert isinstance(error, CredentialUnavailableError) and error.error_code == "imds_unreachable"
+    assert str(error).startswith(
+        "IMDS at AZURE_POD_IDENTITY_AUTHORITY_HOST (http://127.0.0.1:9/metadata/identity/oauth2/token) "
+        "did not answer after 1 attempt(s): refused"
+    )
+
+
+# -------------------------------------------- through the credential, both faces, against the emulator
+
+
+STORAGE = "https://storage.azure.com/.default"
+
+
+IDENTITY = UserAssignedIdentity(
+    client_id="11111111-1111-1111-1111-111111111111",
+    object_id="22222222-2222-2222-2222-222222222222",
+    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u",
+)
+
+
+def test_imds_token_is_issued_by_sts_and_lives_about_an_hour(face: Any, emulator_factory: Any) -> None:
+    # The request itself: test_spec.py::test_source_returns_a_token_for_the_audience_and_sends_its_exact_request
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+
+    token = credential.get_token(STORAGE)
+
+    claims = decode_jwt(token.token)
+    assert claims["iss"].startswith("https://sts.windows.net/")
+    assert token.expires_on > time.time() + 3000
+
+
+def test_imds_identity_config_spelling_is_accepted(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds", identities=[IDENTITY])
+    credential = face.credential(emulator, identity_config={"object_id": IDENTITY.object_id})
+
+    credential.get_token(STORAGE)
+
+    assert emulator.requests[0].query["object_id"] == IDENTITY.object_id
+
+
+@pytest.mark.parametrize(
+    ("faults", "scope", "code", "unavailable", "sleeps"),
+    [
+        pytest.param(
+            [
+                Fault(
+                    400,
+                    {"error": "invalid_resource", "error_description": "AADSTS500011: resource not found"},
+                )
+            ],
+            "https://nope.example/.default",
+            "invalid_resource",
+            False,
+            [],
+            id="invalid_resource-fails",
+        ),
+        pytest.param(
+            [
+                Fault(404, "<html>not here</html>", {"Content-Type": "text/html"}),
+                *[Fault(404, "<html/>")] * 3,
+            ],
+            STORAGE,
+            "imds_unreachable",
+            True,
+            [1.0, 2.0, 4.0],
+            id="non_json-means-not-imds",
+        ),
+        pytest.param(
+            [Fault(403, {"error": "forbidden", "error_description": "no"})],
+            STORAGE,
+            "forbidden",
+            False,
+            [],
+            id="bad_request-is-not-retried",
+        ),
+    ],
+)
+def test_imds_error_answer_fails_or_means_no_imds(
+    face: Any,
+    emulator_factory: Any,
+    faults: list[Fault],
+    scope: str,
+    code: str,
+    unavailable: bool,
+    sleeps: list[float],
+) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(*faults)
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(scope)
+
+    assert caught.value.error_code == code
+    assert isinstance(caught.value, CredentialUnavailableError) is unavailable
+    assert len(emulator.requests) == len(sleeps) + 1  # retried (404 is, for IMDS), or not
+    assert face.sleeps == sleeps
+
+
+def test_imds_unreachable_is_unavailable_at_once(face: Any, unused_port: int) -> None:
+    credential = face.credential(
+        _environ={"AZURE_POD_IDENTITY_AUTHORITY_HOST": f"http://127.0.0.1:{unused_port}"}, retry_total=0
+    )
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "imds_unreachable"
+
+
+@pytest.mark.parametrize("supplied", [False, True], ids=["own_transport", "supplied_requests_transport"])
+def test_imds_redirect_at_first_contact_is_an_unexpected_redirect(
+    face: Any, emulator_factory: Any, supplied: bool
+) -> None:
+    """A 3xx with a JSON body is IMDS refusing by redirect, on both faces. requests reads a redirect's body before
+    handing the response back (a plain session does, even with redirects off): the body must not look empty."""
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(301, {"error": "moved"}, {"Location": "http://127.0.0.1:9/steal"}))
+    kwargs: dict[str, Any] = {}
+    if supplied:
+        from azure.core.pipeline.transport import AsyncioRequestsTransport, RequestsTransport
+
+        kwargs["transport"] = AsyncioRequestsTransport() if face.is_async else RequestsTransport()
+    credential = face.credential(emulator, **kwargs)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "unexpected_redirect"
+    assert not isinstance(caught.value, CredentialUnavailableError)
+    assert caught.value.status_code == 301
+    assert len(emulator.requests) == 1
+
+
+def test_imds_gone_is_retried_seven_times_ten_seconds_apart(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(*[Fault(410)] * 7)
+    credential = face.credential(emulator)
+
+    credential.get_token(STORAGE)
+
+    assert len(emulator.requests) == 8
+    assert face.sleeps == [10.0] * 7
+
+
+def test_imds_claims_bypass_the_cache(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    credential = face.credential(emulator)
+
+    first = credential.get_token(STORAGE)
+    second = credential.get_token(STORAGE, claims='{"access_token":{"nbf":{"essential":true}}}')
+    third = credential.get_token(STORAGE)
+
+    assert emulator.tokens_issued == 2
+    assert first.token != second.token
+    assert third.token == second.token
+    assert "claims" not in emulator.requests[1].query
