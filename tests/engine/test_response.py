@@ -29,7 +29,9 @@ from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault
 
 from ..faces.support import STORAGE, failure
-from .scripted import answer, error_fields, error_for, is_failed, raised
+from .scripted import APP_SERVICE, Clock, Script, answer, engine, error_fields, error_for, is_failed, raised
+from .sources.support import RESOURCE
+from .sources.support import failure as scripted_failure
 
 START = 1_700_000_000.0
 TOKEN = "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.secret-token-payload."
@@ -716,3 +718,18 @@ def test_text_plain_json_is_accepted(face: Any, emulator_factory: Any) -> None:
     credential = face.credential(emulator)
 
     assert credential.get_token(STORAGE).token == "aci-token"
+
+
+# Hand-off for test_response.py of tests/engine (``_engine/response.py``), through the scripted driver
+# (tests/engine/scripted.py): a 200 without a token is an error of the source. From test_engine_rules.py (the
+# sources helper, issue 27).
+
+
+def test_a_token_answer_without_a_token_is_an_error_of_the_source() -> None:
+    clock = Clock()
+    body = json.dumps({"expires_in": 3600}).encode()
+    script = Script(clock).queue(Response(200, {"content-type": "application/json"}, body))
+
+    error = scripted_failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE))
+
+    assert error.source is ManagedIdentitySource.APP_SERVICE and error.status_code == 200

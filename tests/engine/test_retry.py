@@ -4,6 +4,7 @@ statuses are retried, delays, Retry-After, deadline), called directly with an in
 
 from __future__ import annotations
 
+import email.utils
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from typing import Literal, Optional
@@ -11,6 +12,9 @@ from typing import Literal, Optional
 import pytest
 
 from msi_credential._engine.retry import RetrySchedule, RetrySettings, retry_after
+
+from .scripted import APP_SERVICE, Clock, Script, engine, error_response, token_response
+from .sources.support import RESOURCE
 
 NOW = 1_700_000_000.0
 Profile = Literal["imds", "standard"]
@@ -266,3 +270,18 @@ def test_deadline_is_configurable() -> None:
 )
 def test_retry_after_headers_give_the_server_delay(headers: dict[str, str], delay: Optional[float]) -> None:
     assert retry_after(headers, now=0.0) == delay
+
+
+# Hand-off for test_retry.py of tests/engine (``_engine/retry.py``), through the scripted driver
+# (tests/engine/scripted.py): a Retry-After date counts from the injected clock. From test_engine_rules.py (the
+# sources helper, issue 27).
+
+
+def test_a_retry_after_date_is_counted_from_the_injected_clock() -> None:
+    clock = Clock()
+    later = email.utils.formatdate(clock.now + 5, usegmt=True)
+    script = Script(clock).queue(error_response(503, {"retry-after": later}), token_response("t"))
+
+    script.run(engine(APP_SERVICE, clock).acquire(RESOURCE))
+
+    assert script.sleeps == [5.0]

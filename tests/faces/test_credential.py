@@ -6,6 +6,7 @@ against the emulator; the async face without aiohttp in a child interpreter."""
 from __future__ import annotations
 
 import logging
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
-from msi_credential.emulator import Fault
+from msi_credential.emulator import Emulator, Fault
 
 from .support import STORAGE, secrets_of
 
@@ -202,3 +203,21 @@ def test_secrets_never_reach_logs_errors_or_reprs(
     for text in texts:
         assert secret not in text
         assert token not in text
+
+
+# Hand-off for test_credential.py of tests/faces (``_credential.py``): a pickled credential keeps the AKS token
+# proxy opt-in. From test_token_proxy.py (the sources helper, issue 27).
+
+
+@pytest.fixture
+def proxy(emulator_factory: Any) -> Emulator:
+    started: Emulator = emulator_factory("workload_identity", token_proxy=True)
+    return started
+
+
+def test_a_pickled_credential_keeps_the_opt_in(proxy: Emulator) -> None:
+    from msi_credential import ManagedIdentityCredential
+
+    credential = ManagedIdentityCredential(enable_azure_proxy=True, share_cache=False)
+    copy = pickle.loads(pickle.dumps(credential))
+    assert copy._arguments["enable_azure_proxy"] is True

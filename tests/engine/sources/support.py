@@ -7,9 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-import pytest
-
-from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
 from msi_credential._engine.detection import SourceConfig
 from msi_credential._engine.effects import KeyFileResult, Request
 from msi_credential._engine.flow import Engine
@@ -18,7 +15,9 @@ from msi_credential._engine.record import replace
 from msi_credential._engine.sources import SPECS, RequestParts
 from msi_credential._source import ManagedIdentitySource as S
 
-from ..scripted import APP_SERVICE, ARC, IMDS, Clock, Script, engine
+from ..scripted import APP_SERVICE, ARC, IMDS, Clock, engine
+from ..scripted import check_error as check  # noqa: F401 - the sources' tests import it from here
+from ..scripted import failure as failure
 
 RESOURCE = "https://storage.azure.com"
 
@@ -116,30 +115,6 @@ def shared(environ: dict[str, str], clock: Clock, **kwargs: Any) -> Engine:
 def assertion(content: str = "federated-assertion") -> KeyFileResult:
     """The federated token file's content, as the driver reads it for workload identity."""
     return KeyFileResult(content=content)
-
-
-def check(
-    error: BaseException,
-    code: str,
-    source: ManagedIdentitySource,
-    *,
-    status: Optional[int] = None,
-    unavailable: bool = False,
-) -> None:
-    """The error contract: a ManagedIdentityError, unavailable or failed, with its code, status, source and a message."""
-    assert isinstance(error, ManagedIdentityError)
-    assert isinstance(error, CredentialUnavailableError) is unavailable
-    assert error.error_code == code
-    assert error.status_code == status
-    assert error.source is source
-    assert str(error)
-
-
-def failure(script: Script, flow: Any) -> ManagedIdentityError:
-    """The error a flow ends with, run by the script."""
-    with pytest.raises(ManagedIdentityError) as caught:
-        script.run(flow)
-    return caught.value
 
 
 # --- environments -----------------------------------------------------------------------------------------------------

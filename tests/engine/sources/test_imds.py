@@ -8,14 +8,35 @@ import time
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ClientAuthenticationError
 
-from msi_credential import CredentialUnavailableError, ManagedIdentityError
-from msi_credential._engine.effects import TransportFailure
+from msi_credential import (
+    CredentialUnavailableError,
+    ManagedIdentityCredential,
+    ManagedIdentityError,
+    ManagedIdentitySource,
+)
+from msi_credential._engine.effects import Response, TransportFailure
+from msi_credential._engine.response import error_from_response
 from msi_credential._engine.sources import SPECS
 from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
-from ..scripted import APP_SERVICE, IMDS, Clock, Script, engine, error_response, token_response
+from ...faces.support import RefusingTransport
+from ..scripted import (
+    APP_SERVICE,
+    IMDS,
+    Clock,
+    Script,
+    answer,
+    engine,
+    error_fields,
+    error_for,
+    error_response,
+    is_failed,
+    token_response,
+)
+from ..test_response import IMDS_BODY
 from .support import RESOURCE, failure
 
 # -------------------------------------------------------------------------------------------- the spec
@@ -264,3 +285,151 @@ def test_imds_claims_bypass_the_cache(face: Any, emulator_factory: Any) -> None:
     assert first.token != second.token
     assert third.token == second.token
     assert "claims" not in emulator.requests[1].query
+
+
+# Hand-off from the engine helper (issue 27), to fold into test_imds.py of this folder: IMDS's own reading of
+# error answers (``sources/imds.py`` ``read_error``: 403 "unreachable", 400 invalid resource or no such
+# identity).  Moved from test_response.py, test_engine_parsing_rules.py and test_engine_messages_and_edges.py
+# (the tests folder's root, before issue 27).
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "error": "forbidden",
+            "error_description": "A socket operation was attempted to an unreachable network",
+        },
+        {"message": "Network UNREACHABLE"},
+    ],
+)
+def test_imds_403_containing_unreachable_is_unavailable(body: dict[str, Any]) -> None:
+    error = error_from_response(answer(403, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "imds_unreachable"
+
+
+def test_imds_403_plain_text_unreachable_docker_desktop_is_unavailable() -> None:
+    body = b"connecting to 169.254.169.254:80: dial tcp: A socket operation was attempted to an unreachable network."
+    error = error_from_response(answer(403, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "imds_unreachable"
+
+
+def test_imds_other_403_is_failed() -> None:
+    error = error_from_response(
+        answer(403, {"error": "forbidden", "error_description": "nope"}), source=S.IMDS
+    )
+    assert is_failed(error)
+    assert error.error_code == "forbidden"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error": "invalid_resource", "error_description": "bad resource"},
+        {
+            "error": "invalid_request",
+            "error_description": "AADSTS500011: The resource principal was not found",
+        },
+        {"error": "invalid_request", "error_description": "AADSTS50001: The application was not found"},
+    ],
+)
+def test_imds_400_invalid_resource_is_failed_invalid_resource(body: dict[str, Any]) -> None:
+    error = error_from_response(answer(400, body), source=S.IMDS)
+    assert is_failed(error)
+    assert error.error_code == "invalid_resource"
+    assert error.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        IMDS_BODY,
+        {"error": "invalid_request", "error_description": "Multiple user assigned identities exist"},
+        {},
+    ],
+)
+def test_imds_other_400_is_unavailable_identity_not_found(body: dict[str, Any]) -> None:
+    error = error_from_response(answer(400, body), source=S.IMDS)
+    assert isinstance(error, CredentialUnavailableError)
+    assert error.error_code == "identity_not_found"
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "code"),
+    [
+        (404, {"error": "not_found"}, "not_found"),
+        (500, {"error": "internal_error", "error_description": "boom"}, "internal_error"),
+        (429, {}, "http_429"),
+        (401, {"error": "unauthorized"}, "unauthorized"),
+    ],
+)
+def test_imds_other_json_errors_are_failed(status: int, body: dict[str, Any], code: str) -> None:
+    error = error_from_response(answer(status, body), source=S.IMDS)
+    assert is_failed(error)
+    assert error.error_code == code
+
+
+def test_imds_unreachable_403_says_imds_is_unreachable_from_this_host() -> None:
+    error = error_for(403, b'{"error_description": "Destination unreachable"}', S.IMDS)
+    assert error.error_code == "imds_unreachable"
+    assert error.message == "IMDS is unreachable from this host (HTTP 403): Destination unreachable"
+
+
+def test_imds_400_whose_server_code_is_an_unknown_resource_is_invalid_resource() -> None:
+    # the AADSTS code may come as the error code alone, with a description that does not repeat it
+    error = error_for(400, b'{"error": "AADSTS500011", "error_description": "no such app"}', S.IMDS)
+    assert error.error_code == "invalid_resource"
+    assert error.message == "IMDS refused the resource (HTTP 400, AADSTS500011): no such app"
+
+
+def test_imds_400_without_a_server_code_is_identity_not_found_not_a_resource_problem() -> None:
+    error = error_for(400, b'{"error_description": "None of the identities match"}', S.IMDS)
+    assert error.error_code == "identity_not_found"
+
+
+def test_imds_400_for_an_unknown_identity_says_so() -> None:
+    body = b'{"error": "invalid_request", "error_description": "Identity not found"}'
+    error = error_from_response(Response(400, {}, body), source=S.IMDS)
+
+    assert error_fields(error) == (
+        True,
+        "identity_not_found",
+        400,
+        S.IMDS,
+        "IMDS has no such identity assigned (identity not found) (HTTP 400, invalid_request): Identity not found",
+    )
+
+
+# IMDS's rules through the sync credential (from the former test_credential_common.py): where nothing answers at
+# the IMDS address, inside a credential chain and on its own. The network is a transport that refuses every
+# request.
+
+
+def test_not_on_azure_in_a_credential_chain_is_unavailable_without_retries(in_credential_chain: None) -> None:
+    transport = RefusingTransport()
+    credential = ManagedIdentityCredential(_environ={}, transport=transport, _sleep=lambda s: None)
+    assert credential.source is ManagedIdentitySource.IMDS
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert isinstance(caught.value, ClientAuthenticationError)
+    [(request, options)] = transport.requests
+    assert request.url.startswith("http://169.254.169.254/metadata/identity/oauth2/token?")
+    assert options["connection_timeout"] == 1.0
+
+
+def test_not_on_azure_on_its_own_is_unavailable_after_the_normal_timeouts_and_retries() -> None:
+    sleeps: list[float] = []
+    transport = RefusingTransport()
+    credential = ManagedIdentityCredential(_environ={}, transport=transport, _sleep=sleeps.append)
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert [options["connection_timeout"] for _, options in transport.requests] == [2.0] * 4
+    assert sleeps == [1.0, 2.0, 4.0]

@@ -22,11 +22,14 @@ import trustme
 from msi_credential import CredentialUnavailableError, ManagedIdentityError, ManagedIdentitySource
 from msi_credential._engine.effects import KeyFileResult, ReadAssertion, ReadProxyCA
 from msi_credential._engine.flow import Engine
+from msi_credential._engine.identity import Identity
+from msi_credential._engine.sources import workload_identity
 from msi_credential._setup import build_engine
 from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import TOKEN_PROXY_SERVER_NAME, Emulator, Fault, UserAssignedIdentity, decode_jwt
 
 from ..scripted import Clock, Response, Script, Send, TransportFailure, engine, error_response, token_response
+from ..test_detection import _workload, run
 from .support import (
     RESOURCE,
     TOKEN_FILE,
@@ -1351,3 +1354,17 @@ def test_without_the_opt_in_the_variables_are_ignored(face: Any, proxy: Emulator
     assert caught.value.error_code == "endpoint_unreachable"
     assert "AZURE_AUTHORITY_HOST" in caught.value.message
     assert proxy.requests == []
+
+
+# Hand-off from the engine helper (issue 27), to fold into test_workload_identity.py of this folder: workload
+# identity's own check before any request (``sources/workload_identity.py`` ``check``).  Moved from
+# test_engine_messages_and_edges.py (the tests folder's root, before issue 27).
+
+
+def test_workload_identity_without_a_client_id_says_how_to_give_one() -> None:
+    config = run(_workload())
+
+    assert workload_identity.check(config, Identity("client_id", None)) == (
+        "missing_client_id",
+        "workload identity needs a client id: pass client_id= or set AZURE_CLIENT_ID",
+    )
