@@ -208,8 +208,8 @@ def test_sample_says_what_to_do_without_azurite(tmp_path: Path) -> None:
     assert result.stdout == ""
 
 
-# Hand-off from test_cli_az.py (to fold into tests/test_samples.py): every sample and the benchmark answer
-# --help without running, and the benchmark without the dev extra says what to install.
+# Every sample and the benchmark answer --help without running, and the benchmark without the dev extra says what to
+# install.
 
 BENCHMARK = ROOT / "benchmarks" / "compare.py"
 

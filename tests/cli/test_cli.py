@@ -922,8 +922,8 @@ def test_demo_without_the_emulator_extra_runs_and_says_what_to_install(
         assert rows[source].endswith("https://storage.azure.com"), rows[source]
 
 
-# msi_credential/cli.py (from the former test_diagnostics.py and test_observability.py): ``detect`` asks
-# get_managed_identity_source and shows the token proxy, ``token`` says where its token came from.
+# msi_credential/cli.py: ``detect`` asks get_managed_identity_source and shows the token proxy, ``token`` says where
+# its token came from.
 
 
 @pytest.fixture
@@ -1006,8 +1006,7 @@ def test_cli_token_shows_where_the_token_came_from(
     assert logging.getLogger("msi_credential").level == logging.DEBUG  # caplog's; the CLI restored it
 
 
-# Hand-off for test_cli.py of tests/cli (``cli.py``): ``msi-credential demo`` includes the AKS token proxy. From
-# test_token_proxy.py (the sources helper, issue 27).
+# ``msi-credential demo`` includes the AKS token proxy.
 
 
 def test_demo_includes_the_token_proxy(capsys: pytest.CaptureFixture[str]) -> None:

@@ -696,8 +696,7 @@ def test_the_shell_form_of_an_expired_assertion_does_not_call_it_fresh(emulate: 
     assert any("the federated token file holds an expired client assertion" in line for line in lines)
 
 
-# Hand-off for test_cli.py of tests/emulator (``emulator/_cli.py``): ``msi-credential emulate --token-proxy``.
-# From test_token_proxy.py (the sources helper, issue 27).
+# ``msi-credential emulate --token-proxy``.
 
 
 @pytest.fixture

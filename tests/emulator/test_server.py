@@ -301,8 +301,7 @@ def test_fail_randomly_is_thread_safe(emulator_factory: Any) -> None:
     assert len(emulator.requests) == 160
 
 
-# Hand-off for test_server.py of tests/emulator (``emulator/_server.py``): only the token proxy emulator rotates
-# a CA. From test_token_proxy.py (the sources helper, issue 27).
+# Only the token proxy emulator rotates a CA.
 
 
 def test_rotate_proxy_ca_needs_the_token_proxy(emulator_factory: Any) -> None:

@@ -441,8 +441,8 @@ def test_a_sweep_racing_another_sweep_for_the_same_entry_does_not_raise() -> Non
     assert dict(bucket) == {}
 
 
-# msi_credential/_engine/cache.py through both faces (from the former test_credential_common.py): the process-
-# wide cache one identity's credentials share, and errors that are not cached.
+# msi_credential/_engine/cache.py through both faces: the process-wide cache one identity's credentials share, and
+# errors that are not cached.
 
 
 def test_credentials_of_one_identity_share_the_process_cache(face: Any, emulator_factory: Any) -> None:

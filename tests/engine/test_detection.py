@@ -1415,9 +1415,7 @@ def test_the_ca_is_checked_before_the_server_name() -> None:
     assert config.problem is not None and config.problem[0] == "invalid_token_proxy_ca"
 
 
-# Hand-off for test_detection.py of tests/engine (``_engine/detection.py``): which source detection picks, and
-# the AKS token proxy's detection rules. From test_token_proxy.py, test_credential_workload_identity.py and
-# test_credential_azure_arc.py (the sources helper, issue 27).
+# Which source detection picks, and the AKS token proxy's detection rules, through the credential.
 
 STORAGE = "https://storage.azure.com/.default"
 

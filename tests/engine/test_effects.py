@@ -1,5 +1,4 @@
-"""Hand-off for test_effects.py of tests/engine (``_engine/effects.py``): a Request's repr hides its secrets. From
-test_sources.py (the sources helper, issue 27)."""
+"""A Request's repr hides its secrets."""
 
 from __future__ import annotations
 

@@ -576,8 +576,8 @@ def test_credentials_with_different_client_capabilities_do_not_share_cached_toke
     assert len(script.sent) == 2
 
 
-# The x-ms-client-request-id, which msi_credential/_engine/flow.py decides per attempt and names in its errors
-# (from the former test_diagnostics.py). Both faces against the emulator.
+# The x-ms-client-request-id, which msi_credential/_engine/flow.py decides per attempt and names in its errors. Both
+# faces against the emulator.
 
 
 def entra_error(correlation_id: str) -> dict[str, Any]:
@@ -677,12 +677,10 @@ def test_a_successful_request_carries_an_id(face: Any, emulator_factory: Any) ->
     assert emulator.requests[0].headers["x-ms-client-request-id"]
 
 
-# Hand-off for test_flow.py of tests/engine (``_engine/flow.py``), through the scripted driver
-# (tests/engine/scripted.py, no sockets, an injected clock): client request ids, the time left handed to the
-# transport, the cache windows and serving a cached token after a failed refresh, the effects on the opt-in
-# machine cache (what is looked up and stored, and when; the entries' names), and what the transport failure
-# messages show. From test_engine_rules.py and test_engine_machine_and_proxy_rules.py (the sources helper, issue
-# 27), written against the surviving mutants of ``flow.py`` (docs/mutation.md).
+# Through the scripted driver (tests/engine/scripted.py, no sockets, an injected clock): client request ids, the time
+# left handed to the transport, the cache windows and serving a cached token after a failed refresh, the effects on
+# the opt-in machine cache (what is looked up and stored, and when; the entries' names), and what the transport
+# failure messages show; written against the surviving mutants of ``flow.py`` (docs/mutation.md).
 
 OTHER_RESOURCE = "https://vault.azure.net"
 

@@ -673,9 +673,8 @@ def test_a_server_error_code_becomes_snake_case_of_at_most_64_characters() -> No
     assert snake_case("a" * 100) == "a" * 64
 
 
-# msi_credential/_engine/response.py through both faces (from the former test_credential_common.py): a 2xx
-# answer that is not a usable token is a typed error, a body over one mebibyte is refused, JSON served as
-# text/plain is read.
+# msi_credential/_engine/response.py through both faces: a 2xx answer that is not a usable token is a typed error, a
+# body over one mebibyte is refused, JSON served as text/plain is read.
 
 
 @pytest.mark.parametrize(
@@ -720,9 +719,7 @@ def test_text_plain_json_is_accepted(face: Any, emulator_factory: Any) -> None:
     assert credential.get_token(STORAGE).token == "aci-token"
 
 
-# Hand-off for test_response.py of tests/engine (``_engine/response.py``), through the scripted driver
-# (tests/engine/scripted.py): a 200 without a token is an error of the source. From test_engine_rules.py (the
-# sources helper, issue 27).
+# Through the scripted driver (tests/engine/scripted.py): a 200 without a token is an error of the source.
 
 
 def test_a_token_answer_without_a_token_is_an_error_of_the_source() -> None:

@@ -272,9 +272,7 @@ def test_retry_after_headers_give_the_server_delay(headers: dict[str, str], dela
     assert retry_after(headers, now=0.0) == delay
 
 
-# Hand-off for test_retry.py of tests/engine (``_engine/retry.py``), through the scripted driver
-# (tests/engine/scripted.py): a Retry-After date counts from the injected clock. From test_engine_rules.py (the
-# sources helper, issue 27).
+# Through the scripted driver (tests/engine/scripted.py): a Retry-After date counts from the injected clock.
 
 
 def test_a_retry_after_date_is_counted_from_the_injected_clock() -> None:

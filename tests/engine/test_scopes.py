@@ -150,8 +150,8 @@ def test_an_unusable_scope_is_refused_in_these_words(scope: str) -> None:
     )
 
 
-# msi_credential/_engine/scopes.py through both faces (from the former test_credential_common.py): bad scopes
-# are ValueErrors before any request, and a scope without /.default is the resource.
+# Msi_credential/_engine/scopes.py through both faces: bad scopes are ValueErrors before any request, and a scope
+# without /.default is the resource.
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""What the face tests and their hand-offs share: transports that open no connection, the secrets an emulated
+"""What the face tests and the tests of the engine and the transport through the faces share: transports that open no connection, the secrets an emulated
 source holds, and the error a failing get_token raises."""
 
 from __future__ import annotations

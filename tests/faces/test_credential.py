@@ -205,8 +205,7 @@ def test_secrets_never_reach_logs_errors_or_reprs(
         assert token not in text
 
 
-# Hand-off for test_credential.py of tests/faces (``_credential.py``): a pickled credential keeps the AKS token
-# proxy opt-in. From test_token_proxy.py (the sources helper, issue 27).
+# A pickled credential keeps the AKS token proxy opt-in.
 
 
 @pytest.fixture

@@ -42,9 +42,7 @@ def test_errors_pickle_with_their_request_id(face: Any, emulator_factory: Any) -
     assert copy.error_code == error.error_code
 
 
-# Hand-off from the engine helper (issue 27), to fold into test_errors.py of this folder: ``_errors.py``'s
-# errors pickle with their evidence.  Moved from the engine's test_response.py (the tests folder's root, before
-# issue 27).
+# ``_errors.py``'s errors pickle with their evidence.
 
 
 def test_errors_survive_pickling_with_their_evidence() -> None:

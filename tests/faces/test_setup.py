@@ -132,8 +132,7 @@ def test_telling_a_chain_call_imports_nothing() -> None:
     assert result.stdout.split() == ["False", "False"]
 
 
-# Hand-off for test_setup.py of tests/faces (``_setup.py``): the enable_azure_proxy argument. From
-# test_token_proxy.py (the sources helper, issue 27).
+# The enable_azure_proxy argument.
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])

@@ -1,6 +1,4 @@
-"""Hand-off for the tests of ``emulator/sources/token_proxy.py`` (tests/emulator/): azure-identity's own
-WorkloadIdentityCredential gets a token from the emulated AKS token proxy. From test_token_proxy.py (the sources
-helper, issue 27)."""
+"""Azure-identity's own WorkloadIdentityCredential gets a token from the emulated AKS token proxy."""
 
 from __future__ import annotations
 

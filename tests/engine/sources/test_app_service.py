@@ -57,9 +57,8 @@ def test_a_configuration_problem_is_raised_with_its_message() -> None:
     assert str(error).startswith("IDENTITY_ENDPOINT must be an http(s) URL to a loopback or link-local host")
 
 
-# Hand-off from the engine helper (issue 27), to fold into test_app_service.py of this folder: App Service's own
-# reading of error answers (``sources/app_service.py`` ``read_error``: a 400 naming the managed identity).
-# Moved from test_response.py and test_engine_parsing_rules.py (the tests folder's root, before issue 27).
+# App Service's own reading of error answers (``sources/app_service.py`` ``read_error``: a 400 naming the managed
+# identity).
 
 
 @pytest.mark.parametrize(

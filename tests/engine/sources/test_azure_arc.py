@@ -338,8 +338,7 @@ def test_arc_key_is_read_for_every_request(face: Any, emulator_factory: Any) -> 
     assert len(keys) == 2 and keys[0] != keys[1]
 
 
-# Azure Arc's key file stays secret (from the former test_secrets.py): the agent's echo of it is scrubbed. Both
-# faces against the emulator.
+# Azure Arc's key file stays secret: the agent's echo of it is scrubbed. Both faces against the emulator.
 
 
 def test_arc_key_echoed_by_the_agent_is_scrubbed(
@@ -365,11 +364,8 @@ def test_arc_key_echoed_by_the_agent_is_scrubbed(
     assert not [text for text in texts if key in text]
 
 
-# Hand-off from the engine helper (issue 27), to fold into test_azure_arc.py of this folder: Azure Arc's
-# challenge, key file and identity echo (``sources/azure_arc.py``), through the scripted driver of
+# Azure Arc's challenge, key file and identity echo (``sources/azure_arc.py``), through the scripted driver of
 # tests/engine/scripted.py or its functions. A comment above a test names the one-line change that it catches.
-# Moved from test_engine_flow.py, test_mutation_guards.py and test_engine_messages_and_edges.py (the tests
-# folder's root, before issue 27).
 
 
 LINUX_KEYS = "/var/opt/azcmagent/tokens"  # the agent's key directory on Linux

@@ -287,10 +287,8 @@ def test_imds_claims_bypass_the_cache(face: Any, emulator_factory: Any) -> None:
     assert "claims" not in emulator.requests[1].query
 
 
-# Hand-off from the engine helper (issue 27), to fold into test_imds.py of this folder: IMDS's own reading of
-# error answers (``sources/imds.py`` ``read_error``: 403 "unreachable", 400 invalid resource or no such
-# identity).  Moved from test_response.py, test_engine_parsing_rules.py and test_engine_messages_and_edges.py
-# (the tests folder's root, before issue 27).
+# IMDS's own reading of error answers (``sources/imds.py`` ``read_error``: 403 "unreachable", 400 invalid resource or
+# no such identity).
 
 
 @pytest.mark.parametrize(
@@ -402,9 +400,8 @@ def test_imds_400_for_an_unknown_identity_says_so() -> None:
     )
 
 
-# IMDS's rules through the sync credential (from the former test_credential_common.py): where nothing answers at
-# the IMDS address, inside a credential chain and on its own. The network is a transport that refuses every
-# request.
+# IMDS's rules through the sync credential: where nothing answers at the IMDS address, inside a credential chain and
+# on its own. The network is a transport that refuses every request.
 
 
 def test_not_on_azure_in_a_credential_chain_is_unavailable_without_retries(in_credential_chain: None) -> None:

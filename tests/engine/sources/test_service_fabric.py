@@ -254,10 +254,8 @@ def test_service_fabric_refuses_a_client_or_resource_id_and_names_the_object_id(
     assert emulator.requests == []
 
 
-# Hand-off from the engine helper (issue 27), to fold into test_service_fabric.py of this folder: Service
-# Fabric's own reading of error answers (``sources/service_fabric.py`` ``read_error``: 404 or
-# ManagedIdentityNotFound, its own codes).  Moved from test_response.py and test_engine_parsing_rules.py (the
-# tests folder's root, before issue 27).
+# Service Fabric's own reading of error answers (``sources/service_fabric.py`` ``read_error``: 404 or
+# ManagedIdentityNotFound, its own codes).
 
 
 @pytest.mark.parametrize(

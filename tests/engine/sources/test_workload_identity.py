@@ -1356,9 +1356,7 @@ def test_without_the_opt_in_the_variables_are_ignored(face: Any, proxy: Emulator
     assert proxy.requests == []
 
 
-# Hand-off from the engine helper (issue 27), to fold into test_workload_identity.py of this folder: workload
-# identity's own check before any request (``sources/workload_identity.py`` ``check``).  Moved from
-# test_engine_messages_and_edges.py (the tests folder's root, before issue 27).
+# Workload identity's own check before any request (``sources/workload_identity.py`` ``check``).
 
 
 def test_workload_identity_without_a_client_id_says_how_to_give_one() -> None:
