@@ -1,5 +1,5 @@
 """What a long-running emulator keeps: memory after many large request bodies, and Azure Arc key files on disk after
-many challenges. Figures only; tests/test_emulator.py asserts the bounds themselves (records kept, files on disk).
+many challenges. Figures only; tests/emulator/test_wire.py and tests/emulator/sources/test_azure_arc.py assert the bounds themselves (records kept, files on disk).
 
     python benchmarks/emulator_bounds.py                 # 150 bodies of 1 MiB, 500 Arc challenges
     python benchmarks/emulator_bounds.py --bodies 300 --challenges 2000

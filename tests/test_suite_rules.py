@@ -22,7 +22,7 @@ WALL_CLOCK_ALLOWED = {
     "machine_cache_worker.py": 2,
     "test_soak.py": 7,
     "e2e/conftest.py": 3,
-    "test_emulator.py": 4,
+    "emulator/test_server.py": 4,
 }
 # Plain skips: the CI-aware helper itself, the e2e fixture that fails under CI itself, and a skip for kernels
 # other than Linux (CI is Linux).
