@@ -227,6 +227,19 @@ def unused_port() -> Iterator[int]:
     sock.close()
 
 
+# The fixtures that start a loopback server. A test that uses one, directly or through another fixture, is marked
+# `loopback`; the mutation run (docs/mutation.md) takes only the others, which need no socket.
+LOOPBACK_FIXTURES = frozenset(
+    {"emulator_factory", "raw_server", "unused_port", "msi_emulator", "msi_emulator_session", "azurite"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if LOOPBACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.loopback)
+
+
 # Figures that tests measure (soak, memory), printed at the end of the run whether or not -s is given.
 FIGURES: list[str] = []
 

@@ -628,6 +628,7 @@ def test_every_source_carries_it(face: Any, emulator_factory: Any, source: str) 
     assert error.client_request_id == emulator.requests[-1].headers["x-ms-client-request-id"]
 
 
+@pytest.mark.loopback  # a closed loopback port
 def test_an_unreachable_endpoint_names_the_request_id_too(face: Any) -> None:
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
