@@ -21,6 +21,18 @@ from ..transport.support import (
 
 capturing_server = support.capturing_server  # the fixture
 
+
+def _refusal(face: Any, environ: dict[str, str], error_code: str) -> ManagedIdentityError:
+    """The error a credential of ``environ`` raises at its first call, which must be ``error_code``."""
+    credential = face.credential(_environ=environ)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == error_code
+    return caught.value
+
+
 # -------------------------------------------------------------------------------------------------- endpoints
 
 
@@ -51,15 +63,10 @@ capturing_server = support.capturing_server  # the fixture
 def test_unsafe_endpoints_are_refused_before_any_socket(
     face: Any, environ: dict[str, str], variable: str, socket_guard: list[str]
 ) -> None:
-    credential = face.credential(_environ=environ)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "invalid_endpoint"
-    assert variable in str(caught.value)
+    refused = _refusal(face, environ, "invalid_endpoint")
+    assert variable in str(refused)
     for secret in ("h-secret", "m-secret"):
-        assert secret not in str(caught.value)
+        assert secret not in str(refused)
     assert socket_guard == []
 
 
@@ -81,13 +88,8 @@ def test_whitespace_or_control_characters_in_an_endpoint_are_invalid_endpoint_be
         "AZURE_POD_IDENTITY_AUTHORITY_HOST": {"AZURE_POD_IDENTITY_AUTHORITY_HOST": good + f"/{bad}x"},
         "IMDS_ENDPOINT": {"IDENTITY_ENDPOINT": good + "/metadata", "IMDS_ENDPOINT": good + f"/{bad}x"},
     }[variable]
-    credential = face.credential(_environ=environ)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "invalid_endpoint"
-    assert variable in str(caught.value)
+    refused = _refusal(face, environ, "invalid_endpoint")
+    assert variable in str(refused)
     assert server.raw == []
 
 
@@ -107,17 +109,8 @@ def test_whitespace_or_control_characters_in_an_endpoint_are_invalid_endpoint_be
 def test_secret_with_control_characters_is_refused_before_any_socket(
     face: Any, environ: dict[str, str], variable: str, socket_guard: list[str]
 ) -> None:
-    credential = face.credential(_environ=environ)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "invalid_secret"
-    assert (
-        variable in str(caught.value)
-        and "SECRET\n" not in str(caught.value)
-        and "TOP" not in str(caught.value)
-    )
+    refused = _refusal(face, environ, "invalid_secret")
+    assert variable in str(refused) and "SECRET\n" not in str(refused) and "TOP" not in str(refused)
 
 
 @pytest.mark.parametrize(
@@ -142,11 +135,6 @@ def test_a_non_ascii_secret_is_a_typed_error_before_any_socket(
         if "IDENTITY_HEADER" in variables
         else {"MSI_ENDPOINT": base, **variables}
     )
-    credential = face.credential(_environ=environ)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "invalid_secret"
+    refused = _refusal(face, environ, "invalid_secret")
     assert server.raw == []
-    assert_secret_absent(caught.value, secret)
+    assert_secret_absent(refused, secret)

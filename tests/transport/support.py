@@ -42,13 +42,7 @@ class RawServer:
         self._thread.start()
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
+        for connection in accepted(self._listener, self._stop):
             self.connections += 1
             self._accepted.append(connection)
             worker = threading.Thread(target=self._run, args=(connection,), daemon=True)
@@ -72,14 +66,29 @@ class RawServer:
         return self._stop
 
 
-def read_request(connection: socket.socket) -> None:
-    connection.settimeout(5)
+def accepted(listener: socket.socket, stop: threading.Event) -> Iterator[socket.socket]:
+    """The connections ``listener`` (which has an accept timeout) accepts, until ``stop`` is set or it is closed."""
+    while not stop.is_set():
+        try:
+            connection, _ = listener.accept()
+        except (TimeoutError, socket.timeout):
+            continue
+        except OSError:
+            return
+        yield connection
+
+
+def read_request(connection: socket.socket, timeout: float = 5) -> bytes:
+    """Read a request up to the end of its head, and return what was read (the start of a body may follow the
+    head); b"" if the client closed the connection first."""
+    connection.settimeout(timeout)
     data = b""
     while b"\r\n\r\n" not in data:
-        chunk = connection.recv(4096)
+        chunk = connection.recv(65536)
         if not chunk:
-            return
+            return b""
         data += chunk
+    return data
 
 
 @pytest.fixture
@@ -106,40 +115,20 @@ def app_service_environ(port: int) -> dict[str, str]:
 # ---------------------------------------------------------------------- servers that record the request bytes
 
 
-class CapturingServer:
+class CapturingServer(RawServer):
     """A loopback HTTP/1.1 server that records each request's raw bytes and answers with ``reply(raw)``."""
 
     def __init__(self, reply: Callable[[bytes], bytes]) -> None:
         self._reply = reply
         self.raw: list[bytes] = []
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(16)
-        self.port: int = self._listener.getsockname()[1]
-        self._stopped = threading.Event()
-        self._connections: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            self._connections.append(connection)
-            threading.Thread(target=self._handle, args=(connection,), daemon=True).start()
+        super().__init__(self._handle)
 
     def _handle(self, connection: socket.socket) -> None:
-        with contextlib.suppress(OSError), connection:
-            connection.settimeout(10)
+        with connection:
             while True:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = connection.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
+                data = read_request(connection, timeout=10)
+                if not data:
+                    return
                 head, _, rest = data.partition(b"\r\n\r\n")
                 length = 0
                 for line in head.split(b"\r\n")[1:]:
@@ -154,13 +143,6 @@ class CapturingServer:
     @property
     def request_lines(self) -> list[bytes]:
         return [raw.split(b"\r\n", 1)[0] for raw in self.raw]
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._listener.close()
-        for connection in self._connections:
-            with contextlib.suppress(OSError):
-                connection.close()
 
 
 def http_answer(

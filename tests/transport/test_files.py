@@ -19,6 +19,7 @@ import os
 import stat
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -379,53 +380,6 @@ def test_assertion_is_stripped_and_read_through_the_links_kubernetes_swaps(tmp_p
     assert files.read_assertion(str(tmp_path / "token")) == KeyFileResult(content="header.payload.signature")
 
 
-def test_assertion_through_a_dangling_link_cannot_be_read(tmp_path: Path) -> None:
-    (tmp_path / "token").symlink_to(tmp_path / "rotated-away")
-
-    assert files.read_assertion(str(tmp_path / "token")) == KeyFileResult(
-        error=(
-            "federated_token_file_unreadable",
-            "cannot read AZURE_FEDERATED_TOKEN_FILE: No such file or directory",
-        )
-    )
-
-
-@pytest.mark.parametrize("kind", ["directory", "fifo", "link to a fifo"])
-def test_assertion_that_is_not_a_regular_file_is_refused_without_blocking(kind: str, tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to(_fifo(tmp_path))
-
-    assert files.read_assertion(str(path)) == KeyFileResult(
-        error=("federated_token_file_unreadable", "AZURE_FEDERATED_TOKEN_FILE is not a regular file")
-    )
-
-
-def test_assertion_of_exactly_64_kib_is_read_whole(tmp_path: Path) -> None:
-    result = files.read_assertion(_file(tmp_path, b"a" * ASSERTION_LIMIT))
-
-    assert result.error is None
-    assert result.content is not None and len(result.content) == ASSERTION_LIMIT
-    assert result == KeyFileResult(content="a" * ASSERTION_LIMIT)
-
-
-@pytest.mark.parametrize("size", [ASSERTION_LIMIT + 1, ASSERTION_LIMIT + 2])
-def test_assertion_over_64_kib_is_too_large(size: int, tmp_path: Path) -> None:
-    assert files.read_assertion(_file(tmp_path, b"a" * size)) == KeyFileResult(
-        error=("federated_token_file_unreadable", "AZURE_FEDERATED_TOKEN_FILE is too large")
-    )
-
-
-def test_assertion_that_is_not_utf_8_is_not_text(tmp_path: Path) -> None:
-    assert files.read_assertion(_file(tmp_path, b"eyJ\xff")) == KeyFileResult(
-        error=("federated_token_file_unreadable", "AZURE_FEDERATED_TOKEN_FILE is not text")
-    )
-
-
 @pytest.mark.parametrize("data", [b"", b" \n\t\r\n"], ids=["zero-bytes", "whitespace"])
 def test_assertion_of_nothing_but_whitespace_is_empty(data: bytes, tmp_path: Path) -> None:
     assert files.read_assertion(_file(tmp_path, data)) == KeyFileResult(
@@ -458,9 +412,74 @@ def test_proxy_ca_of_nothing_but_whitespace_is_empty_content_not_an_error(
     assert files.read_proxy_ca(_file(tmp_path, data)) == KeyFileResult(content="")
 
 
+# ------------------------------------------------------------------------- read_assertion and read_proxy_ca alike
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """The federated token file's reader or the AKS token proxy's CA file's: the same rules, each with its own
+    error code, variable, file name, size limit and words."""
+
+    read: Callable[[str], KeyFileResult]
+    code: str
+    variable: str
+    name: str
+    limit: int
+    filler: bytes
+    too_large: str
+    not_utf_8: bytes
+    not_text: str
+
+
+READERS = [
+    pytest.param(
+        _Reader(
+            files.read_assertion,
+            "federated_token_file_unreadable",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "token",
+            ASSERTION_LIMIT,
+            b"a",
+            "is too large",
+            b"eyJ\xff",
+            "is not text",
+        ),
+        id="assertion",
+    ),
+    pytest.param(
+        _Reader(
+            files.read_proxy_ca,
+            "invalid_token_proxy_ca",
+            "AZURE_KUBERNETES_CA_FILE",
+            "ca.crt",
+            CA_LIMIT,
+            b"c",
+            "is over 1 MiB",
+            b"0\x82\x01\xff DER",
+            "is not text (PEM)",
+        ),
+        id="proxy-ca",
+    ),
+]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_through_a_dangling_link_cannot_be_read(
+    reader: _Reader, tmp_path: Path
+) -> None:
+    (tmp_path / reader.name).symlink_to(tmp_path / "rotated-away")
+
+    assert reader.read(str(tmp_path / reader.name)) == KeyFileResult(
+        error=(reader.code, f"cannot read {reader.variable}: No such file or directory")
+    )
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo", "link to a fifo"])
-def test_proxy_ca_that_is_not_a_regular_file_is_refused_without_blocking(kind: str, tmp_path: Path) -> None:
-    path = tmp_path / "ca.crt"
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_that_are_not_a_regular_file_are_refused_without_blocking(
+    reader: _Reader, kind: str, tmp_path: Path
+) -> None:
+    path = tmp_path / reader.name
     if kind == "directory":
         path.mkdir()
     elif kind == "fifo":
@@ -468,37 +487,36 @@ def test_proxy_ca_that_is_not_a_regular_file_is_refused_without_blocking(kind: s
     else:
         path.symlink_to(_fifo(tmp_path))
 
-    assert files.read_proxy_ca(str(path)) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "AZURE_KUBERNETES_CA_FILE is not a regular file")
+    assert reader.read(str(path)) == KeyFileResult(
+        error=(reader.code, f"{reader.variable} is not a regular file")
     )
 
 
-def test_proxy_ca_through_a_dangling_link_cannot_be_read(tmp_path: Path) -> None:
-    (tmp_path / "ca.crt").symlink_to(tmp_path / "rotated-away")
-
-    assert files.read_proxy_ca(str(tmp_path / "ca.crt")) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "cannot read AZURE_KUBERNETES_CA_FILE: No such file or directory")
-    )
-
-
-def test_proxy_ca_of_exactly_1_mib_is_read_whole(tmp_path: Path) -> None:
-    result = files.read_proxy_ca(_file(tmp_path, b"c" * CA_LIMIT))
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_of_exactly_their_limit_are_read_whole(
+    reader: _Reader, tmp_path: Path
+) -> None:
+    result = reader.read(_file(tmp_path, reader.filler * reader.limit))
 
     assert result.error is None
-    assert result.content is not None and len(result.content) == CA_LIMIT
-    assert result == KeyFileResult(content="c" * CA_LIMIT)
+    assert result.content is not None and len(result.content) == reader.limit
+    assert result == KeyFileResult(content=reader.filler.decode() * reader.limit)
 
 
-@pytest.mark.parametrize("size", [CA_LIMIT + 1, CA_LIMIT + 2])
-def test_proxy_ca_over_1_mib_is_refused(size: int, tmp_path: Path) -> None:
-    assert files.read_proxy_ca(_file(tmp_path, b"c" * size)) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "AZURE_KUBERNETES_CA_FILE is over 1 MiB")
+@pytest.mark.parametrize("over", [1, 2])
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_over_their_limit_are_refused(
+    reader: _Reader, over: int, tmp_path: Path
+) -> None:
+    assert reader.read(_file(tmp_path, reader.filler * (reader.limit + over))) == KeyFileResult(
+        error=(reader.code, f"{reader.variable} {reader.too_large}")
     )
 
 
-def test_proxy_ca_that_is_not_utf_8_is_not_text_pem(tmp_path: Path) -> None:
-    assert files.read_proxy_ca(_file(tmp_path, b"0\x82\x01\xff DER")) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "AZURE_KUBERNETES_CA_FILE is not text (PEM)")
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_that_are_not_utf_8_are_not_text(reader: _Reader, tmp_path: Path) -> None:
+    assert reader.read(_file(tmp_path, reader.not_utf_8)) == KeyFileResult(
+        error=(reader.code, f"{reader.variable} {reader.not_text}")
     )
 
 

@@ -884,19 +884,29 @@ def test_lookup_polls_every_10_ms_until_the_holder_leaves_then_holds_the_lock(
     assert not _lock_is_free(cache_dir)
 
 
-def test_lookup_after_the_wait_returns_the_entry_the_holder_stored_and_drops_the_lock(
-    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _lookup_while_the_holder_stores_and_leaves(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch, clock: _Clock
+) -> tuple[MachineFound, list[int]]:
+    """A lookup that finds the lock held by another process, which at the first poll stores an entry (refresh_on
+    NOW + 5, expires_on NOW + 10) and leaves; the wait reads ``clock``. What it found, and the locks it holds."""
     other = [_other_holder(cache_dir)]
 
     def holder_stores_and_leaves() -> None:
         _write(cache_dir / NAME, _body(refresh_on=NOW + 5, expires_on=int(NOW) + 10))
         os.close(other.pop())
 
-    # the clock moves 4 s while waiting: the entry is still fresh (refresh_on is NOW + 5)
-    _inject(monkeypatch, _Clock(100.0, 100.5, 104.0), holder_stores_and_leaves)
+    _inject(monkeypatch, clock, holder_stores_and_leaves)
     held: list[int] = []
-    found = machine_cache.lookup(_lookup(cache_dir, now=NOW, wait=1.0), held)
+    return machine_cache.lookup(_lookup(cache_dir, now=NOW, wait=1.0), held), held
+
+
+def test_lookup_after_the_wait_returns_the_entry_the_holder_stored_and_drops_the_lock(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the clock moves 4 s while waiting: the entry is still fresh (refresh_on is NOW + 5)
+    found, held = _lookup_while_the_holder_stores_and_leaves(
+        cache_dir, monkeypatch, _Clock(100.0, 100.5, 104.0)
+    )
     assert found == MachineFound(entry=replace(EXPECTED, refresh_on=NOW + 5, expires_on=int(NOW) + 10))
     assert found.locked is False
     assert held == [] and machine_cache._held == set()
@@ -906,16 +916,11 @@ def test_lookup_after_the_wait_returns_the_entry_the_holder_stored_and_drops_the
 def test_lookup_after_the_wait_counts_the_time_waited_against_the_entry(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    other = [_other_holder(cache_dir)]
-
-    def holder_stores_and_leaves() -> None:
-        _write(cache_dir / NAME, _body(refresh_on=NOW + 5, expires_on=int(NOW) + 10))
-        os.close(other.pop())
-
     # the clock moves 6 s while waiting: at NOW + 6 the entry is stale, so this process asks itself
-    _inject(monkeypatch, _Clock(100.0, 100.5, 106.0), holder_stores_and_leaves)
-    held: list[int] = []
-    assert machine_cache.lookup(_lookup(cache_dir, now=NOW, wait=1.0), held) == MachineFound(locked=True)
+    found, held = _lookup_while_the_holder_stores_and_leaves(
+        cache_dir, monkeypatch, _Clock(100.0, 100.5, 106.0)
+    )
+    assert found == MachineFound(locked=True)
     assert len(held) == 1 and not _lock_is_free(cache_dir)
 
 

@@ -9,7 +9,7 @@ import os
 import pickle
 import signal
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -98,6 +98,23 @@ def test_a_failed_flight_leaves_no_thread_waiting_and_only_late_threads_request_
 # -------------------------------------------------------------------------------------------- signal handlers
 
 
+def _with_sigusr1(handler: Callable[[int, Any], None], call: Callable[[], str], hang: str) -> str:
+    """``call()`` with ``handler`` as the SIGUSR1 handler, the handlers before restored after. A watchdog SIGALRM
+    bounds it: if it would hang, ``TimeoutError(hang)`` ends it after 20 s."""
+
+    def watchdog(signum: int, frame: Any) -> None:
+        raise TimeoutError(hang)
+
+    previous = signal.signal(signal.SIGUSR1, handler), signal.signal(signal.SIGALRM, watchdog)
+    signal.setitimer(signal.ITIMER_REAL, 20.0)
+    try:
+        return call()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGALRM, previous[1])
+
+
 def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_a_token(
     emulator_factory: Any,
 ) -> None:
@@ -120,17 +137,11 @@ def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_
     def on_usr1(signum: int, frame: Any) -> None:
         handler_got.append(credential.get_token(SCOPE).token)
 
-    def watchdog(signum: int, frame: Any) -> None:
-        raise TimeoutError("get_token in the signal handler waited on its own thread's flight")
-
-    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
-    signal.setitimer(signal.ITIMER_REAL, 20.0)
-    try:
-        outer = credential.get_token(SCOPE).token
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGUSR1, previous[0])
-        signal.signal(signal.SIGALRM, previous[1])
+    outer = _with_sigusr1(
+        on_usr1,
+        lambda: credential.get_token(SCOPE).token,
+        hang="get_token in the signal handler waited on its own thread's flight",
+    )
 
     assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
     assert len(emulator.requests) == 2  # the handler's own request, then the interrupted one's
@@ -161,17 +172,11 @@ def test_get_token_from_a_signal_handler_that_lands_while_its_thread_registers_a
     def on_usr1(signum: int, frame: Any) -> None:
         handler_got.append(credential.get_token(SCOPE).token)
 
-    def watchdog(signum: int, frame: Any) -> None:
-        raise TimeoutError("get_token in the signal handler waited for the lock its own thread holds")
-
-    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
-    signal.setitimer(signal.ITIMER_REAL, 20.0)
-    try:
-        outer = credential.get_token(SCOPE).token
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGUSR1, previous[0])
-        signal.signal(signal.SIGALRM, previous[1])
+    outer = _with_sigusr1(
+        on_usr1,
+        lambda: credential.get_token(SCOPE).token,
+        hang="get_token in the signal handler waited for the lock its own thread holds",
+    )
 
     assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
     assert not credential._bucket.flights
@@ -203,17 +208,11 @@ def test_close_from_a_signal_handler_that_lands_while_its_thread_holds_the_drive
         credential.close()
         closed.append(True)
 
-    def watchdog(signum: int, frame: Any) -> None:
-        raise TimeoutError("close() in the signal handler waited for the lock its own thread holds")
-
-    previous = signal.signal(signal.SIGUSR1, on_usr1), signal.signal(signal.SIGALRM, watchdog)
-    signal.setitimer(signal.ITIMER_REAL, 20.0)
-    try:
-        token = credential.get_token(SCOPE).token
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGUSR1, previous[0])
-        signal.signal(signal.SIGALRM, previous[1])
+    token = _with_sigusr1(
+        on_usr1,
+        lambda: credential.get_token(SCOPE).token,
+        hang="close() in the signal handler waited for the lock its own thread holds",
+    )
 
     assert fired[0] and closed == [True] and token
 
@@ -319,6 +318,25 @@ def _child_result(read_end: int, pid: int, limit: float = 30.0) -> dict[str, Any
     return result
 
 
+def _forked(in_the_child: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Fork: the child runs ``in_the_child()`` and writes what it returns (or the name of what it raised) to a pipe
+    as JSON, and exits without returning into pytest; the parent reads it."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            os.write(write_end, json.dumps(in_the_child()).encode())
+            code = 0
+        except BaseException as error:
+            os.write(write_end, json.dumps({"error": type(error).__name__}).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    return _child_result(read_end, pid)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork() with threads, the case under test
 @pytest.mark.parametrize("which", ["same-credential", "new-credential-sharing-the-cache"])
@@ -332,24 +350,12 @@ def test_a_child_forked_during_a_token_request_gets_its_own_token(emulator_facto
     requester.start()
     wait_for(lambda: len(emulator.requests) == 1, "the parent's request to reach the emulator")
 
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            child = credential if which == "same-credential" else ManagedIdentityCredential(_environ=environ)
-            token = child.get_token(SCOPE)
-            os.write(
-                write_end, json.dumps({"expires_on": token.expires_on, "ok": bool(token.token)}).encode()
-            )
-            code = 0
-        except BaseException as error:
-            os.write(write_end, json.dumps({"error": type(error).__name__}).encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    result = _child_result(read_end, pid)
+    def in_the_child() -> dict[str, Any]:
+        child = credential if which == "same-credential" else ManagedIdentityCredential(_environ=environ)
+        token = child.get_token(SCOPE)
+        return {"expires_on": token.expires_on, "ok": bool(token.token)}
+
+    result = _forked(in_the_child)
     requester.join(10)
 
     assert result["ok"] is True
@@ -372,28 +378,18 @@ def test_a_child_forked_during_a_refresh_beside_the_callers_has_none_running_and
     assert credential.get_token(SCOPE).token == old.token
     wait_for(lambda: len(emulator.requests) == 2, "the parent's refresh to reach the emulator")
 
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.close(read_end)
-            threads = [thread.name for thread in threading.enumerate()]
-            flights = len(credential._bucket.flights)
-            served = credential.get_token(SCOPE).token == old.token  # at once, and a refresh of its own
-            settled = credential._driver.settle(30)
-            refreshed = credential.get_token(SCOPE).token != old.token
-            credential.close()
-            report = {"threads": threads, "flights": flights, "served": served, "settled": settled}
-            report["refreshed"] = refreshed
-            os.write(write_end, json.dumps(report).encode())
-            code = 0
-        except BaseException as error:
-            os.write(write_end, json.dumps({"error": type(error).__name__}).encode())
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    result = _child_result(read_end, pid)
+    def in_the_child() -> dict[str, Any]:
+        threads = [thread.name for thread in threading.enumerate()]
+        flights = len(credential._bucket.flights)
+        served = credential.get_token(SCOPE).token == old.token  # at once, and a refresh of its own
+        settled = credential._driver.settle(30)
+        refreshed = credential.get_token(SCOPE).token != old.token
+        credential.close()
+        report = {"threads": threads, "flights": flights, "served": served, "settled": settled}
+        report["refreshed"] = refreshed
+        return report
+
+    result = _forked(in_the_child)
     pickled = pickle.dumps(credential)  # mid-refresh: still only its arguments
     credential.close()
 

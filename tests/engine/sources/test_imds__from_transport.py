@@ -25,10 +25,27 @@ from ...skips import skip_or_fail_in_ci
 from ...transport import support
 from ...transport.support import (
     SCOPE,
+    accepted,
     read_request,
 )
 
 raw_server = support.raw_server  # the fixture
+
+
+def _unavailable_at_once(face: Any, monkeypatch: Any, port: int, **options: Any) -> None:
+    """IMDS's address pointed at loopback ``port``: a credential without variables (``options``, its keywords) is
+    unavailable at its first call, ``imds_unreachable``, without a retry (no sleep)."""
+    from msi_credential._engine import detection
+
+    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{port}")
+    credential = face.credential(_environ={}, **options)
+
+    with pytest.raises(CredentialUnavailableError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.error_code == "imds_unreachable"
+    assert face.sleeps == []
+
 
 # ---------------------------------------------------------------------------------------- fail fast off Azure
 
@@ -38,16 +55,7 @@ def test_nothing_listening_at_imds_in_a_chain_is_unavailable_on_the_first_failur
 ) -> None:
     """No variables, IMDS address closed, inside a credential chain: unavailable on the first failure, no retry,
     no sleep."""
-    from msi_credential._engine import detection
-
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{unused_port}")
-    credential = face.credential(_environ={})
-
-    with pytest.raises(CredentialUnavailableError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "imds_unreachable"
-    assert face.sleeps == []
+    _unavailable_at_once(face, monkeypatch, unused_port)
 
 
 @pytest.fixture
@@ -106,13 +114,7 @@ class SlowAcceptServer:
             self._listener.accept()[
                 0
             ].close()  # the filler: now there is room for the client's retransmitted SYN
-        while not self._stop.is_set():
-            try:
-                connection, _ = self._listener.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
+        for connection in accepted(self._listener, self._stop):
             with connection, contextlib.suppress(OSError):
                 read_request(connection)
                 self.connections += 1
@@ -225,8 +227,6 @@ def test_silent_imds_address_in_a_chain_is_unavailable_after_one_connect_attempt
     face: Any, blackhole_port: int, monkeypatch: Any, in_credential_chain: None
 ) -> None:
     """The first contact's 1 s connect timeout itself is checked without a network in test_mutation_guards."""
-    from msi_credential._engine import detection
-
     probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     probe.settimeout(0.3)
     try:
@@ -241,14 +241,7 @@ def test_silent_imds_address_in_a_chain_is_unavailable_after_one_connect_attempt
         pass
     finally:
         probe.close()
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{blackhole_port}")
-    credential = face.credential(_environ={})
-
-    with pytest.raises(CredentialUnavailableError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "imds_unreachable"
-    assert face.sleeps == []
+    _unavailable_at_once(face, monkeypatch, blackhole_port)
 
 
 def test_slow_but_present_imds_still_works(face: Any, emulator_factory: Any, monkeypatch: Any) -> None:
@@ -271,17 +264,9 @@ def test_imds_address_that_accepts_and_never_answers_in_a_chain_is_unavailable_a
 ) -> None:
     """Accepting and staying silent looks like a slow IMDS until the read timeout (10 s by default, here 0.5 s):
     then, inside a chain, it is unavailable at once, with no retry, as on any first contact there."""
-    from msi_credential._engine import detection
-
     server = raw_server(lambda connection: (read_request(connection), server.stopping.wait(30)))
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", f"http://127.0.0.1:{server.port}")
-    credential = face.credential(_environ={}, read_timeout=0.5)
+    _unavailable_at_once(face, monkeypatch, server.port, read_timeout=0.5)
 
-    with pytest.raises(CredentialUnavailableError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "imds_unreachable"
-    assert face.sleeps == []
     assert server.connections == 1
 
 
