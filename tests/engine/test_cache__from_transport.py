@@ -20,7 +20,7 @@ from msi_credential._engine import cache
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
 from ..conftest import FIGURES
-from ..transport.support import SCOPE, Clock
+from ..transport.support import SCOPE, Clock, with_a_cached_token
 
 # -------------------------------------------------------------------------------------------- refresh windows
 
@@ -41,10 +41,7 @@ def test_fresh_token_is_served_until_refresh_on(face: Any, emulator_factory: Any
 def test_advisory_refresh_failure_serves_the_cached_token_and_backs_off_30_seconds(
     face: Any, emulator_factory: Any
 ) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = face.credential(emulator, _clock=clock, retry_total=0)
-    old = credential.get_token_info(SCOPE)
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, face.credential, retry_total=0)
     emulator.script(Fault(500), Fault(500))
 
     clock.now = old.refresh_on + 1
@@ -67,10 +64,7 @@ def test_advisory_refresh_failure_serves_the_cached_token_and_backs_off_30_secon
 
 
 def test_mandatory_window_waits_and_propagates_the_error(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = face.credential(emulator, _clock=clock, retry_total=0)
-    old = credential.get_token_info(SCOPE)
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, face.credential, retry_total=0)
     emulator.script(Fault(500))
 
     clock.now = old.expires_on - 59  # last minute: mandatory

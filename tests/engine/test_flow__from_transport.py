@@ -11,7 +11,7 @@ import pytest
 from msi_credential import ManagedIdentityError
 from msi_credential.emulator import Fault
 
-from ..transport.support import SCOPE, Clock
+from ..transport.support import SCOPE, Clock, with_a_cached_token
 
 
 def test_a_429_retry_after_holds_every_credential_of_the_endpoint_until_its_time(
@@ -39,10 +39,7 @@ def test_a_429_retry_after_holds_every_credential_of_the_endpoint_until_its_time
 def test_a_failed_refresh_beside_the_callers_is_logged_without_the_token(
     face: Any, emulator_factory: Any, caplog: Any
 ) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = face.credential(emulator, _clock=clock, retry_total=0)
-    old = credential.get_token_info(SCOPE)
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, face.credential, retry_total=0)
     emulator.script(Fault(500))
 
     clock.now = old.refresh_on + 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import socket
 import threading
@@ -91,18 +92,23 @@ def read_request(connection: socket.socket, timeout: float = 5) -> bytes:
     return data
 
 
-@pytest.fixture
-def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
-    servers: list[RawServer] = []
+def _stopped_after_the_test(kind: Callable[[Any], Any]) -> Iterator[Callable[[Any], Any]]:
+    """What a server fixture yields: a function that starts servers of ``kind``; they stop after the test."""
+    servers: list[Any] = []
 
-    def start(behave: Callable[[socket.socket], None]) -> RawServer:
-        server = RawServer(behave)
+    def start(argument: Any) -> Any:
+        server = kind(argument)
         servers.append(server)
         return server
 
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Callable[[socket.socket], None]], RawServer]]:
+    yield from _stopped_after_the_test(RawServer)
 
 
 def app_service_environ(port: int) -> dict[str, str]:
@@ -160,16 +166,7 @@ def token_body(token: str = "tok-" + "x" * 40, expires_in: Any = 3600, **extra: 
 
 @pytest.fixture
 def capturing_server() -> Iterator[Callable[[Callable[[bytes], bytes]], CapturingServer]]:
-    servers: list[CapturingServer] = []
-
-    def start(reply: Callable[[bytes], bytes]) -> CapturingServer:
-        server = CapturingServer(reply)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
+    yield from _stopped_after_the_test(CapturingServer)
 
 
 def environ_for(source: str, port: int) -> dict[str, str]:
@@ -238,6 +235,29 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def with_a_cached_token(
+    emulator_factory: Any, kind: Callable[..., Any], **options: Any
+) -> tuple[Any, Clock, Any, Any]:
+    """An IMDS emulator whose tokens live an hour; a credential ``kind(**options)`` (a credential class, or a face's
+    ``credential``) of its own cache on a clock the test moves, whose refresh point is exactly refresh_on; and the
+    token info it got first (the async face's in a loop of its own)."""
+    emulator = emulator_factory("imds", token_lifetime=3600)
+    clock = Clock()
+    options = {
+        "_environ": emulator.environ,
+        "_clock": clock,
+        "_random": lambda: 0.0,
+        "share_cache": False,
+        **options,
+    }
+    credential = kind(**options)
+    old = credential.get_token_info(SCOPE)
+    if inspect.isawaitable(old):
+        old = asyncio.run(old)
+    assert old.refresh_on is not None
+    return emulator, clock, credential, old
 
 
 def until(condition: Any, limit: int = 3000) -> None:

@@ -21,7 +21,14 @@ from msi_credential import ManagedIdentityError
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 from msi_credential.emulator import Fault
 
-from .support import SCOPE, Clock, arc_challenge_server, arc_environ, proxy_everything, until_async
+from .support import (
+    SCOPE,
+    arc_challenge_server,
+    arc_environ,
+    proxy_everything,
+    until_async,
+    with_a_cached_token,
+)
 
 # ------------------------------------------------------------------- single flight across tasks, cancellation
 
@@ -103,13 +110,7 @@ def test_an_async_refresh_starts_while_another_threads_loop_ends_one_of_the_cred
     """One async credential used from event loops in several threads: a refresh of another thread's loop can end
     (its done callback removes it from the credential's refreshes) while this thread looks them over to start
     one. The caller still gets its cached token and the refresh starts."""
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = AsyncCredential(
-        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
-    )
-    old = asyncio.run(credential.get_token_info(SCOPE))
-    assert old.refresh_on is not None
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, AsyncCredential)
     other_loop = asyncio.new_event_loop()
     jobs = credential._driver._jobs
 
@@ -143,13 +144,7 @@ def test_an_async_refresh_starts_while_another_threads_loop_ends_one_of_the_cred
 def test_a_refresh_beside_an_async_caller_ends_with_its_loop_and_the_next_loop_starts_its_own(
     emulator_factory: Any,
 ) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = AsyncCredential(
-        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
-    )
-    old = asyncio.run(credential.get_token_info(SCOPE))
-    assert old.refresh_on is not None
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, AsyncCredential)
     emulator.script(Fault(200, delay=120))  # the first loop's refresh would take two minutes
     clock.now = old.refresh_on + 1
 
@@ -182,13 +177,7 @@ def test_a_refresh_left_pending_by_a_loop_the_application_closes_ends_without_no
     """``loop.run_until_complete(get_token)`` in the refresh window, then ``loop.close()``: the refresh task never
     ran to its end. It goes with its loop quietly: no "Task was destroyed but it is pending", no failed-refresh
     warning, no exception ignored at garbage collection; the next loop refreshes on its own."""
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = AsyncCredential(
-        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
-    )
-    old = asyncio.run(credential.get_token_info(SCOPE))
-    assert old.refresh_on is not None
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, AsyncCredential)
     emulator.script(Fault(200, delay=120))  # the first loop's refresh would take two minutes
     clock.now = old.refresh_on + 1
     ignored: list[Any] = []

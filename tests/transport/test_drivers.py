@@ -38,6 +38,7 @@ from .support import (
     token_body,
     until,
     until_async,
+    with_a_cached_token,
 )
 
 # ------------------------------------------------------------------------------------ the request on the wire
@@ -403,10 +404,7 @@ def test_using_the_credential_after_close_with_a_callers_transport_is_a_typed_er
 
 
 def test_advisory_window_refreshes_once_beside_the_callers(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = face.credential(emulator, _clock=clock)
-    old = credential.get_token_info(SCOPE)
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, face.credential)
 
     clock.now = old.refresh_on + 1
     during = credential.get_token(SCOPE)  # due: returned at once, the refresh runs beside it
@@ -423,10 +421,7 @@ def test_advisory_window_refreshes_once_beside_the_callers(face: Any, emulator_f
 def test_the_caller_that_finds_the_token_due_is_not_held_by_its_refresh_and_close_ends_it(
     face: Any, emulator_factory: Any
 ) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = face.credential(emulator, _clock=clock)
-    old = credential.get_token_info(SCOPE)
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, face.credential)
     emulator.script(Fault(200, delay=120))  # the refresh's answer would take two minutes
 
     clock.now = old.refresh_on + 1
@@ -456,8 +451,6 @@ def test_close_called_from_inside_a_refresh_beside_the_callers_closes_and_ends_t
     """A policy (or hook) that closes its credential while a refresh runs beside the callers runs in that refresh:
     close() must not wait for the very thread or task it is called from. It returns, the refresh it was called
     from ends, and the credential stays usable."""
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
     armed = [False]
     outcome: list[object] = []
     holder: list[Any] = []
@@ -496,9 +489,10 @@ def test_close_called_from_inside_a_refresh_beside_the_callers_closes_and_ends_t
                 return self.next.send(request)
 
         policy = Closer()
-    credential = face.credential(emulator, _clock=clock, per_call_policies=[policy])
+    _, clock, credential, old = with_a_cached_token(
+        emulator_factory, face.credential, per_call_policies=[policy]
+    )
     holder.append(credential)
-    old = credential.get_token_info(SCOPE)
 
     clock.now = old.refresh_on + 1
     armed[0] = True

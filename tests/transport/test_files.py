@@ -295,24 +295,14 @@ def test_key_file_that_grows_after_the_check_is_read_up_to_4096_bytes_and_refuse
         assert result == KeyFileResult(error=("arc_invalid_key_file", "the key file grew over 4096 bytes"))
 
 
-def test_key_file_swapped_for_another_file_after_the_check_is_not_a_regular_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("swapped_in", ["another file", "fifo"])
+def test_key_file_swapped_after_the_check_for_another_file_or_a_fifo_is_refused_without_blocking(
+    swapped_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Another regular file is not the one that was checked; a FIFO is opened without blocking, then refused."""
     path = _file(tmp_path, KEY.encode(), "agent.key")
-    other = _file(tmp_path, b"o" * 32, "other.key")
+    other = _file(tmp_path, b"o" * 32, "other.key") if swapped_in == "another file" else _fifo(tmp_path)
     _patch_os(monkeypatch, lstat=_stat_then(lambda: os.replace(other, path)))
-
-    assert files.read_key_file(path) == KeyFileResult(
-        error=("arc_invalid_key_file", "the key file is not a regular file")
-    )
-
-
-def test_key_file_swapped_for_a_fifo_after_the_check_is_opened_without_blocking_and_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = _file(tmp_path, KEY.encode(), "agent.key")
-    fifo = _fifo(tmp_path)
-    _patch_os(monkeypatch, lstat=_stat_then(lambda: os.replace(fifo, path)))
 
     assert files.read_key_file(path) == KeyFileResult(
         error=("arc_invalid_key_file", "the key file is not a regular file")

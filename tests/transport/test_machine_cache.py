@@ -194,6 +194,21 @@ def _lookup(directory: Path, now: float = NOW, wait: float = 1.0, name: str = NA
     return MachineLookup(str(directory), name, now, wait)
 
 
+def _refused_and_warned_once_each(
+    refused: Callable[[Any], bool],
+    subjects: tuple[Any, Any],
+    paths: tuple[Any, Any],
+    words: str,
+    warnings: Callable[[], list[str]],
+) -> None:
+    """Each subject is refused (``refused(subject)`` holds), the first one twice: one warning per path, the first
+    subject's path first, in these words."""
+    first, second = subjects
+    for subject in (first, second, first):
+        assert refused(subject)
+    assert warnings() == [f"machine cache: {path}{words}{TAIL}" for path in paths]
+
+
 # ------------------------------------------------------------------------------------------ available, directory
 
 
@@ -326,12 +341,13 @@ def test_checked_directory_warns_once_per_directory_refused(
     for directory in (first, second):
         directory.mkdir()
         os.chmod(directory, 0o755)
-    for directory in (first, second, first):
-        assert machine_cache._checked_directory(str(directory)) is False
-    assert warnings() == [
-        f"machine cache: {first} is not owned by this user with mode 0700 (refused){TAIL}",
-        f"machine cache: {second} is not owned by this user with mode 0700 (refused){TAIL}",
-    ]
+    _refused_and_warned_once_each(
+        lambda directory: machine_cache._checked_directory(str(directory)) is False,
+        (first, second),
+        (first, second),
+        " is not owned by this user with mode 0700 (refused)",
+        warnings,
+    )
 
 
 def test_checked_directory_refuses_a_symlink_to_a_private_directory(
@@ -437,12 +453,13 @@ def test_checked_directory_warns_once_per_xdg_runtime_dir_refused(
     for runtime in (first, second):
         runtime.mkdir()
         os.chmod(runtime, 0o755)
-    for runtime in (first, second, first):
-        assert machine_cache._checked_directory(str(runtime / "msi-credential")) is False
-    assert warnings() == [
-        f"machine cache: {first} (XDG_RUNTIME_DIR) is not a directory private to this user{TAIL}",
-        f"machine cache: {second} (XDG_RUNTIME_DIR) is not a directory private to this user{TAIL}",
-    ]
+    _refused_and_warned_once_each(
+        lambda runtime: machine_cache._checked_directory(str(runtime / "msi-credential")) is False,
+        (first, second),
+        (first, second),
+        " (XDG_RUNTIME_DIR) is not a directory private to this user",
+        warnings,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ _read_entry
@@ -571,12 +588,13 @@ def test_read_entry_of_another_owner_is_not_trusted_once_warned_per_file(
     first = _write(cache_dir / NAME, _body())
     second = _write(cache_dir / OTHER, _body(name=OTHER))
     monkeypatch.setattr(os, "geteuid", lambda: os.lstat(first).st_uid + 1)
-    for name in (NAME, OTHER, NAME):
-        assert machine_cache._read_entry(str(cache_dir), name) is None
-    assert warnings() == [
-        f"machine cache: {first} is not owned by this user with mode 0600: not trusted, will be replaced{TAIL}",
-        f"machine cache: {second} is not owned by this user with mode 0600: not trusted, will be replaced{TAIL}",
-    ]
+    _refused_and_warned_once_each(
+        lambda name: machine_cache._read_entry(str(cache_dir), name) is None,
+        (NAME, OTHER),
+        (first, second),
+        " is not owned by this user with mode 0600: not trusted, will be replaced",
+        warnings,
+    )
 
 
 def test_read_entry_does_not_follow_a_symlink_to_a_valid_entry(
@@ -690,12 +708,13 @@ def test_open_lock_refuses_a_lock_file_open_to_others_once_per_file(
 ) -> None:
     first = _write(cache_dir / (NAME + ".lock"), b"", mode)
     second = _write(cache_dir / (OTHER + ".lock"), b"", mode)
-    for name in (NAME, OTHER, NAME):
-        assert machine_cache._open_lock(str(cache_dir), name) is None
-    assert warnings() == [
-        f"machine cache: {first} is not owned by this user with mode 0600 (refused){TAIL}",
-        f"machine cache: {second} is not owned by this user with mode 0600 (refused){TAIL}",
-    ]
+    _refused_and_warned_once_each(
+        lambda name: machine_cache._open_lock(str(cache_dir), name) is None,
+        (NAME, OTHER),
+        (first, second),
+        " is not owned by this user with mode 0600 (refused)",
+        warnings,
+    )
 
 
 def test_open_lock_refuses_a_lock_file_of_another_owner(

@@ -16,7 +16,7 @@ import pytest
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential.emulator import Fault
 
-from .support import SCOPE, Clock, wait_for
+from .support import SCOPE, Clock, wait_for, with_a_cached_token
 
 # ------------------------------------------------------------------------------- single flight across threads
 
@@ -115,6 +115,19 @@ def _with_sigusr1(handler: Callable[[int, Any], None], call: Callable[[], str], 
         signal.signal(signal.SIGALRM, previous[1])
 
 
+def _get_token_while_a_handler_gets_one(
+    credential: ManagedIdentityCredential, hang: str
+) -> tuple[str, list[str]]:
+    """get_token, during which the test raises SIGUSR1, whose handler calls get_token for the same token: the
+    outer call's token, and the tokens the handler got (``hang``: the watchdog's words, see _with_sigusr1)."""
+    handler_got: list[str] = []
+
+    def on_usr1(signum: int, frame: Any) -> None:
+        handler_got.append(credential.get_token(SCOPE).token)
+
+    return _with_sigusr1(on_usr1, lambda: credential.get_token(SCOPE).token, hang=hang), handler_got
+
+
 def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_a_token(
     emulator_factory: Any,
 ) -> None:
@@ -122,7 +135,6 @@ def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_
     not wait on the flight its own thread leads: it makes a request of its own. A watchdog SIGALRM bounds the
     test if it would hang."""
     emulator = emulator_factory("app_service")
-    handler_got: list[str] = []
     fired = [False]
 
     def hook(request: Any) -> None:  # runs in the main thread, while its flight is registered
@@ -134,13 +146,8 @@ def test_get_token_from_a_signal_handler_in_the_thread_leading_the_request_gets_
         _environ=emulator.environ, share_cache=False, raw_request_hook=hook
     )
 
-    def on_usr1(signum: int, frame: Any) -> None:
-        handler_got.append(credential.get_token(SCOPE).token)
-
-    outer = _with_sigusr1(
-        on_usr1,
-        lambda: credential.get_token(SCOPE).token,
-        hang="get_token in the signal handler waited on its own thread's flight",
+    outer, handler_got = _get_token_while_a_handler_gets_one(
+        credential, hang="get_token in the signal handler waited on its own thread's flight"
     )
 
     assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
@@ -157,7 +164,6 @@ def test_get_token_from_a_signal_handler_that_lands_while_its_thread_registers_a
 
     emulator = emulator_factory("app_service")
     credential = ManagedIdentityCredential(_environ=emulator.environ, share_cache=False)
-    handler_got: list[str] = []
     fired = [False]
 
     class InterruptedFlight(sync._Flight):
@@ -169,13 +175,8 @@ def test_get_token_from_a_signal_handler_that_lands_while_its_thread_registers_a
 
     monkeypatch.setattr(sync, "_Flight", InterruptedFlight)
 
-    def on_usr1(signum: int, frame: Any) -> None:
-        handler_got.append(credential.get_token(SCOPE).token)
-
-    outer = _with_sigusr1(
-        on_usr1,
-        lambda: credential.get_token(SCOPE).token,
-        hang="get_token in the signal handler waited for the lock its own thread holds",
+    outer, handler_got = _get_token_while_a_handler_gets_one(
+        credential, hang="get_token in the signal handler waited for the lock its own thread holds"
     )
 
     assert fired[0] and len(handler_got) == 1 and handler_got[0] and outer
@@ -225,13 +226,7 @@ def test_a_refresh_thread_that_cannot_start_costs_the_caller_nothing(
 ) -> None:
     """The cached token may still be served: when the thread for its refresh cannot start (the process's thread
     limit), the caller still gets it at once, nothing stays in flight, and a later call starts the refresh."""
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
-    credential = ManagedIdentityCredential(
-        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False
-    )
-    old = credential.get_token_info(SCOPE)
-    assert old.refresh_on is not None
+    emulator, clock, credential, old = with_a_cached_token(emulator_factory, ManagedIdentityCredential)
     start = threading.Thread.start
 
     def no_thread(thread: threading.Thread) -> None:
@@ -257,8 +252,6 @@ def test_a_refresh_thread_that_cannot_start_costs_the_caller_nothing(
 def test_a_caller_in_the_mandatory_window_joins_the_refresh_in_flight_beside_the_callers(
     emulator_factory: Any,
 ) -> None:
-    emulator = emulator_factory("imds", token_lifetime=3600)
-    clock = Clock()
     sent = threading.Event()
     release = threading.Event()
     hold = [False]
@@ -268,13 +261,11 @@ def test_a_caller_in_the_mandatory_window_joins_the_refresh_in_flight_beside_the
         if hold[0]:
             assert release.wait(30)  # the refresh stays in flight until the test lets it go
 
-    credential = ManagedIdentityCredential(
-        _environ=emulator.environ, _clock=clock, _random=lambda: 0.0, share_cache=False, raw_request_hook=hook
+    emulator, clock, credential, old = with_a_cached_token(
+        emulator_factory, ManagedIdentityCredential, raw_request_hook=hook
     )
-    old = credential.get_token_info(SCOPE)
     sent.clear()
     hold[0] = True
-    assert old.refresh_on is not None
     clock.now = old.refresh_on + 1
     during = credential.get_token(SCOPE)  # at once; the refresh is held in flight
     assert sent.wait(30)
