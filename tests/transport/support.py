@@ -94,16 +94,14 @@ def read_request(connection: socket.socket, timeout: float = 5) -> bytes:
 
 def _stopped_after_the_test(kind: Callable[[Any], Any]) -> Iterator[Callable[[Any], Any]]:
     """What a server fixture yields: a function that starts servers of ``kind``; they stop after the test."""
-    servers: list[Any] = []
+    with contextlib.ExitStack() as started:
 
-    def start(argument: Any) -> Any:
-        server = kind(argument)
-        servers.append(server)
-        return server
+        def start(argument: Any) -> Any:
+            server = kind(argument)
+            started.callback(server.stop)
+            return server
 
-    yield start
-    for server in servers:
-        server.stop()
+        yield start
 
 
 @pytest.fixture

@@ -334,18 +334,30 @@ def test_checked_directory_refuses_a_directory_of_another_owner(
     ]
 
 
-def test_checked_directory_warns_once_per_directory_refused(
-    tmp_path: Path, warnings: Callable[[], list[str]]
+@pytest.mark.parametrize(
+    ("below", "words"),
+    [
+        pytest.param("", " is not owned by this user with mode 0700 (refused)", id="directory"),
+        pytest.param(
+            "msi-credential",
+            " (XDG_RUNTIME_DIR) is not a directory private to this user",
+            id="xdg-runtime-dir",
+        ),
+    ],
+)
+def test_checked_directory_warns_once_per_directory_or_xdg_runtime_dir_refused(
+    below: str, words: str, tmp_path: Path, warnings: Callable[[], list[str]]
 ) -> None:
+    """A directory open to others, or the XDG_RUNTIME_DIR (open to others) the directory would be made in."""
     first, second = tmp_path / "one", tmp_path / "two"
     for directory in (first, second):
         directory.mkdir()
         os.chmod(directory, 0o755)
     _refused_and_warned_once_each(
-        lambda directory: machine_cache._checked_directory(str(directory)) is False,
+        lambda directory: machine_cache._checked_directory(str(directory / below)) is False,
         (first, second),
         (first, second),
-        " is not owned by this user with mode 0700 (refused)",
+        words,
         warnings,
     )
 
@@ -444,22 +456,6 @@ def test_checked_directory_refuses_an_xdg_runtime_dir_not_private_to_this_user(
     assert not os.path.lexists(runtime / "msi-credential")
     if kind == "link":
         assert list((tmp_path / "real-runtime").iterdir()) == []
-
-
-def test_checked_directory_warns_once_per_xdg_runtime_dir_refused(
-    tmp_path: Path, warnings: Callable[[], list[str]]
-) -> None:
-    first, second = tmp_path / "r1", tmp_path / "r2"
-    for runtime in (first, second):
-        runtime.mkdir()
-        os.chmod(runtime, 0o755)
-    _refused_and_warned_once_each(
-        lambda runtime: machine_cache._checked_directory(str(runtime / "msi-credential")) is False,
-        (first, second),
-        (first, second),
-        " (XDG_RUNTIME_DIR) is not a directory private to this user",
-        warnings,
-    )
 
 
 # ------------------------------------------------------------------------------------------------ _read_entry

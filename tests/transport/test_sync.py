@@ -9,7 +9,7 @@ import os
 import pickle
 import signal
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import pytest
 
@@ -19,6 +19,18 @@ from msi_credential.emulator import Fault
 from .support import SCOPE, Clock, wait_for, with_a_cached_token
 
 # ------------------------------------------------------------------------------- single flight across threads
+
+
+def _started_and_joined(
+    work: Callable[[], None], count: int, timeout: Optional[float] = None
+) -> list[threading.Thread]:
+    """``count`` threads running ``work``, started, then joined (each for up to ``timeout`` seconds)."""
+    threads = [threading.Thread(target=work) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+    return threads
 
 
 def test_64_threads_on_a_cold_cache_send_one_request(emulator_factory: Any) -> None:
@@ -32,11 +44,7 @@ def test_64_threads_on_a_cold_cache_send_one_request(emulator_factory: Any) -> N
         barrier.wait()
         tokens.append(credential.get_token(SCOPE).token)
 
-    threads = [threading.Thread(target=work) for _ in range(64)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _started_and_joined(work, 64)
 
     assert len(tokens) == 64 and len(set(tokens)) == 1
     assert len(emulator.requests) == 1
@@ -53,11 +61,7 @@ def test_threads_of_separate_credentials_sharing_the_cache_send_one_request(emul
         barrier.wait()
         tokens.append(credential.get_token(SCOPE).token)
 
-    threads = [threading.Thread(target=work) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _started_and_joined(work, 16)
 
     assert len(set(tokens)) == 1
     assert len(emulator.requests) == 1
@@ -82,11 +86,7 @@ def test_a_failed_flight_leaves_no_thread_waiting_and_only_late_threads_request_
         except ManagedIdentityError as error:
             outcomes.append(error.error_code)
 
-    threads = [threading.Thread(target=work) for _ in range(16)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    threads = _started_and_joined(work, 16, timeout=30)
 
     assert not any(thread.is_alive() for thread in threads)
     assert len(outcomes) == 16

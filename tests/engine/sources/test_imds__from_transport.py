@@ -21,6 +21,7 @@ from azure.core.credentials import AccessToken
 from msi_credential import CredentialUnavailableError
 from msi_credential.emulator import Fault
 
+from ...e2e.test_chain_interop import AsyncFixedCredential, FixedCredential
 from ...skips import skip_or_fail_in_ci
 from ...transport import support
 from ...transport.support import (
@@ -144,29 +145,9 @@ def slow_first_connect_imds(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowAcc
     server.stop()
 
 
-class Fallback:
-    """The credential after ours in a chain: it always has a token."""
-
-    TOKEN = "fallback-token"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        self.calls += 1
-        return AccessToken(self.TOKEN, 4_102_444_800)
-
-
-class AsyncFallback(Fallback):
-    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:  # type: ignore[override]
-        return Fallback.get_token(self, *scopes, **kwargs)
-
-    async def close(self) -> None:
-        pass
-
-
-def chain_get_token(face: Any, credential: Any, fallback: Fallback) -> AccessToken:
-    """get_token through azure-identity's ChainedTokenCredential of the face's kind: ours first, then fallback."""
+def chain_get_token(face: Any, credential: Any, fallback: Any) -> AccessToken:
+    """get_token through azure-identity's ChainedTokenCredential of the face's kind: ours first, then ``fallback``
+    (the next credential in the chain, a FixedCredential of the chain's end-to-end tests)."""
     if face.is_async:
         from azure.identity.aio import ChainedTokenCredential as AsyncChain
 
@@ -200,12 +181,12 @@ def test_imds_in_an_azure_identity_chain_fails_fast_on_a_slow_first_connect_and_
 ) -> None:
     """Inside ChainedTokenCredential (DefaultAzureCredential is one) the first contact fails at once as unavailable
     (the default 1 s connect timeout, here 0.5 s to keep clear of the SYN retransmit): the next credential answers."""
-    fallback = AsyncFallback() if face.is_async else Fallback()
+    fallback = AsyncFixedCredential() if face.is_async else FixedCredential()
     credential = face.credential(_environ={}, connection_timeout=0.5)
 
     token = chain_get_token(face, credential, fallback)
 
-    assert token.token == Fallback.TOKEN and fallback.calls == 1
+    assert token.token == FixedCredential.TOKEN and fallback.calls == 1
     assert slow_first_connect_imds.connections == 0
     assert face.sleeps == []
 
@@ -213,7 +194,7 @@ def test_imds_in_an_azure_identity_chain_fails_fast_on_a_slow_first_connect_and_
 def test_imds_chosen_by_azure_token_credentials_gets_its_token_through_a_slow_first_connect_in_a_chain(
     face: Any, slow_first_connect_imds: SlowAcceptServer
 ) -> None:
-    fallback = AsyncFallback() if face.is_async else Fallback()
+    fallback = AsyncFixedCredential() if face.is_async else FixedCredential()
     environ = {"AZURE_TOKEN_CREDENTIALS": "ManagedIdentityCredential"}
     credential = face.credential(_environ=environ, connection_timeout=0.5)
 
