@@ -1382,6 +1382,12 @@ def _runtime_dir(tmp_path: Path) -> Path:
     return runtime
 
 
+@pytest.fixture
+def runtime(tmp_path: Path) -> Path:
+    """An XDG_RUNTIME_DIR private to this user (0700), under tmp_path."""
+    return _runtime_dir(tmp_path)
+
+
 def _child_env(emulator: Any, runtime: Path, **extra: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH", ""),
@@ -1504,10 +1510,9 @@ def _credential(emulator: Any, runtime: Path, **kwargs: Any) -> ManagedIdentityC
 
 
 def test_a_second_credential_reads_the_first_ones_token_from_the_machine_cache(
-    emulator_factory: Any, tmp_path: Path
+    emulator_factory: Any, runtime: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     first = _credential(emulator, runtime).get_token(STORAGE).token
     second = _credential(emulator, runtime).get_token(STORAGE).token
     assert first == second
@@ -1519,7 +1524,7 @@ def test_a_second_credential_reads_the_first_ones_token_from_the_machine_cache(
     assert STORAGE not in entries[0].name and "storage" not in entries[0].name
 
 
-def test_two_identities_never_see_each_others_tokens(emulator_factory: Any, tmp_path: Path) -> None:
+def test_two_identities_never_see_each_others_tokens(emulator_factory: Any, runtime: Path) -> None:
     a = UserAssignedIdentity(
         client_id="11111111-1111-1111-1111-111111111111", object_id="a", resource_id="/identities/a"
     )
@@ -1527,7 +1532,6 @@ def test_two_identities_never_see_each_others_tokens(emulator_factory: Any, tmp_
         client_id="22222222-2222-2222-2222-222222222222", object_id="b", resource_id="/identities/b"
     )
     emulator = emulator_factory("app_service", identities=[a, b])
-    runtime = _runtime_dir(tmp_path)
     system = _credential(emulator, runtime).get_token(STORAGE).token
     first = _credential(emulator, runtime, client_id=a.client_id).get_token(STORAGE).token
     second = _credential(emulator, runtime, client_id=b.client_id).get_token(STORAGE).token
@@ -1537,9 +1541,8 @@ def test_two_identities_never_see_each_others_tokens(emulator_factory: Any, tmp_
     assert again == first
 
 
-def test_a_corrupt_or_foreign_entry_is_ignored_and_replaced(emulator_factory: Any, tmp_path: Path) -> None:
+def test_a_corrupt_or_foreign_entry_is_ignored_and_replaced(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     _credential(emulator, runtime).get_token(STORAGE)
     directory = runtime / "msi-credential"
     entry = next(p for p in directory.iterdir() if not p.name.endswith(".lock"))
@@ -1550,9 +1553,8 @@ def test_a_corrupt_or_foreign_entry_is_ignored_and_replaced(emulator_factory: An
     assert len(_token_requests(emulator)) == 4
 
 
-def test_an_expired_entry_is_never_served(emulator_factory: Any, tmp_path: Path) -> None:
+def test_an_expired_entry_is_never_served(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     _credential(emulator, runtime).get_token(STORAGE)
     entry = next(p for p in (runtime / "msi-credential").iterdir() if not p.name.endswith(".lock"))
     body = json.loads(entry.read_text())
@@ -1562,12 +1564,11 @@ def test_an_expired_entry_is_never_served(emulator_factory: Any, tmp_path: Path)
     assert len(_token_requests(emulator)) == 2
 
 
-def test_refused_resources_leave_no_lock_file_behind(emulator_factory: Any, tmp_path: Path) -> None:
+def test_refused_resources_leave_no_lock_file_behind(emulator_factory: Any, runtime: Path) -> None:
     """Every resource asked takes a lock file while its request is in flight; its holder removes it when done,
     refused resources included, so the directory holds only the entries (40 refusals: 0 files, not 40)."""
     emulator = emulator_factory("app_service")
     emulator.script(*[Fault(400, {"error": "invalid_resource", "error_description": "no"})] * 40)
-    runtime = _runtime_dir(tmp_path)
     credential = _credential(emulator, runtime)
     for number in range(40):
         with pytest.raises(ManagedIdentityError):
@@ -1578,9 +1579,8 @@ def test_refused_resources_leave_no_lock_file_behind(emulator_factory: Any, tmp_
     assert not entry.name.endswith(".lock")
 
 
-def test_expired_entries_are_swept_when_a_token_is_stored(emulator_factory: Any, tmp_path: Path) -> None:
+def test_expired_entries_are_swept_when_a_token_is_stored(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     _credential(emulator, runtime).get_token(STORAGE)
     [entry] = list((runtime / "msi-credential").iterdir())
     body = json.loads(entry.read_text())
@@ -1594,7 +1594,7 @@ def test_expired_entries_are_swept_when_a_token_is_stored(emulator_factory: Any,
 
 
 async def test_a_cancelled_async_call_leaves_no_machine_cache_lock_behind(
-    emulator_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    emulator_factory: Any, runtime: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Cancelled while its executor thread waits for another process's lock (``asyncio.run`` ending after a
     ``wait_for`` timeout): once that process lets go, the thread must not take the lock and keep it until this
@@ -1602,7 +1602,6 @@ async def test_a_cancelled_async_call_leaves_no_machine_cache_lock_behind(
     from msi_credential._transport import machine_cache
 
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     real_lookup = machine_cache.lookup
     waiting, finished = threading.Event(), threading.Event()
     other: list[int] = []
@@ -1645,10 +1644,9 @@ async def test_a_cancelled_async_call_leaves_no_machine_cache_lock_behind(
 
 
 def test_a_directory_open_to_others_is_refused(
-    emulator_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    emulator_factory: Any, runtime: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     (runtime / "msi-credential").mkdir(mode=0o700)
     os.chmod(runtime / "msi-credential", 0o755)
     with caplog.at_level(logging.WARNING, logger="msi_credential"):
@@ -1659,19 +1657,17 @@ def test_a_directory_open_to_others_is_refused(
     assert "not owned by this user with mode 0700" in caplog.text
 
 
-def test_an_xdg_runtime_dir_open_to_others_is_refused(emulator_factory: Any, tmp_path: Path) -> None:
+def test_an_xdg_runtime_dir_open_to_others_is_refused(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     os.chmod(runtime, 0o777)
     _credential(emulator, runtime).get_token(STORAGE)
     assert not (runtime / "msi-credential").exists()
 
 
 def test_an_entry_readable_by_others_is_not_trusted_and_replaced(
-    emulator_factory: Any, tmp_path: Path
+    emulator_factory: Any, runtime: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     _credential(emulator, runtime).get_token(STORAGE)
     entry = next(p for p in (runtime / "msi-credential").iterdir() if not p.name.endswith(".lock"))
     os.chmod(entry, 0o644)
@@ -1681,9 +1677,10 @@ def test_an_entry_readable_by_others_is_not_trusted_and_replaced(
     assert json.loads(entry.read_text())["token"] == token
 
 
-def test_a_link_instead_of_the_directory_is_refused(emulator_factory: Any, tmp_path: Path) -> None:
+def test_a_link_instead_of_the_directory_is_refused(
+    emulator_factory: Any, tmp_path: Path, runtime: Path
+) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     (runtime / "msi-credential").symlink_to(elsewhere)
@@ -1692,10 +1689,9 @@ def test_a_link_instead_of_the_directory_is_refused(emulator_factory: Any, tmp_p
 
 
 def test_claims_bypass_the_machine_cache_and_store_the_new_token(
-    emulator_factory: Any, tmp_path: Path
+    emulator_factory: Any, runtime: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     old = _credential(emulator, runtime).get_token(STORAGE).token
     new = _credential(emulator, runtime).get_token(STORAGE, claims='{"access_token":{}}').token
     assert new != old
@@ -1704,10 +1700,9 @@ def test_claims_bypass_the_machine_cache_and_store_the_new_token(
 
 @pytest.mark.parametrize("source", ["service_fabric", "workload_identity"])
 def test_not_used_for_service_fabric_or_workload_identity(
-    emulator_factory: Any, tmp_path: Path, source: str
+    emulator_factory: Any, runtime: Path, source: str
 ) -> None:
     emulator = emulator_factory(source)
-    runtime = _runtime_dir(tmp_path)
     env = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
     credential = ManagedIdentityCredential(_environ=env, machine_cache=True, **emulator.credential_kwargs)
     assert credential._engine.machine_key is None
@@ -1735,9 +1730,8 @@ def test_a_bad_environment_value_is_refused() -> None:
         ManagedIdentityCredential(_environ={"MSI_CREDENTIAL_MACHINE_CACHE": "maybe"})
 
 
-async def test_the_async_face_shares_through_the_machine_cache(emulator_factory: Any, tmp_path: Path) -> None:
+async def test_the_async_face_shares_through_the_machine_cache(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    runtime = _runtime_dir(tmp_path)
     env = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
     async with AsyncCredential(_environ=env, machine_cache=True, share_cache=False) as credential:
         first = (await credential.get_token(STORAGE)).token
