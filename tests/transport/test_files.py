@@ -1,4 +1,4 @@
-"""The local file reads of `_transport/files.py` and the policy list of `_transport/policies.py`, rule by rule.
+"""The local file reads of `_transport/files.py`, rule by rule.
 
 Each error is checked whole (its code and its message word for word: the message is what a person reads to fix a
 deployment), each size limit at the limit and one byte over, and each refusal (links, FIFOs, directories, a file
@@ -7,28 +7,25 @@ under tmp_path: no sockets, no threads, no subprocesses, no sleeps, so this file
 docs/mutation.md. Where only a race or a kernel's short read could show a rule, `files.os` is replaced by the real
 module with one function wrapped (`_patch_os`). Every open and read in this file goes through guards that fail, rather
 than hang, on a FIFO opened without O_NONBLOCK and on a read loop that goes on past the end of the file.
+
+The last section is the exception: an Azure Arc key file that is a FIFO, met by the credential through both faces
+(the ``face`` fixture) against a loopback server, must be refused without blocking the call.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from azure.core.pipeline.policies import (
-    CustomHookPolicy,
-    DistributedTracingPolicy,
-    HeadersPolicy,
-    HttpLoggingPolicy,
-    RequestIdPolicy,
-    UserAgentPolicy,
-)
 
+from msi_credential import ManagedIdentityError
 from msi_credential._engine.effects import (
     MAX_KEY_FILE_BYTES,
     KeyFileResult,
@@ -36,8 +33,9 @@ from msi_credential._engine.effects import (
     ReadKeyFile,
     ReadProxyCA,
 )
-from msi_credential._transport import files, policies
-from msi_credential._version import VERSION
+from msi_credential._transport import files
+
+from .support import SCOPE, arc_challenge_server, arc_environ
 
 pytestmark = pytest.mark.skipif(
     sys.platform.startswith("win"), reason="links, FIFOs and O_NOFOLLOW are checked as Linux has them"
@@ -297,24 +295,14 @@ def test_key_file_that_grows_after_the_check_is_read_up_to_4096_bytes_and_refuse
         assert result == KeyFileResult(error=("arc_invalid_key_file", "the key file grew over 4096 bytes"))
 
 
-def test_key_file_swapped_for_another_file_after_the_check_is_not_a_regular_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("swapped_in", ["another file", "fifo"])
+def test_key_file_swapped_after_the_check_for_another_file_or_a_fifo_is_refused_without_blocking(
+    swapped_in: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Another regular file is not the one that was checked; a FIFO is opened without blocking, then refused."""
     path = _file(tmp_path, KEY.encode(), "agent.key")
-    other = _file(tmp_path, b"o" * 32, "other.key")
+    other = _file(tmp_path, b"o" * 32, "other.key") if swapped_in == "another file" else _fifo(tmp_path)
     _patch_os(monkeypatch, lstat=_stat_then(lambda: os.replace(other, path)))
-
-    assert files.read_key_file(path) == KeyFileResult(
-        error=("arc_invalid_key_file", "the key file is not a regular file")
-    )
-
-
-def test_key_file_swapped_for_a_fifo_after_the_check_is_opened_without_blocking_and_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = _file(tmp_path, KEY.encode(), "agent.key")
-    fifo = _fifo(tmp_path)
-    _patch_os(monkeypatch, lstat=_stat_then(lambda: os.replace(fifo, path)))
 
     assert files.read_key_file(path) == KeyFileResult(
         error=("arc_invalid_key_file", "the key file is not a regular file")
@@ -382,53 +370,6 @@ def test_assertion_is_stripped_and_read_through_the_links_kubernetes_swaps(tmp_p
     assert files.read_assertion(str(tmp_path / "token")) == KeyFileResult(content="header.payload.signature")
 
 
-def test_assertion_through_a_dangling_link_cannot_be_read(tmp_path: Path) -> None:
-    (tmp_path / "token").symlink_to(tmp_path / "rotated-away")
-
-    assert files.read_assertion(str(tmp_path / "token")) == KeyFileResult(
-        error=(
-            "federated_token_file_unreadable",
-            "cannot read AZURE_FEDERATED_TOKEN_FILE: No such file or directory",
-        )
-    )
-
-
-@pytest.mark.parametrize("kind", ["directory", "fifo", "link to a fifo"])
-def test_assertion_that_is_not_a_regular_file_is_refused_without_blocking(kind: str, tmp_path: Path) -> None:
-    path = tmp_path / "token"
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.symlink_to(_fifo(tmp_path))
-
-    assert files.read_assertion(str(path)) == KeyFileResult(
-        error=("federated_token_file_unreadable", "AZURE_FEDERATED_TOKEN_FILE is not a regular file")
-    )
-
-
-def test_assertion_of_exactly_64_kib_is_read_whole(tmp_path: Path) -> None:
-    result = files.read_assertion(_file(tmp_path, b"a" * ASSERTION_LIMIT))
-
-    assert result.error is None
-    assert result.content is not None and len(result.content) == ASSERTION_LIMIT
-    assert result == KeyFileResult(content="a" * ASSERTION_LIMIT)
-
-
-@pytest.mark.parametrize("size", [ASSERTION_LIMIT + 1, ASSERTION_LIMIT + 2])
-def test_assertion_over_64_kib_is_too_large(size: int, tmp_path: Path) -> None:
-    assert files.read_assertion(_file(tmp_path, b"a" * size)) == KeyFileResult(
-        error=("federated_token_file_unreadable", "AZURE_FEDERATED_TOKEN_FILE is too large")
-    )
-
-
-def test_assertion_that_is_not_utf_8_is_not_text(tmp_path: Path) -> None:
-    assert files.read_assertion(_file(tmp_path, b"eyJ\xff")) == KeyFileResult(
-        error=("federated_token_file_unreadable", "AZURE_FEDERATED_TOKEN_FILE is not text")
-    )
-
-
 @pytest.mark.parametrize("data", [b"", b" \n\t\r\n"], ids=["zero-bytes", "whitespace"])
 def test_assertion_of_nothing_but_whitespace_is_empty(data: bytes, tmp_path: Path) -> None:
     assert files.read_assertion(_file(tmp_path, data)) == KeyFileResult(
@@ -461,9 +402,74 @@ def test_proxy_ca_of_nothing_but_whitespace_is_empty_content_not_an_error(
     assert files.read_proxy_ca(_file(tmp_path, data)) == KeyFileResult(content="")
 
 
+# ------------------------------------------------------------------------- read_assertion and read_proxy_ca alike
+
+
+@dataclass(frozen=True)
+class _Reader:
+    """The federated token file's reader or the AKS token proxy's CA file's: the same rules, each with its own
+    error code, variable, file name, size limit and words."""
+
+    read: Callable[[str], KeyFileResult]
+    code: str
+    variable: str
+    name: str
+    limit: int
+    filler: bytes
+    too_large: str
+    not_utf_8: bytes
+    not_text: str
+
+
+READERS = [
+    pytest.param(
+        _Reader(
+            files.read_assertion,
+            "federated_token_file_unreadable",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "token",
+            ASSERTION_LIMIT,
+            b"a",
+            "is too large",
+            b"eyJ\xff",
+            "is not text",
+        ),
+        id="assertion",
+    ),
+    pytest.param(
+        _Reader(
+            files.read_proxy_ca,
+            "invalid_token_proxy_ca",
+            "AZURE_KUBERNETES_CA_FILE",
+            "ca.crt",
+            CA_LIMIT,
+            b"c",
+            "is over 1 MiB",
+            b"0\x82\x01\xff DER",
+            "is not text (PEM)",
+        ),
+        id="proxy-ca",
+    ),
+]
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_through_a_dangling_link_cannot_be_read(
+    reader: _Reader, tmp_path: Path
+) -> None:
+    (tmp_path / reader.name).symlink_to(tmp_path / "rotated-away")
+
+    assert reader.read(str(tmp_path / reader.name)) == KeyFileResult(
+        error=(reader.code, f"cannot read {reader.variable}: No such file or directory")
+    )
+
+
 @pytest.mark.parametrize("kind", ["directory", "fifo", "link to a fifo"])
-def test_proxy_ca_that_is_not_a_regular_file_is_refused_without_blocking(kind: str, tmp_path: Path) -> None:
-    path = tmp_path / "ca.crt"
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_that_are_not_a_regular_file_are_refused_without_blocking(
+    reader: _Reader, kind: str, tmp_path: Path
+) -> None:
+    path = tmp_path / reader.name
     if kind == "directory":
         path.mkdir()
     elif kind == "fifo":
@@ -471,37 +477,36 @@ def test_proxy_ca_that_is_not_a_regular_file_is_refused_without_blocking(kind: s
     else:
         path.symlink_to(_fifo(tmp_path))
 
-    assert files.read_proxy_ca(str(path)) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "AZURE_KUBERNETES_CA_FILE is not a regular file")
+    assert reader.read(str(path)) == KeyFileResult(
+        error=(reader.code, f"{reader.variable} is not a regular file")
     )
 
 
-def test_proxy_ca_through_a_dangling_link_cannot_be_read(tmp_path: Path) -> None:
-    (tmp_path / "ca.crt").symlink_to(tmp_path / "rotated-away")
-
-    assert files.read_proxy_ca(str(tmp_path / "ca.crt")) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "cannot read AZURE_KUBERNETES_CA_FILE: No such file or directory")
-    )
-
-
-def test_proxy_ca_of_exactly_1_mib_is_read_whole(tmp_path: Path) -> None:
-    result = files.read_proxy_ca(_file(tmp_path, b"c" * CA_LIMIT))
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_of_exactly_their_limit_are_read_whole(
+    reader: _Reader, tmp_path: Path
+) -> None:
+    result = reader.read(_file(tmp_path, reader.filler * reader.limit))
 
     assert result.error is None
-    assert result.content is not None and len(result.content) == CA_LIMIT
-    assert result == KeyFileResult(content="c" * CA_LIMIT)
+    assert result.content is not None and len(result.content) == reader.limit
+    assert result == KeyFileResult(content=reader.filler.decode() * reader.limit)
 
 
-@pytest.mark.parametrize("size", [CA_LIMIT + 1, CA_LIMIT + 2])
-def test_proxy_ca_over_1_mib_is_refused(size: int, tmp_path: Path) -> None:
-    assert files.read_proxy_ca(_file(tmp_path, b"c" * size)) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "AZURE_KUBERNETES_CA_FILE is over 1 MiB")
+@pytest.mark.parametrize("over", [1, 2])
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_over_their_limit_are_refused(
+    reader: _Reader, over: int, tmp_path: Path
+) -> None:
+    assert reader.read(_file(tmp_path, reader.filler * (reader.limit + over))) == KeyFileResult(
+        error=(reader.code, f"{reader.variable} {reader.too_large}")
     )
 
 
-def test_proxy_ca_that_is_not_utf_8_is_not_text_pem(tmp_path: Path) -> None:
-    assert files.read_proxy_ca(_file(tmp_path, b"0\x82\x01\xff DER")) == KeyFileResult(
-        error=("invalid_token_proxy_ca", "AZURE_KUBERNETES_CA_FILE is not text (PEM)")
+@pytest.mark.parametrize("reader", READERS)
+def test_assertion_and_proxy_ca_that_are_not_utf_8_are_not_text(reader: _Reader, tmp_path: Path) -> None:
+    assert reader.read(_file(tmp_path, reader.not_utf_8)) == KeyFileResult(
+        error=(reader.code, f"{reader.variable} {reader.not_text}")
     )
 
 
@@ -615,114 +620,6 @@ def test_the_descriptor_is_closed_whether_the_read_succeeds_or_is_refused(
     assert len(opened) == 2 and closed == opened
 
 
-# ------------------------------------------------------------------------------------------ build_policies
-
-
-def _by_type(built: list[Any]) -> dict[type, Any]:
-    return {type(policy): policy for policy in built}
-
-
-def test_build_policies_returns_the_six_policies_in_pipeline_order() -> None:
-    built = policies.build_policies()
-
-    assert [type(policy) for policy in built] == [
-        HeadersPolicy,
-        UserAgentPolicy,
-        RequestIdPolicy,
-        CustomHookPolicy,
-        DistributedTracingPolicy,
-        HttpLoggingPolicy,
-    ]
-
-
-def test_build_policies_traces_as_msi_credential_with_the_safe_query_parameters() -> None:
-    tracing_policy = _by_type(policies.build_policies())[DistributedTracingPolicy]
-
-    if hasattr(tracing_policy, "_instrumentation_config"):  # azure-core 1.33+ (native tracing)
-        assert tracing_policy._instrumentation_config == {
-            "library_name": "msi-credential",
-            "library_version": VERSION,
-        }
-    allowed = getattr(
-        tracing_policy, "allowed_query_params", None
-    )  # older azure-core: no redaction to configure
-    if allowed is not None:
-        assert {name.lower() for name in allowed} == {
-            name.lower() for name in DistributedTracingPolicy.DEFAULT_QUERY_PARAMS_ALLOWLIST
-        } | set(policies.SAFE_QUERY_PARAMS)
-
-
-def test_build_policies_takes_an_azure_core_whose_tracing_policy_does_not_redact_urls(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    class OlderTracingPolicy:  # azure-core before span URL redaction: no allowed_query_params to extend
-        def __init__(self, **kwargs: Any) -> None:
-            self.kwargs = kwargs
-
-    monkeypatch.setattr(policies, "DistributedTracingPolicy", OlderTracingPolicy)
-
-    built = policies.build_policies()
-
-    assert isinstance(built[4], OlderTracingPolicy)
-    assert not hasattr(built[4], "allowed_query_params")
-
-
-def test_build_policies_user_agent_is_msi_credential_and_its_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AZURE_HTTP_USER_AGENT", raising=False)
-
-    assert _by_type(policies.build_policies())[UserAgentPolicy].user_agent == f"msi-credential/{VERSION}"
-    assert (
-        _by_type(policies.build_policies(user_agent="app/2"))[UserAgentPolicy].user_agent
-        == f"app/2 msi-credential/{VERSION}"
-    )
-
-
-def test_build_policies_passes_the_keyword_arguments_to_every_policy() -> None:
-    def hook(request: Any) -> None:
-        return None
-
-    logger = logging.getLogger("msi-credential-test")
-    built = _by_type(
-        policies.build_policies(
-            headers={"x-test": "1"},
-            request_id="request-1",
-            raw_request_hook=hook,
-            raw_response_hook=hook,
-            logger=logger,
-            user_agent_use_env=False,
-            tracing_attributes={"app": "x"},
-        )
-    )
-
-    assert built[HeadersPolicy].headers == {"x-test": "1"}
-    assert built[RequestIdPolicy]._request_id == "request-1"
-    assert built[CustomHookPolicy]._request_callback is hook
-    assert built[CustomHookPolicy]._response_callback is hook
-    assert built[HttpLoggingPolicy].logger is logger
-    assert built[UserAgentPolicy].use_env is False
-    assert built[DistributedTracingPolicy]._tracing_attributes == {"app": "x"}
-
-
-def test_build_policies_logs_only_the_safe_headers_and_query_parameters() -> None:
-    logging_policy = _by_type(policies.build_policies())[HttpLoggingPolicy]
-    defaults = {name.lower() for name in HttpLoggingPolicy.DEFAULT_HEADERS_ALLOWLIST}
-
-    assert {name.lower() for name in logging_policy.allowed_header_names} == (
-        defaults - {"www-authenticate"}
-    ) | {
-        "metadata",
-        "x-ms-request-id",
-        "x-ms-client-request-id",
-        "retry-after",
-    }
-    assert {name.lower() for name in logging_policy.allowed_query_params} == {
-        name.lower()
-        for name in getattr(HttpLoggingPolicy, "DEFAULT_QUERY_PARAMS_ALLOWLIST", ())  # older azure-core: none
-    } | {"api-version", "resource", "client_id", "object_id", "msi_res_id", "mi_res_id", "clientid", "xms_cc"}
-    for secret in ("X-IDENTITY-HEADER", "secret", "Authorization", "WWW-Authenticate"):
-        assert secret not in logging_policy.allowed_header_names
-
-
 class _WindowsOs(_Os):
     """The os module as Windows shows it to files.py: no O_NONBLOCK or O_NOFOLLOW, and a set_blocking (CPython
     3.12+) that works on pipes only and raises for a regular file."""
@@ -755,3 +652,60 @@ def test_without_o_nonblock_the_descriptor_is_read_as_opened_and_set_blocking_is
 
     assert data == b"content"
     assert opened == [os.O_RDONLY | getattr(os, "O_BINARY", 0)]
+
+
+# --------------------------------------------------------------------- the credential's reads, through both faces
+
+
+def _call_with_hang_guard(call: Callable[[], Any], unblock: Callable[[], None]) -> Any:
+    """Run ``call`` in a thread; if it is still blocked after 10 s, unblock it and fail (never hang the suite)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():
+        unblock()
+        worker.join(5)
+        pytest.fail("the call blocked on the key file")
+    return outcome[0]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="FIFOs are a POSIX thing")
+@pytest.mark.parametrize("swapped", [False, True], ids=["fifo", "swapped-after-the-check"])
+def test_an_arc_key_file_that_is_a_fifo_is_refused_without_blocking(
+    face: Any, capturing_server: Any, tmp_path: Any, monkeypatch: Any, swapped: bool
+) -> None:
+    import os
+
+    from msi_credential._transport import files
+
+    fifo = tmp_path / "agent.key"
+    os.mkfifo(fifo)
+    if swapped:  # the check sees a regular file; by the open, the path is a FIFO
+        regular = tmp_path / "regular"
+        regular.write_text("x" * 32)
+        real_lstat = os.lstat
+        monkeypatch.setattr(
+            files.os,
+            "lstat",
+            lambda path: real_lstat(regular) if str(path) == str(fifo) else real_lstat(path),
+        )
+    server = arc_challenge_server(capturing_server, str(fifo))
+    credential = face.credential(_environ=arc_environ(server.port), _arc_key_directory=str(tmp_path))
+
+    def unblock() -> None:
+        with open(fifo, "wb") as writer:
+            writer.write(b"unblocked")
+
+    outcome = _call_with_hang_guard(lambda: credential.get_token(SCOPE), unblock)
+
+    assert isinstance(outcome, ManagedIdentityError)
+    assert outcome.error_code == "arc_invalid_key_file"
+    assert len(server.raw) == 1

@@ -314,6 +314,17 @@ def _caught(function: Any) -> BaseException:
     raise AssertionError("nothing was raised")
 
 
+def _raise_as_requests_and_azure_core(
+    urllib3_error: Exception, requests_error: type[requests.RequestException], azure_error: type[Exception]
+) -> None:
+    """What requests raises for ``urllib3_error`` (while it is being handled, so it is the context), wrapped as
+    azure-core's RequestsTransport wraps it."""
+    try:
+        raise requests_error(urllib3_error)
+    except requests_error as err:
+        raise azure_error(err, error=err) from err
+
+
 def _requests_refused() -> None:
     """RequestsTransport when nothing listens: ConnectionRefusedError under urllib3's and requests' errors."""
     try:
@@ -327,10 +338,7 @@ def _requests_refused() -> None:
         except NewConnectionError as new:
             raise MaxRetryError(None, "/msi/token", new) from new  # type: ignore[arg-type]
     except MaxRetryError as retries:
-        try:
-            raise requests.ConnectionError(retries)
-        except requests.ConnectionError as err:
-            raise ServiceRequestError(err, error=err) from err
+        _raise_as_requests_and_azure_core(retries, requests.ConnectionError, ServiceRequestError)
 
 
 def _requests_pin_mismatch() -> None:
@@ -346,10 +354,7 @@ def _requests_read_timeout() -> None:
         except TimeoutError as timeout:
             raise ReadTimeoutError(None, "/", "Read timed out. (read timeout=10.0)") from timeout  # type: ignore[arg-type]
     except ReadTimeoutError as read:
-        try:
-            raise requests.ReadTimeout(read)
-        except requests.ReadTimeout as err:
-            raise ServiceResponseTimeoutError(err, error=err) from err
+        _raise_as_requests_and_azure_core(read, requests.ReadTimeout, ServiceResponseTimeoutError)
 
 
 def _connect_timeout() -> None:
