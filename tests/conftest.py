@@ -230,7 +230,17 @@ def unused_port() -> Iterator[int]:
 # The fixtures that start a loopback server. A test that uses one, directly or through another fixture, is marked
 # `loopback`; the mutation run (docs/mutation.md) takes only the others, which need no socket.
 LOOPBACK_FIXTURES = frozenset(
-    {"emulator_factory", "raw_server", "unused_port", "msi_emulator", "msi_emulator_session", "azurite"}
+    {
+        "emulator_factory",
+        "raw_server",
+        "capturing_server",
+        "slow_first_connect_imds",
+        "blackhole_port",
+        "unused_port",
+        "msi_emulator",
+        "msi_emulator_session",
+        "azurite",
+    }
 )
 
 

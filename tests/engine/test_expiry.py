@@ -9,12 +9,13 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from msi_credential import ManagedIdentityError
 from msi_credential._engine.expiry import (
     MAX_LIFETIME,
     ExpiryError,
@@ -22,6 +23,9 @@ from msi_credential._engine.expiry import (
     parse_seconds,
     token_times,
 )
+
+from ..transport import support
+from ..transport.support import SCOPE, environ_for, http_answer, token_body
 
 # 2024-10-18T19:51:37Z
 EPOCH = 1729281097
@@ -414,3 +418,57 @@ def test_parse_expires_on_of_any_text_is_int_or_none(text: str) -> None:
 def test_iso_8601_with_seven_digit_fraction_round_trips(moment: datetime) -> None:
     text = moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{moment.microsecond:06d}0Z"
     assert parse_expires_on(text) == int(moment.replace(tzinfo=timezone.utc).timestamp())
+
+
+# The lifetime rules on real
+# answers: a token of exactly two hours refreshes at half its lifetime whatever fraction of a second the request
+# started at, and expiry numbers too large for float arithmetic are invalid_response. Both faces (the ``face``
+# fixture), against a loopback server.
+
+capturing_server = support.capturing_server  # the fixture
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.4, 0.999])
+def test_a_token_of_exactly_two_hours_refreshes_at_half_its_lifetime(
+    face: Any,
+    capturing_server: Any,
+    fraction: float,
+) -> None:
+    """expires_in 7200 is >= 7200 s whatever fraction of a second the request started at."""
+    start = 1_800_000_000 + fraction
+    server = capturing_server(lambda head: http_answer(token_body(expires_in=7200)))
+    credential = face.credential(_environ=environ_for("app_service", server.port), _clock=lambda: start)
+
+    info = credential.get_token_info(SCOPE)
+
+    assert info.expires_on == 1_800_000_000 + 7200
+    assert info.refresh_on == 1_800_000_000 + 3600
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        {"expires_in": int("9" * 4000)},
+        {"expires_in": -int("9" * 4000)},
+        {"expires_on": int("9" * 4000)},
+        {"expires_in": 3600, "refresh_in": int("9" * 4000)},
+        {"expires_in": 1e300},
+    ],
+    ids=["expires_in", "negative", "expires_on", "refresh_in", "float"],
+)
+def test_a_huge_expiry_number_is_invalid_response_not_an_overflow(
+    face: Any,
+    capturing_server: Any,
+    field: dict[str, Any],
+) -> None:
+    body = {"access_token": "tok-" + "y" * 20, **field}
+    server = capturing_server(lambda head: http_answer(body))
+    credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
+
+    try:
+        info = credential.get_token_info(SCOPE)
+    except ManagedIdentityError as error:
+        assert error.error_code == "invalid_response"
+    else:  # a refresh_in out of range is ignored, as any unusable refresh_in is
+        assert "refresh_in" in field
+        assert info.refresh_on < info.expires_on

@@ -7,12 +7,15 @@ from __future__ import annotations
 import email.utils
 from datetime import datetime, timezone
 from email.utils import format_datetime
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 
+from msi_credential import ManagedIdentityError
 from msi_credential._engine.retry import RetrySchedule, RetrySettings, retry_after
+from msi_credential.emulator import Fault
 
+from ..transport.support import SCOPE
 from .scripted import APP_SERVICE, Clock, Script, engine, error_response, token_response
 from .sources.support import RESOURCE
 
@@ -283,3 +286,29 @@ def test_a_retry_after_date_is_counted_from_the_injected_clock() -> None:
     script.run(engine(APP_SERVICE, clock).acquire(RESOURCE))
 
     assert script.sleeps == [5.0]
+
+
+# The retry schedule as the
+# credential's keywords and a Retry-After shape it. Both faces (the ``face`` fixture), against the emulator.
+
+
+def test_retry_after_over_a_minute_stops_retrying(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(Fault(429, headers={"Retry-After": "120"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        credential.get_token(SCOPE)
+
+    assert caught.value.status_code == 429
+    assert face.sleeps == []
+
+
+def test_retry_keywords_adjust_the_schedule(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("app_service")
+    emulator.script(*[Fault(503)] * 5)
+    credential = face.credential(emulator, retry_total=5, retry_backoff_factor=0.5, retry_backoff_max=3)
+
+    credential.get_token(SCOPE)
+
+    assert face.sleeps == [0.5, 1.0, 2.0, 3.0, 3.0]

@@ -11,6 +11,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from msi_credential._engine.scopes import resource_from_scopes
+from msi_credential.emulator import UserAssignedIdentity
+
+from ..transport.support import CLIENT_A
 
 
 @pytest.mark.parametrize(
@@ -180,3 +183,21 @@ def test_scope_without_default_suffix_is_the_resource(face: Any, emulator_factor
         "https://management.azure.com",
         "api://my-app",
     ]
+
+
+# A scope's fragment reaches the
+# endpoint as part of the resource, with the identity. Both faces (the ``face`` fixture), against the emulator.
+
+
+def test_a_fragment_in_a_scope_reaches_the_emulator_as_the_resource_with_the_identity(
+    face: Any, emulator_factory: Any
+) -> None:
+    """The emulator sees the whole resource and the client id: no fallback to the system-assigned identity."""
+    emulator = emulator_factory("imds", identities=[UserAssignedIdentity(CLIENT_A, "object-a", "/sub/a")])
+    credential = face.credential(emulator, client_id=CLIENT_A)
+
+    credential.get_token("https://vault.azure.net#/.default")
+
+    (request,) = emulator.requests
+    assert request.query["resource"] == "https://vault.azure.net#"
+    assert request.query["client_id"] == CLIENT_A

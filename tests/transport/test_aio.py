@@ -16,11 +16,14 @@ import threading
 from typing import Any
 
 import pytest
+from azure.core.credentials import AccessTokenInfo
 
 from msi_credential import ManagedIdentityError
+from msi_credential._engine import cache
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 from msi_credential.emulator import Fault
 
+from ..faces.support import STORAGE
 from .support import (
     SCOPE,
     arc_challenge_server,
@@ -303,3 +306,60 @@ def test_the_async_face_gets_a_token_in_an_atexit_handler(
     assert finished.stdout.decode().split() == ["token", "True"], finished.stdout.decode()
     if extra:
         assert len(list((tmp_path / "runtime" / "msi-credential").iterdir())) == 1  # stored for the others
+
+
+# The async driver's single flight (``_transport/aio.py`` ``single_flight``) hands a failed leader's error to every
+# waiting task.
+
+RESOURCE = "https://storage.azure.com"
+
+
+async def test_tasks_waiting_on_a_failed_flight_receive_its_error_and_send_nothing() -> None:
+    from msi_credential._transport.aio import single_flight
+
+    bucket = cache.Bucket()
+    release = asyncio.Event()
+    requests = 0
+
+    async def request() -> AccessTokenInfo:
+        nonlocal requests
+        requests += 1
+        if requests == 1:
+            await release.wait()
+            raise ManagedIdentityError("leader failed", error_code="forbidden")
+        return AccessTokenInfo("re-requested", 0)
+
+    calls = [asyncio.ensure_future(single_flight(bucket, RESOURCE, request, lambda: None)) for _ in range(16)]
+    await asyncio.sleep(0)  # every task joins the flight
+    release.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert [getattr(o, "error_code", o) for o in outcomes] == ["forbidden"] * 16
+    assert requests == 1
+
+
+# Msi_credential/_transport/aio.py: a caller's async transport refused by the exiting interpreter is a typed error.
+
+
+async def test_a_given_transport_refused_by_the_exiting_interpreter_is_a_typed_error(
+    emulator_factory: Any,
+) -> None:
+    """In an atexit handler a caller's async transport that needs the loop's executor cannot send; our own
+    transports then send as the sync face does (test_the_async_face_gets_a_token_in_an_atexit_handler above), a caller's is a ManagedIdentityError."""
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+
+    class Exiting(AioHttpTransport):
+        async def send(self, request: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    emulator = emulator_factory("app_service")
+    async with AsyncCredential(
+        _environ=emulator.environ, share_cache=False, transport=Exiting()
+    ) as credential:
+        with pytest.raises(ManagedIdentityError) as caught:
+            await credential.get_token(STORAGE)
+
+    assert caught.value.error_code == "interpreter_exiting"
+    assert "atexit" in str(caught.value)

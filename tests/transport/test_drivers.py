@@ -24,6 +24,7 @@ from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 from msi_credential.emulator import Fault
 
 from ..conftest import FIGURES
+from ..faces.support import STORAGE
 from .support import (
     CLIENT_A,
     SCOPE,
@@ -624,3 +625,21 @@ def test_soak_threads_and_tasks_under_random_failures(emulator_factory: Any) -> 
     assert calls > 100 * requests
     # integer expiry seconds shorten some periods, and the thread and task flights may each refresh once
     assert emulator.tokens_issued <= 4 * periods + 5
+
+
+# Both drivers (msi_credential/_transport/sync.py and aio.py) through the ``face`` fixture: the proxy variables are
+# not used toward a managed identity endpoint.
+
+
+def test_proxy_variables_are_ignored_for_managed_identity(
+    face: Any, emulator_factory: Any, monkeypatch: Any, unused_port: int
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{unused_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    emulator = emulator_factory("app_service")
+    credential = face.credential(emulator)
+
+    assert credential.get_token(STORAGE).token
+    assert len(emulator.requests) == 1

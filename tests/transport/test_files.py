@@ -709,3 +709,39 @@ def test_an_arc_key_file_that_is_a_fifo_is_refused_without_blocking(
     assert isinstance(outcome, ManagedIdentityError)
     assert outcome.error_code == "arc_invalid_key_file"
     assert len(server.raw) == 1
+
+
+# The Arc key file's size bound in ``_transport/files.py`` (``read_key_file``). The comment above a test names the
+# one-line change that it catches.
+
+
+# change: the Arc key file is read before its size is checked
+@pytest.mark.parametrize("size", [0, 4097, 1 << 20])
+def test_arc_key_file_of_a_wrong_size_is_refused_without_being_opened(
+    size: int, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from msi_credential._transport import files
+
+    path = tmp_path / "agent.key"
+    path.write_bytes(b"k" * size)
+    opened: list[str] = []
+    real_open = files.os.open
+
+    def spy_open(name: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", spy_open)
+    result = files.read_key_file(str(path))
+
+    assert result.error is not None and result.error[0] == "arc_invalid_key_file"
+    assert opened == []
+
+
+def test_arc_key_file_of_the_largest_size_is_read(tmp_path: Any) -> None:
+    from msi_credential._transport import files
+
+    path = tmp_path / "agent.key"
+    path.write_bytes(b"k" * 4096)
+
+    assert files.read_key_file(str(path)).content == "k" * 4096
