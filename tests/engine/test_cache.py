@@ -3,8 +3,11 @@ spread, storing, buckets and their sweeps.
 
 Mostly the cache's own functions, socket-free (the mutation run of docs/mutation.md runs them); the windows and
 the spread through the scripted driver of tests/engine/scripted.py; the cached-scope hot path through both faces
-(the ``face`` fixture and the IMDS emulator). A comment above a test names the one-line change that it catches
-(issue 13).
+(the ``face`` fixture and the IMDS emulator). The last three sections go through the credential against the
+emulator (both faces where a test takes the ``face`` fixture, an injected clock): when a cached token is served and
+the advisory and mandatory refresh windows; the process-wide cache that one identity's credentials share, errors
+that are not cached and token info no caller can change; memory that does not grow per call nor stay pinned by
+expired tokens. A comment above a test names the one-line change that it catches (issue 13).
 """
 
 from __future__ import annotations
@@ -448,36 +451,7 @@ def test_a_sweep_racing_another_sweep_for_the_same_entry_does_not_raise() -> Non
     assert dict(bucket) == {}
 
 
-# msi_credential/_engine/cache.py through both faces: the process-wide cache one identity's credentials share, and
-# errors that are not cached.
-
-
-def test_credentials_of_one_identity_share_the_process_cache(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds")
-
-    tokens = {face.credential(emulator, share_cache=True).get_token(STORAGE).token for _ in range(5)}
-    private = face.credential(emulator, share_cache=False).get_token(STORAGE).token
-
-    assert len(tokens) == 1
-    assert private not in tokens
-    assert emulator.tokens_issued == 2
-
-
-def test_errors_are_not_cached_and_the_credential_stays_usable(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("imds")
-    emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
-    credential = face.credential(emulator)
-
-    with pytest.raises(CredentialUnavailableError):
-        credential.get_token(STORAGE)
-    assert credential.get_token(STORAGE).token
-
-
-# What the engine's token cache
-# decides, seen through the credential: when a cached token is served, the advisory and mandatory refresh windows (an
-# injected clock), the process-wide cache shared by credentials of the same identity, token info no caller can change,
-# and memory that does not grow per call nor stay pinned by expired tokens. The emulator; both faces (the ``face``
-# fixture) where the test takes it.
+# --------------------------------------------------------------------------- refresh windows, through both faces
 
 
 def test_fresh_token_is_served_until_refresh_on(face: Any, emulator_factory: Any) -> None:
@@ -554,6 +528,30 @@ def test_long_lived_token_refreshes_at_half_life(face: Any, emulator_factory: An
     assert info.refresh_on == info.expires_on - 12 * 3600
 
 
+# --------------------------------------------------------------------- the process-wide cache and its token info
+
+
+def test_credentials_of_one_identity_share_the_process_cache(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+
+    tokens = {face.credential(emulator, share_cache=True).get_token(STORAGE).token for _ in range(5)}
+    private = face.credential(emulator, share_cache=False).get_token(STORAGE).token
+
+    assert len(tokens) == 1
+    assert private not in tokens
+    assert emulator.tokens_issued == 2
+
+
+def test_errors_are_not_cached_and_the_credential_stays_usable(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("imds")
+    emulator.script(Fault(400, {"error": "invalid_request", "error_description": "Identity not found"}))
+    credential = face.credential(emulator)
+
+    with pytest.raises(CredentialUnavailableError):
+        credential.get_token(STORAGE)
+    assert credential.get_token(STORAGE).token
+
+
 def test_credential_per_request_still_sends_one_request_per_resource(emulator_factory: Any) -> None:
     emulator = emulator_factory("app_service")
 
@@ -602,8 +600,6 @@ def test_a_caller_cannot_change_the_token_info_other_credentials_get(
 
 
 def test_different_identities_do_not_share_tokens(emulator_factory: Any) -> None:
-    from msi_credential.emulator import UserAssignedIdentity
-
     identity = UserAssignedIdentity("c1c1c1c1-0000-0000-0000-000000000000", "o1o1o1o1-0000", "/r/1")
     emulator = emulator_factory("imds", identities=[identity])
 
@@ -621,8 +617,6 @@ def test_different_identities_do_not_share_tokens(emulator_factory: Any) -> None
 
 
 def test_shared_cache_follows_the_client_id_taken_from_the_environment(emulator_factory: Any) -> None:
-    from msi_credential.emulator import UserAssignedIdentity
-
     other = UserAssignedIdentity("0a0a0a0a-0000-0000-0000-000000000000", "0b0b0b0b-0000", "/r/x")
     emulator = emulator_factory("workload_identity", identities=[other])
     first = ManagedIdentityCredential(_environ=emulator.environ).get_token(SCOPE)
@@ -632,6 +626,9 @@ def test_shared_cache_follows_the_client_id_taken_from_the_environment(emulator_
 
     assert decode_jwt(first.token)["appid"] != decode_jwt(second.token)["appid"] == other.client_id
     assert len(emulator.requests) == 2
+
+
+# -------------------------------------------------------------------------------------------------------- memory
 
 
 def test_a_million_cached_calls_do_not_grow_memory(emulator_factory: Any) -> None:

@@ -1,7 +1,12 @@
 """msi_credential/_engine/detection.py: ``detect()``, docs/protocols.md section 1 (first match wins), the endpoint
 safety rules of sections 6 and 9, the AKS token proxy of section 10, the detection reasons, and the refusals word for
-word, called directly with an environment, a platform and a file check. No sockets, nothing read: the mutation run of
-docs/mutation.md runs them (CA PEMs come from trustme).
+word, called directly with an environment, a platform and a file check. No sockets, nothing read (but for one
+``detect()`` call on a started emulator's environment): the mutation run of docs/mutation.md runs them (CA PEMs come
+from trustme).
+
+The last three sections go through the credential, both faces (the ``face`` fixture): which source it detects (the
+emulator), and the endpoints and secrets that detection refuses before any socket opens (invalid_endpoint,
+invalid_secret) without quoting the secret; a loopback ``capturing_server`` shows that nothing was sent.
 """
 
 from __future__ import annotations
@@ -653,7 +658,7 @@ def test_secrets_is_empty_without_a_secret() -> None:
     assert run({}).secrets == ()
 
 
-# --- section 1 at its edges (issue 13) ---------------------------------------------------------------------------
+# --- section 1 at its edges --------------------------------------------------------------------------------------
 
 
 def _arc_windows(**environ: str) -> SourceConfig:
@@ -1186,6 +1191,15 @@ def test_opted_in_without_any_proxy_variable_detects_as_without_the_opt_in() -> 
     assert _detect(_workload()) == _detect(_workload(), opted_in=False)
 
 
+def test_opted_in_without_any_proxy_variable_goes_to_the_authority(emulator_factory: Any) -> None:
+    emulator: Emulator = emulator_factory("workload_identity")
+    config = detect(
+        dict(emulator.environ), platform="linux", path_exists=lambda p: False, enable_azure_proxy=True
+    )
+    assert config.token_proxy is None and config.problem is None
+    assert config.endpoint == emulator.url
+
+
 def test_blank_proxy_variables_count_as_unset() -> None:
     blank = {name: "  " for name in TOKEN_PROXY_VARIABLES}
     assert _detect(_workload(**blank)) == _detect(_workload(), opted_in=False)
@@ -1208,6 +1222,18 @@ def test_the_proxy_is_only_for_workload_identity(environ: dict[str, str]) -> Non
     config = _detect(environ)
     assert config.source is not WORKLOAD
     assert config.problem is None and config.token_proxy is None
+
+
+def test_detection_keeps_the_proxy_out_of_other_sources() -> None:
+    environ = {
+        "IDENTITY_ENDPOINT": "http://127.0.0.1:1/token",
+        "IDENTITY_HEADER": "h",
+        "AZURE_KUBERNETES_TOKEN_PROXY": "https://127.0.0.1:2",
+        "AZURE_KUBERNETES_SNI_NAME": "x.invalid",
+    }
+    config = detect(environ, platform="linux", path_exists=lambda p: False, enable_azure_proxy=True)
+    assert config.source is ManagedIdentitySource.APP_SERVICE
+    assert config.token_proxy is None and config.endpoint == "http://127.0.0.1:1/token"
 
 
 def test_a_workload_identity_problem_is_reported_before_the_proxy_is_looked_at() -> None:
@@ -1417,30 +1443,7 @@ def test_the_ca_is_checked_before_the_server_name() -> None:
     assert config.problem is not None and config.problem[0] == "invalid_token_proxy_ca"
 
 
-# Which source detection picks, and the AKS token proxy's detection rules, through the credential.
-
-STORAGE = "https://storage.azure.com/.default"
-
-
-def test_opted_in_without_any_proxy_variable_goes_to_the_authority(emulator_factory: Any) -> None:
-    emulator: Emulator = emulator_factory("workload_identity")
-    config = detect(
-        dict(emulator.environ), platform="linux", path_exists=lambda p: False, enable_azure_proxy=True
-    )
-    assert config.token_proxy is None and config.problem is None
-    assert config.endpoint == emulator.url
-
-
-def test_detection_keeps_the_proxy_out_of_other_sources() -> None:
-    environ = {
-        "IDENTITY_ENDPOINT": "http://127.0.0.1:1/token",
-        "IDENTITY_HEADER": "h",
-        "AZURE_KUBERNETES_TOKEN_PROXY": "https://127.0.0.1:2",
-        "AZURE_KUBERNETES_SNI_NAME": "x.invalid",
-    }
-    config = detect(environ, platform="linux", path_exists=lambda p: False, enable_azure_proxy=True)
-    assert config.source is ManagedIdentitySource.APP_SERVICE
-    assert config.token_proxy is None and config.endpoint == "http://127.0.0.1:1/token"
+# --- through the credential: which source it detects -------------------------------------------------------------
 
 
 def test_other_sources_win_over_workload_identity(face: Any, emulator_factory: Any) -> None:
@@ -1449,7 +1452,7 @@ def test_other_sources_win_over_workload_identity(face: Any, emulator_factory: A
     credential = face.credential(emulator, _environ={**emulator.environ, **cloud_shell.environ})
 
     assert credential.source is ManagedIdentitySource.CLOUD_SHELL
-    credential.get_token(STORAGE)
+    credential.get_token(SCOPE)
     assert emulator.requests == [] and len(cloud_shell.requests) == 1
 
 
@@ -1459,9 +1462,8 @@ def test_arc_is_detected_by_the_himds_file(face: Any) -> None:
     assert credential.source is ManagedIdentitySource.AZURE_ARC
 
 
-# Endpoints and secrets from
-# the environment that detection refuses before any socket opens (invalid_endpoint, invalid_secret), without quoting
-# the secret. Both faces (the ``face`` fixture); a loopback server shows that nothing was sent.
+# --- through the credential: endpoints refused before any socket -------------------------------------------------
+
 
 capturing_server = support.capturing_server  # the fixture
 
@@ -1532,6 +1534,9 @@ def test_whitespace_or_control_characters_in_an_endpoint_are_invalid_endpoint_be
     refused = _refusal(face, environ, "invalid_endpoint")
     assert variable in str(refused)
     assert server.raw == []
+
+
+# --- through the credential: secrets refused before any socket ---------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""A Request's repr hides its secrets."""
+"""msi_credential/_engine/effects.py: a Request's repr hides its secrets, called directly."""
 
 from __future__ import annotations
 

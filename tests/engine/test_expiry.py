@@ -1,5 +1,8 @@
 """msi_credential/_engine/expiry.py: token lifetimes (docs/protocols.md section 3), called directly: expiry formats,
-expires_in precedence, refresh_on rules, the edges of the parsing rules, and properties (hypothesis).
+expires_in precedence, refresh_on rules, the edges of the parsing rules, and properties (hypothesis). The last
+section goes through both faces (the ``face`` fixture) against a loopback server: a token of exactly two hours
+refreshes at half its lifetime whatever fraction of a second the request started at, and expiry numbers too large
+for float arithmetic are invalid_response.
 """
 
 from __future__ import annotations
@@ -420,10 +423,7 @@ def test_iso_8601_with_seven_digit_fraction_round_trips(moment: datetime) -> Non
     assert parse_expires_on(text) == int(moment.replace(tzinfo=timezone.utc).timestamp())
 
 
-# The lifetime rules on real
-# answers: a token of exactly two hours refreshes at half its lifetime whatever fraction of a second the request
-# started at, and expiry numbers too large for float arithmetic are invalid_response. Both faces (the ``face``
-# fixture), against a loopback server.
+# --- through both faces, on a loopback server: lifetimes of real answers --------------------------------------
 
 capturing_server = support.capturing_server  # the fixture
 

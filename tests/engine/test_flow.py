@@ -1,7 +1,14 @@
 """msi_credential/_engine/flow.py: the engine's flows (``Engine.acquire``, ``serve``, ``still_valid``) as a
-credential drives them, through the scripted driver of tests/engine/scripted.py: the error contract of each
-refusal, unreachable endpoints and first contact, retries and their log lines, the call's deadline, window edges,
-429 and Retry-After, the cache key. No sockets, an injected clock: the mutation run of docs/mutation.md runs them.
+credential drives them.
+
+Most tests go through the scripted driver of tests/engine/scripted.py (no sockets, an injected clock; the mutation run
+of docs/mutation.md runs them): the error contract of each refusal, unreachable endpoints and first contact, retries
+and their log lines, the call's deadline, request details and client request ids, window edges and serving a cached
+token after a failed refresh, 429 and Retry-After, the cache key and the machine cache's entry names, and the effects
+on the opt-in machine cache (what is looked up and stored, and when). The last two sections run both faces against
+the emulator: the x-ms-client-request-id that the flow decides per attempt and names in its errors, and what the flow
+does across calls (a 429's Retry-After holds every credential of the endpoint; a failed refresh beside the callers is
+logged without the token).
 
 A comment above a test names the one-line change to the engine that it catches (issue 13).
 """
@@ -48,9 +55,10 @@ from .scripted import (
     token_response,
     with_cached_token,
 )
-from .sources.support import DIRECTORY, WORKLOAD, check, shared
+from .sources.support import DIRECTORY, WORKLOAD, shared
 
 RESOURCE = "https://storage.azure.com"
+OTHER_RESOURCE = "https://vault.azure.net"
 CLOUD_SHELL = {"MSI_ENDPOINT": "http://127.0.0.1:9/oauth2/token"}
 
 
@@ -186,6 +194,46 @@ def test_a_certificate_pin_mismatch_is_never_retried() -> None:
     assert script.sleeps == [] and len(script.sent) == 1
 
 
+def test_the_unreachable_error_keeps_the_endpoint_secret_out() -> None:
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("connect", "refused by proxy for header-secret"))
+
+    error = failure(script, engine(APP_SERVICE, clock, retry_total=0).acquire(RESOURCE))
+
+    check_error(error, "endpoint_unreachable", ManagedIdentitySource.APP_SERVICE)
+    assert "refused by proxy" in str(error) and "header-secret" not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "message"),
+    [
+        pytest.param(
+            "http://127.0.0.1:9/msi/token",
+            "App Service managed identity endpoint at IDENTITY_ENDPOINT (http://127.0.0.1:9/msi/token) "
+            "did not answer after 1 attempt(s): refused",
+            id="with-a-port",
+        ),
+        pytest.param(
+            "http://127.0.0.1/msi/token",
+            "App Service managed identity endpoint at IDENTITY_ENDPOINT (http://127.0.0.1/msi/token) "
+            "did not answer after 1 attempt(s): refused",
+            id="without-a-port",  # shown without one
+        ),
+    ],
+)
+def test_an_unreachable_endpoint_is_named_by_source_variable_endpoint_and_attempts(
+    endpoint: str, message: str
+) -> None:
+    clock = Clock()
+    environ = dict(APP_SERVICE, IDENTITY_ENDPOINT=endpoint)
+    script = Script(clock).queue(TransportFailure("connect", "refused"))
+
+    error = failure(script, engine(environ, clock, retry_total=0).acquire(RESOURCE))
+
+    assert error.error_code == "endpoint_unreachable"
+    assert str(error).startswith(message)
+
+
 # ----------------------------------------------------------------------------------------------- retries, logged
 
 
@@ -265,6 +313,15 @@ def test_a_wall_clock_step_during_a_call_does_not_stretch_its_deadline() -> None
     script.run(credential_engine.acquire(RESOURCE))
 
     assert [request.budget for request in script.sent] == [10.0, 0.05]
+
+
+def test_the_connect_timeout_of_an_attempt_is_bounded_by_what_is_left_of_the_deadline() -> None:
+    clock = Clock()
+    script = Script(clock, send_takes=9.0).queue(error_response(503), token_response())
+
+    script.run(engine(APP_SERVICE, clock, _deadline=10, retry_total=1).acquire(RESOURCE))
+
+    assert [request.connect_timeout for request in script.sent] == [2.0, 0.05]
 
 
 # ---------------------------------------------------------------------------------------------- unusable configs
@@ -358,6 +415,45 @@ def test_the_token_type_and_refresh_moment_reach_the_caller() -> None:
     info = script.run(engine(APP_SERVICE, clock).acquire(RESOURCE))
 
     assert info.token_type == "PoP" and info.refresh_on == int(clock.now) + 1000
+
+
+def test_each_attempt_carries_a_new_client_request_id_and_the_error_names_the_last() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), error_response(503))
+
+    error = failure(script, engine(APP_SERVICE, clock, retry_total=1).acquire(RESOURCE))
+
+    ids = [request.headers["x-ms-client-request-id"] for request in script.sent]
+    assert len(set(ids)) == 2 and all(len(value) == 36 for value in ids)
+    assert error.client_request_id == ids[-1] and ids[-1] in str(error)
+
+
+def test_a_fixed_request_id_is_sent_on_every_attempt() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), token_response("t"))
+
+    script.run(engine(APP_SERVICE, clock, request_id="fixed-id").acquire(RESOURCE))
+
+    assert [request.headers["x-ms-client-request-id"] for request in script.sent] == ["fixed-id", "fixed-id"]
+
+
+def test_without_automatic_request_ids_nothing_is_sent_and_the_error_names_none() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(400))
+
+    error = failure(script, engine(APP_SERVICE, clock, auto_request_id=False).acquire(RESOURCE))
+
+    assert "x-ms-client-request-id" not in script.sent[0].headers
+    assert error.client_request_id is None and "x-ms-client-request-id" not in str(error)
+
+
+def test_an_error_before_any_request_names_no_client_request_id() -> None:
+    clock = Clock()
+    script = Script(clock).queue(KeyFileResult(error=("federated_token_file_unreadable", "cannot be read")))
+
+    error = failure(script, engine(WORKLOAD, clock).acquire(RESOURCE))
+
+    assert error.client_request_id is None and "x-ms-client-request-id" not in str(error)
 
 
 # -------------------------------------------------------------------------------------------------- window edges
@@ -454,6 +550,20 @@ def test_mandatory_window_requests_even_during_the_advisory_back_off() -> None:
     assert len(script.sent) == 3
 
 
+def test_the_mandatory_moment_itself_requests_even_during_the_advisory_back_off() -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, retry_total=0)
+    script = Script(clock).queue(token_response("old"))
+    old = script.run(credential_engine.acquire(RESOURCE))
+    clock.now = old.expires_on - 70  # advisory window; the 30 s back-off outlasts the mandatory moment
+    script.queue(error_response(500))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
+
+    clock.now = old.expires_on - 60  # the mandatory moment, inside the back-off
+    script.queue(token_response("new"))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "new"
+
+
 # change: a refresh that fails is answered with the cached token whenever one exists (drop the `mandatory_at`
 # check after the failure): then a refresh whose retries run past the expiry returns the expired token.
 def test_a_refresh_failing_after_the_expiry_raises_rather_than_serving_the_expired_token() -> None:
@@ -479,6 +589,27 @@ def test_a_failed_claims_refresh_raises_instead_of_returning_the_challenged_toke
     with pytest.raises(ManagedIdentityError):
         script.run(credential_engine.acquire(RESOURCE, claims='{"access_token":{"nbf":{"value":"1"}}}'))
     assert len(script.sent) == 2
+
+
+def test_serving_the_cached_token_after_a_failed_refresh_is_logged_with_source_resource_and_code(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, retry_total=0)
+    script = Script(clock).queue(token_response("old"))
+    old = script.run(credential_engine.acquire(RESOURCE))
+    assert old.refresh_on is not None
+    clock.now = old.refresh_on
+    script.queue(error_response(500))
+
+    with caplog.at_level(logging.WARNING, logger="msi_credential"):
+        assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
+
+    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert messages == [
+        f"App Service managed identity endpoint: refreshing the token for {RESOURCE} failed (server_error); "
+        "serving the cached token, which is still valid"
+    ]
 
 
 # ------------------------------------------------------------------------------------------- 429 and Retry-After
@@ -578,197 +709,49 @@ def test_credentials_with_different_client_capabilities_do_not_share_cached_toke
     assert len(script.sent) == 2
 
 
-# The x-ms-client-request-id, which msi_credential/_engine/flow.py decides per attempt and names in its errors. Both
-# faces against the emulator.
+def stored_name(environ: dict[str, str], resource: str = RESOURCE, **kwargs: Any) -> str:
+    clock = Clock()
+    script = Script(clock).queue(token_response("t"))
+    script.run(shared(environ, clock, **kwargs).acquire(resource))
+    return script.stores[0].name
 
 
-def entra_error(correlation_id: str) -> dict[str, Any]:
-    return {
-        "error": "invalid_client",
-        "error_description": f"AADSTS700016: Application not found. Correlation ID: {correlation_id}",
-        "error_codes": [700016],
-        "correlation_id": correlation_id,
+def test_entry_names_are_the_same_for_the_same_credential_and_resource() -> None:
+    assert stored_name(APP_SERVICE) == stored_name(APP_SERVICE)
+
+
+def test_entry_names_differ_by_resource() -> None:
+    assert stored_name(APP_SERVICE) != stored_name(APP_SERVICE, OTHER_RESOURCE)
+
+
+def test_entry_names_differ_by_identity_and_capabilities() -> None:
+    names = {
+        stored_name(APP_SERVICE),
+        stored_name(APP_SERVICE, client_id="client-a"),
+        stored_name(APP_SERVICE, client_id="client-b"),
+        stored_name(APP_SERVICE, client_capabilities=["cp1"]),
+        stored_name(dict(APP_SERVICE, IDENTITY_ENDPOINT="http://127.0.0.1:10/msi/token")),
     }
+    assert len(names) == 5
 
 
-def test_a_refusal_names_the_request_id_it_was_sent_with_next_to_the_correlation_id(
-    face: Any, emulator_factory: Any
-) -> None:
-    emulator: Emulator = emulator_factory("workload_identity")
-    emulator.script(Fault(400, body=entra_error("corr-77aa")))
+def test_entry_names_differ_by_the_endpoint_secret_and_carry_no_secret() -> None:
+    one = stored_name(APP_SERVICE)
+    other = stored_name(dict(APP_SERVICE, IDENTITY_HEADER="another-secret"))
 
-    error = credential_failure(face, emulator)
-
-    [request] = emulator.requests
-    sent = request.headers["x-ms-client-request-id"]
-    assert error.client_request_id == sent
-    assert error.correlation_id == "corr-77aa"
-    assert "correlation id corr-77aa" in error.message
-    assert f"x-ms-client-request-id {sent}" in error.message
-    assert sent in str(error)
+    assert one != other
+    assert "secret" not in one + other and re.fullmatch("[0-9a-f]{64}", one)
 
 
-def test_the_id_is_the_last_attempts_and_each_attempt_has_its_own(face: Any, emulator_factory: Any) -> None:
-    emulator: Emulator = emulator_factory("app_service")
-    emulator.script(Fault(500), Fault(500), Fault(500))
-
-    error = credential_failure(face, emulator, retry_total=2)
-
-    ids = [request.headers["x-ms-client-request-id"] for request in emulator.requests]
-    assert len(ids) == 3 and len(set(ids)) == 3
-    assert error.client_request_id == ids[-1]
-
-
-@pytest.mark.parametrize("source", ["imds", "app_service", "azure_arc", "machine_learning", "cloud_shell"])
-def test_every_source_carries_it(face: Any, emulator_factory: Any, source: str) -> None:
-    kwargs: dict[str, Any] = {}
-    emulator: Emulator = emulator_factory(source, **kwargs)
-    emulator.script(Fault(403, body={"error": "forbidden", "error_description": "no"}))
-
-    error = credential_failure(face, emulator, retry_total=0)
-
-    assert error.client_request_id == emulator.requests[-1].headers["x-ms-client-request-id"]
-
-
-@pytest.mark.loopback  # a closed loopback port
-def test_an_unreachable_endpoint_names_the_request_id_too(face: Any) -> None:
-    with socket.socket() as closed:
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    environ = {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{port}/token", "IDENTITY_HEADER": "h" * 8}
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        face.credential(_environ=environ, retry_total=0).get_token(STORAGE)
-
-    assert caught.value.error_code == "endpoint_unreachable"
-    assert caught.value.client_request_id
-    assert caught.value.client_request_id in caught.value.message
-
-
-def test_an_error_before_any_request_has_no_request_id(face: Any) -> None:
-    environ = {"IDENTITY_ENDPOINT": "http://10.0.0.1/token", "IDENTITY_HEADER": "h" * 8}
-    with pytest.raises(ManagedIdentityError) as caught:
-        face.credential(_environ=environ).get_token(STORAGE)
-    assert caught.value.error_code == "invalid_endpoint"
-    assert caught.value.client_request_id is None
-    assert "x-ms-client-request-id" not in caught.value.message
-
-
-def test_request_id_keyword_is_sent_and_named(face: Any, emulator_factory: Any) -> None:
-    emulator: Emulator = emulator_factory("app_service")
-    emulator.script(Fault(500))
-
-    error = credential_failure(face, emulator, retry_total=0, request_id="support-case-42")
-
-    assert emulator.requests[0].headers["x-ms-client-request-id"] == "support-case-42"
-    assert error.client_request_id == "support-case-42"
-
-
-def test_auto_request_id_false_sends_none_and_names_none(face: Any, emulator_factory: Any) -> None:
-    emulator: Emulator = emulator_factory("app_service")
-    emulator.script(Fault(500))
-
-    error = credential_failure(face, emulator, retry_total=0, auto_request_id=False)
-
-    assert "x-ms-client-request-id" not in emulator.requests[0].headers
-    assert error.client_request_id is None
-
-
-def test_a_successful_request_carries_an_id(face: Any, emulator_factory: Any) -> None:
-    emulator: Emulator = emulator_factory("app_service")
-    face.credential(emulator).get_token(STORAGE)
-    assert emulator.requests[0].headers["x-ms-client-request-id"]
-
-
-# Through the scripted driver (tests/engine/scripted.py, no sockets, an injected clock): client request ids, the time
-# left handed to the transport, the cache windows and serving a cached token after a failed refresh, the effects on
-# the opt-in machine cache (what is looked up and stored, and when; the entries' names), and what the transport
-# failure messages show; written against the surviving mutants of ``flow.py`` (docs/mutation.md).
-
-OTHER_RESOURCE = "https://vault.azure.net"
-
-
-def test_each_attempt_carries_a_new_client_request_id_and_the_error_names_the_last() -> None:
+def test_a_token_of_another_identity_in_the_directory_is_not_served() -> None:
     clock = Clock()
-    script = Script(clock).queue(error_response(503), error_response(503))
+    script = Script(clock).queue(token_response("for-a"), token_response("for-b"))
+    script.run(shared(APP_SERVICE, clock, client_id="client-a").acquire(RESOURCE))
 
-    error = failure(script, engine(APP_SERVICE, clock, retry_total=1).acquire(RESOURCE))
-
-    ids = [request.headers["x-ms-client-request-id"] for request in script.sent]
-    assert len(set(ids)) == 2 and all(len(value) == 36 for value in ids)
-    assert error.client_request_id == ids[-1] and ids[-1] in str(error)
+    assert script.run(shared(APP_SERVICE, clock, client_id="client-b").acquire(RESOURCE)).token == "for-b"
 
 
-def test_a_fixed_request_id_is_sent_on_every_attempt() -> None:
-    clock = Clock()
-    script = Script(clock).queue(error_response(503), token_response("t"))
-
-    script.run(engine(APP_SERVICE, clock, request_id="fixed-id").acquire(RESOURCE))
-
-    assert [request.headers["x-ms-client-request-id"] for request in script.sent] == ["fixed-id", "fixed-id"]
-
-
-def test_without_automatic_request_ids_nothing_is_sent_and_the_error_names_none() -> None:
-    clock = Clock()
-    script = Script(clock).queue(error_response(400))
-
-    error = failure(script, engine(APP_SERVICE, clock, auto_request_id=False).acquire(RESOURCE))
-
-    assert "x-ms-client-request-id" not in script.sent[0].headers
-    assert error.client_request_id is None and "x-ms-client-request-id" not in str(error)
-
-
-def test_an_error_before_any_request_names_no_client_request_id() -> None:
-    clock = Clock()
-    script = Script(clock).queue(KeyFileResult(error=("federated_token_file_unreadable", "cannot be read")))
-
-    error = failure(script, engine(WORKLOAD, clock).acquire(RESOURCE))
-
-    assert error.client_request_id is None and "x-ms-client-request-id" not in str(error)
-
-
-def test_the_connect_timeout_of_an_attempt_is_bounded_by_what_is_left_of_the_deadline() -> None:
-    clock = Clock()
-    script = Script(clock, send_takes=9.0).queue(error_response(503), token_response())
-
-    script.run(engine(APP_SERVICE, clock, _deadline=10, retry_total=1).acquire(RESOURCE))
-
-    assert [request.connect_timeout for request in script.sent] == [2.0, 0.05]
-
-
-def test_the_mandatory_moment_itself_requests_even_during_the_advisory_back_off() -> None:
-    clock = Clock()
-    credential_engine = engine(APP_SERVICE, clock, retry_total=0)
-    script = Script(clock).queue(token_response("old"))
-    old = script.run(credential_engine.acquire(RESOURCE))
-    clock.now = old.expires_on - 70  # advisory window; the 30 s back-off outlasts the mandatory moment
-    script.queue(error_response(500))
-    assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
-
-    clock.now = old.expires_on - 60  # the mandatory moment, inside the back-off
-    script.queue(token_response("new"))
-    assert script.run(credential_engine.acquire(RESOURCE)).token == "new"
-
-
-def test_serving_the_cached_token_after_a_failed_refresh_is_logged_with_source_resource_and_code(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    clock = Clock()
-    credential_engine = engine(APP_SERVICE, clock, retry_total=0)
-    script = Script(clock).queue(token_response("old"))
-    old = script.run(credential_engine.acquire(RESOURCE))
-    assert old.refresh_on is not None
-    clock.now = old.refresh_on
-    script.queue(error_response(500))
-
-    with caplog.at_level(logging.WARNING, logger="msi_credential"):
-        assert script.run(credential_engine.acquire(RESOURCE)).token == "old"
-
-    messages = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
-    assert messages == [
-        f"App Service managed identity endpoint: refreshing the token for {RESOURCE} failed (server_error); "
-        "serving the cached token, which is still valid"
-    ]
+# -------------------------------------------------------------------------------------- the opt-in machine cache
 
 
 def entry(
@@ -1057,91 +1040,108 @@ def test_a_failed_request_after_a_miss_stores_nothing() -> None:
     assert len(script.lookups) == 1 and script.stores == [] and script.machine == {}
 
 
-def stored_name(environ: dict[str, str], resource: str = RESOURCE, **kwargs: Any) -> str:
-    clock = Clock()
-    script = Script(clock).queue(token_response("t"))
-    script.run(shared(environ, clock, **kwargs).acquire(resource))
-    return script.stores[0].name
+# ----------------------------------------------------------- client request ids, both faces against the emulator
 
 
-def test_entry_names_are_the_same_for_the_same_credential_and_resource() -> None:
-    assert stored_name(APP_SERVICE) == stored_name(APP_SERVICE)
-
-
-def test_entry_names_differ_by_resource() -> None:
-    assert stored_name(APP_SERVICE) != stored_name(APP_SERVICE, OTHER_RESOURCE)
-
-
-def test_entry_names_differ_by_identity_and_capabilities() -> None:
-    names = {
-        stored_name(APP_SERVICE),
-        stored_name(APP_SERVICE, client_id="client-a"),
-        stored_name(APP_SERVICE, client_id="client-b"),
-        stored_name(APP_SERVICE, client_capabilities=["cp1"]),
-        stored_name(dict(APP_SERVICE, IDENTITY_ENDPOINT="http://127.0.0.1:10/msi/token")),
+def entra_error(correlation_id: str) -> dict[str, Any]:
+    return {
+        "error": "invalid_client",
+        "error_description": f"AADSTS700016: Application not found. Correlation ID: {correlation_id}",
+        "error_codes": [700016],
+        "correlation_id": correlation_id,
     }
-    assert len(names) == 5
 
 
-def test_entry_names_differ_by_the_endpoint_secret_and_carry_no_secret() -> None:
-    one = stored_name(APP_SERVICE)
-    other = stored_name(dict(APP_SERVICE, IDENTITY_HEADER="another-secret"))
-
-    assert one != other
-    assert "secret" not in one + other and re.fullmatch("[0-9a-f]{64}", one)
-
-
-def test_a_token_of_another_identity_in_the_directory_is_not_served() -> None:
-    clock = Clock()
-    script = Script(clock).queue(token_response("for-a"), token_response("for-b"))
-    script.run(shared(APP_SERVICE, clock, client_id="client-a").acquire(RESOURCE))
-
-    assert script.run(shared(APP_SERVICE, clock, client_id="client-b").acquire(RESOURCE)).token == "for-b"
-
-
-def test_the_unreachable_error_keeps_the_endpoint_secret_out() -> None:
-    clock = Clock()
-    script = Script(clock).queue(TransportFailure("connect", "refused by proxy for header-secret"))
-
-    error = failure(script, engine(APP_SERVICE, clock, retry_total=0).acquire(RESOURCE))
-
-    check(error, "endpoint_unreachable", ManagedIdentitySource.APP_SERVICE)
-    assert "refused by proxy" in str(error) and "header-secret" not in str(error)
-
-
-@pytest.mark.parametrize(
-    ("endpoint", "message"),
-    [
-        pytest.param(
-            "http://127.0.0.1:9/msi/token",
-            "App Service managed identity endpoint at IDENTITY_ENDPOINT (http://127.0.0.1:9/msi/token) "
-            "did not answer after 1 attempt(s): refused",
-            id="with-a-port",
-        ),
-        pytest.param(
-            "http://127.0.0.1/msi/token",
-            "App Service managed identity endpoint at IDENTITY_ENDPOINT (http://127.0.0.1/msi/token) "
-            "did not answer after 1 attempt(s): refused",
-            id="without-a-port",  # shown without one
-        ),
-    ],
-)
-def test_an_unreachable_endpoint_is_named_by_source_variable_endpoint_and_attempts(
-    endpoint: str, message: str
+def test_a_refusal_names_the_request_id_it_was_sent_with_next_to_the_correlation_id(
+    face: Any, emulator_factory: Any
 ) -> None:
-    clock = Clock()
-    environ = dict(APP_SERVICE, IDENTITY_ENDPOINT=endpoint)
-    script = Script(clock).queue(TransportFailure("connect", "refused"))
+    emulator: Emulator = emulator_factory("workload_identity")
+    emulator.script(Fault(400, body=entra_error("corr-77aa")))
 
-    error = failure(script, engine(environ, clock, retry_total=0).acquire(RESOURCE))
+    error = credential_failure(face, emulator)
 
-    assert error.error_code == "endpoint_unreachable"
-    assert str(error).startswith(message)
+    [request] = emulator.requests
+    sent = request.headers["x-ms-client-request-id"]
+    assert error.client_request_id == sent
+    assert error.correlation_id == "corr-77aa"
+    assert "correlation id corr-77aa" in error.message
+    assert f"x-ms-client-request-id {sent}" in error.message
+    assert sent in str(error)
 
 
-# What the flow does across calls:
-# a 429's Retry-After holds every credential of the endpoint, and a refresh beside the callers that fails is logged
-# without the token. Both faces (the ``face`` fixture), against the emulator.
+def test_the_id_is_the_last_attempts_and_each_attempt_has_its_own(face: Any, emulator_factory: Any) -> None:
+    emulator: Emulator = emulator_factory("app_service")
+    emulator.script(Fault(500), Fault(500), Fault(500))
+
+    error = credential_failure(face, emulator, retry_total=2)
+
+    ids = [request.headers["x-ms-client-request-id"] for request in emulator.requests]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert error.client_request_id == ids[-1]
+
+
+@pytest.mark.parametrize("source", ["imds", "app_service", "azure_arc", "machine_learning", "cloud_shell"])
+def test_every_source_carries_it(face: Any, emulator_factory: Any, source: str) -> None:
+    kwargs: dict[str, Any] = {}
+    emulator: Emulator = emulator_factory(source, **kwargs)
+    emulator.script(Fault(403, body={"error": "forbidden", "error_description": "no"}))
+
+    error = credential_failure(face, emulator, retry_total=0)
+
+    assert error.client_request_id == emulator.requests[-1].headers["x-ms-client-request-id"]
+
+
+@pytest.mark.loopback  # a closed loopback port
+def test_an_unreachable_endpoint_names_the_request_id_too(face: Any) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    environ = {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{port}/token", "IDENTITY_HEADER": "h" * 8}
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        face.credential(_environ=environ, retry_total=0).get_token(STORAGE)
+
+    assert caught.value.error_code == "endpoint_unreachable"
+    assert caught.value.client_request_id
+    assert caught.value.client_request_id in caught.value.message
+
+
+def test_an_error_before_any_request_has_no_request_id(face: Any) -> None:
+    environ = {"IDENTITY_ENDPOINT": "http://10.0.0.1/token", "IDENTITY_HEADER": "h" * 8}
+    with pytest.raises(ManagedIdentityError) as caught:
+        face.credential(_environ=environ).get_token(STORAGE)
+    assert caught.value.error_code == "invalid_endpoint"
+    assert caught.value.client_request_id is None
+    assert "x-ms-client-request-id" not in caught.value.message
+
+
+def test_request_id_keyword_is_sent_and_named(face: Any, emulator_factory: Any) -> None:
+    emulator: Emulator = emulator_factory("app_service")
+    emulator.script(Fault(500))
+
+    error = credential_failure(face, emulator, retry_total=0, request_id="support-case-42")
+
+    assert emulator.requests[0].headers["x-ms-client-request-id"] == "support-case-42"
+    assert error.client_request_id == "support-case-42"
+
+
+def test_auto_request_id_false_sends_none_and_names_none(face: Any, emulator_factory: Any) -> None:
+    emulator: Emulator = emulator_factory("app_service")
+    emulator.script(Fault(500))
+
+    error = credential_failure(face, emulator, retry_total=0, auto_request_id=False)
+
+    assert "x-ms-client-request-id" not in emulator.requests[0].headers
+    assert error.client_request_id is None
+
+
+def test_a_successful_request_carries_an_id(face: Any, emulator_factory: Any) -> None:
+    emulator: Emulator = emulator_factory("app_service")
+    face.credential(emulator).get_token(STORAGE)
+    assert emulator.requests[0].headers["x-ms-client-request-id"]
+
+
+# ----------------------------------------------------------------- across calls, both faces against the emulator
 
 
 def test_a_429_retry_after_holds_every_credential_of_the_endpoint_until_its_time(

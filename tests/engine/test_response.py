@@ -2,6 +2,12 @@
 (response parsing) and 4 (errors), called directly: the common mapping, the messages word for word, the scrubbing
 of secrets, and properties over any bytes (hypothesis). Each source's own reading of its error answers is tested
 with that source (tests/engine/sources/). Socket-free: the mutation run of docs/mutation.md runs them.
+
+The last three sections go further: through the scripted driver of tests/engine/scripted.py (a 200 without a token
+is an error of the source), and through both faces (the ``face`` fixture) against the emulator or a loopback server:
+2xx answers that are not usable tokens, a body over one mebibyte, JSON served as text/plain, answers read as typed
+errors (invalid_response, response_too_large, unexpected_redirect, http_<status>), tokens no header could carry, and
+secrets an endpoint echoes back, scrubbed from every message, attribute and log record.
 """
 
 from __future__ import annotations
@@ -232,7 +238,7 @@ def test_parse_error_body_of_non_object_is_empty(body: bytes) -> None:
     assert parse_error_body(body) == ErrorBody()
 
 
-# --- error_from_response: the section 4 table ----------------------------------------------------------------
+# --- error_from_response: the section 4 table -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [400, 404, 500, 503])
@@ -466,7 +472,7 @@ def test_error_from_response_of_any_bytes_is_a_managed_identity_error(
     assert error.source is source
 
 
-# --- the words of error answers (section 4) ----------------------------------------------------------------------
+# --- the words of error answers (section 4) -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -525,7 +531,7 @@ def test_an_imds_error_that_is_not_json_says_managed_identity_is_not_available()
     )
 
 
-# --- the words of token answers (section 3) ----------------------------------------------------------------------
+# --- the words of token answers (section 3) -------------------------------------------------------------------
 
 
 def _parse(source: ManagedIdentitySource, status: int, body: bytes) -> ManagedIdentityError:
@@ -622,7 +628,7 @@ def test_a_token_a_header_cannot_carry_is_refused_with_its_source_and_status(bod
     )
 
 
-# --- scrubbing secrets, server error codes -----------------------------------------------------------------------
+# --- scrubbing secrets, server error codes --------------------------------------------------------------------
 
 
 def test_a_secret_of_four_characters_is_scrubbed_from_echoes() -> None:
@@ -678,8 +684,20 @@ def test_a_server_error_code_becomes_snake_case_of_at_most_64_characters() -> No
     assert snake_case("a" * 100) == "a" * 64
 
 
-# msi_credential/_engine/response.py through both faces: a 2xx answer that is not a usable token is a typed error, a
-# body over one mebibyte is refused, JSON served as text/plain is read.
+# --- through the scripted driver: a 200 without a token -------------------------------------------------------
+
+
+def test_a_token_answer_without_a_token_is_an_error_of_the_source() -> None:
+    clock = Clock()
+    body = json.dumps({"expires_in": 3600}).encode()
+    script = Script(clock).queue(Response(200, {"content-type": "application/json"}, body))
+
+    error = scripted_failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE))
+
+    assert error.source is ManagedIdentitySource.APP_SERVICE and error.status_code == 200
+
+
+# --- through both faces: success bodies that are not tokens ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -724,23 +742,8 @@ def test_text_plain_json_is_accepted(face: Any, emulator_factory: Any) -> None:
     assert credential.get_token(STORAGE).token == "aci-token"
 
 
-# Through the scripted driver (tests/engine/scripted.py): a 200 without a token is an error of the source.
+# --- through both faces: typed errors, unsafe tokens, echoed secrets ------------------------------------------
 
-
-def test_a_token_answer_without_a_token_is_an_error_of_the_source() -> None:
-    clock = Clock()
-    body = json.dumps({"expires_in": 3600}).encode()
-    script = Script(clock).queue(Response(200, {"content-type": "application/json"}, body))
-
-    error = scripted_failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE))
-
-    assert error.source is ManagedIdentitySource.APP_SERVICE and error.status_code == 200
-
-
-# Answers the engine reads as
-# typed errors (invalid_response, response_too_large, unexpected_redirect, http_<status>), tokens no header could
-# carry, and secrets an endpoint echoes back, scrubbed from every message, attribute and log record. Both faces (the
-# ``face`` fixture), against the emulator or a loopback server.
 
 capturing_server = support.capturing_server  # the fixture
 

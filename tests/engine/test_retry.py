@@ -1,5 +1,8 @@
 """msi_credential/_engine/retry.py: ``RetrySchedule`` and ``retry_after``, docs/protocols.md section 7 (which
-statuses are retried, delays, Retry-After, deadline), called directly with an injected time.
+statuses are retried, delays, Retry-After, deadline), called directly with an injected time. The last two sections
+go further: through the scripted driver of tests/engine/scripted.py (a Retry-After date counts from the injected
+clock), and through both faces (the ``face`` fixture) against the emulator (the schedule as the credential's
+keywords and a Retry-After shape it).
 """
 
 from __future__ import annotations
@@ -254,7 +257,7 @@ def test_deadline_is_configurable() -> None:
     assert delays(retry, [500] * 4) == [1.0, None]
 
 
-# --- Retry-After headers, at their edges (issue 13) --------------------------------------------------------------
+# --- Retry-After headers, at their edges ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -275,7 +278,7 @@ def test_retry_after_headers_give_the_server_delay(headers: dict[str, str], dela
     assert retry_after(headers, now=0.0) == delay
 
 
-# Through the scripted driver (tests/engine/scripted.py): a Retry-After date counts from the injected clock.
+# --- through the scripted driver: a Retry-After date ----------------------------------------------------------
 
 
 def test_a_retry_after_date_is_counted_from_the_injected_clock() -> None:
@@ -288,8 +291,7 @@ def test_a_retry_after_date_is_counted_from_the_injected_clock() -> None:
     assert script.sleeps == [5.0]
 
 
-# The retry schedule as the
-# credential's keywords and a Retry-After shape it. Both faces (the ``face`` fixture), against the emulator.
+# --- through both faces: the keywords and Retry-After ---------------------------------------------------------
 
 
 def test_retry_after_over_a_minute_stops_retrying(face: Any, emulator_factory: Any) -> None:

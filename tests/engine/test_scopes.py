@@ -1,5 +1,8 @@
 """msi_credential/_engine/scopes.py: ``resource_from_scopes``, exactly one scope in, the resource (less a trailing
-``/.default``) out; called directly, with properties (hypothesis) and the refusals word for word.
+``/.default``) out; called directly, with properties (hypothesis) and the refusals word for word. The last two
+sections go through both faces (the ``face`` fixture) against the emulator: bad scopes are ValueErrors before any
+request, a scope without /.default is the resource, and a scope's fragment reaches the endpoint as part of the
+resource, with the identity.
 """
 
 from __future__ import annotations
@@ -153,8 +156,7 @@ def test_an_unusable_scope_is_refused_in_these_words(scope: str) -> None:
     )
 
 
-# Msi_credential/_engine/scopes.py through both faces: bad scopes are ValueErrors before any request, and a scope
-# without /.default is the resource.
+# --- through both faces: bad scopes, a scope without /.default ---------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -185,8 +187,7 @@ def test_scope_without_default_suffix_is_the_resource(face: Any, emulator_factor
     ]
 
 
-# A scope's fragment reaches the
-# endpoint as part of the resource, with the identity. Both faces (the ``face`` fixture), against the emulator.
+# --- through both faces: a fragment in a scope -------------------------------------------------------------------
 
 
 def test_a_fragment_in_a_scope_reaches_the_emulator_as_the_resource_with_the_identity(
