@@ -356,7 +356,8 @@ def _requests_read_timeout() -> None:
         try:
             raise TimeoutError("timed out")
         except TimeoutError as timeout:
-            raise ReadTimeoutError(None, "/", "Read timed out. (read timeout=10.0)") from timeout  # type: ignore[arg-type]
+            message = "Read timed out. (read timeout=10.0)"
+            raise ReadTimeoutError(None, "/", message) from timeout  # type: ignore[arg-type]
     except ReadTimeoutError as read:
         _raise_as_requests_and_azure_core(read, requests.ReadTimeout, ServiceResponseTimeoutError)
 
