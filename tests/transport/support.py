@@ -1,4 +1,5 @@
-"""Loopback servers, answers and waits that the transport tests, and the engine's and the faces' tests that reach them, share.
+"""Loopback servers, answers and waits that the transport tests share with the engine's and the faces' tests that
+reach them.
 
 ``raw_server`` and ``capturing_server`` are fixtures: tests/transport/conftest.py makes them available in this
 folder; a module elsewhere imports them from here."""

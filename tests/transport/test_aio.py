@@ -1,7 +1,8 @@
 """The async driver (msi_credential/_transport/aio.py): single flight across tasks, cancellation, event loops
 that come and go (refreshes beside the callers end with their loop), file reads off the event loop thread, a
 caller's aiohttp transport that trusts environment proxies, and an interpreter at exit. The async credential
-against the emulator or a loopback server."""
+against the emulator or a loopback server; the driver's ``single_flight`` is also called directly, with a failing
+request."""
 
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ from typing import Any
 
 import pytest
 from azure.core.credentials import AccessTokenInfo
+from azure.core.pipeline.transport import AioHttpTransport
 
 from msi_credential import ManagedIdentityError
 from msi_credential._engine import cache
+from msi_credential._transport import aio
 from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 from msi_credential.emulator import Fault
 
-from ..faces.support import STORAGE
 from .support import (
     SCOPE,
     arc_challenge_server,
@@ -32,6 +34,8 @@ from .support import (
     until_async,
     with_a_cached_token,
 )
+
+RESOURCE = "https://storage.azure.com"
 
 # ------------------------------------------------------------------- single flight across tasks, cancellation
 
@@ -89,6 +93,31 @@ async def test_a_cancelled_only_caller_leaves_the_credential_usable(emulator_fac
         token = await credential.get_token("https://vault.azure.net/.default")
 
     assert token.token
+
+
+# ``single_flight`` called directly: a failed leader's error reaches every waiting task, which sends nothing.
+async def test_tasks_waiting_on_a_failed_flight_receive_its_error_and_send_nothing() -> None:
+    bucket = cache.Bucket()
+    release = asyncio.Event()
+    requests = 0
+
+    async def request() -> AccessTokenInfo:
+        nonlocal requests
+        requests += 1
+        if requests == 1:
+            await release.wait()
+            raise ManagedIdentityError("leader failed", error_code="forbidden")
+        return AccessTokenInfo("re-requested", 0)
+
+    calls = [
+        asyncio.ensure_future(aio.single_flight(bucket, RESOURCE, request, lambda: None)) for _ in range(16)
+    ]
+    await asyncio.sleep(0)  # every task joins the flight
+    release.set()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+
+    assert [getattr(o, "error_code", o) for o in outcomes] == ["forbidden"] * 16
+    assert requests == 1
 
 
 # ------------------------------------------------------------------------------------------------ event loops
@@ -154,7 +183,7 @@ def test_a_refresh_beside_an_async_caller_ends_with_its_loop_and_the_next_loop_s
     async def call_and_leave() -> tuple[Any, Any]:
         token = await credential.get_token(SCOPE)
         await until_async(lambda: len(emulator.requests) == 2)  # the refresh waits for its answer
-        return token, credential._bucket.async_flights["https://storage.azure.com"]
+        return token, credential._bucket.async_flights[RESOURCE]
 
     token, refresh = asyncio.run(call_and_leave())
 
@@ -211,9 +240,6 @@ def test_a_refresh_left_pending_by_a_loop_the_application_closes_ends_without_no
 async def test_the_async_face_reads_the_key_file_outside_the_event_loop_thread(
     capturing_server: Any, tmp_path: Any, monkeypatch: Any
 ) -> None:
-    from msi_credential._transport import aio
-    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
-
     key_file = tmp_path / "agent.key"
     key_file.write_text("k" * 32)
     readers: list[int] = []
@@ -238,10 +264,6 @@ async def test_the_async_face_reads_the_key_file_outside_the_event_loop_thread(
 async def test_supplied_aiohttp_transport_that_trusts_env_proxies_is_not_used_for_secrets(
     emulator_factory: Any, monkeypatch: Any, unused_port: int
 ) -> None:
-    from azure.core.pipeline.transport import AioHttpTransport
-
-    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
-
     emulator = emulator_factory("app_service")
     proxy_everything(monkeypatch, unused_port)
     async with AsyncCredential(
@@ -308,47 +330,12 @@ def test_the_async_face_gets_a_token_in_an_atexit_handler(
         assert len(list((tmp_path / "runtime" / "msi-credential").iterdir())) == 1  # stored for the others
 
 
-# The async driver's single flight (``_transport/aio.py`` ``single_flight``) hands a failed leader's error to every
-# waiting task.
-
-RESOURCE = "https://storage.azure.com"
-
-
-async def test_tasks_waiting_on_a_failed_flight_receive_its_error_and_send_nothing() -> None:
-    from msi_credential._transport.aio import single_flight
-
-    bucket = cache.Bucket()
-    release = asyncio.Event()
-    requests = 0
-
-    async def request() -> AccessTokenInfo:
-        nonlocal requests
-        requests += 1
-        if requests == 1:
-            await release.wait()
-            raise ManagedIdentityError("leader failed", error_code="forbidden")
-        return AccessTokenInfo("re-requested", 0)
-
-    calls = [asyncio.ensure_future(single_flight(bucket, RESOURCE, request, lambda: None)) for _ in range(16)]
-    await asyncio.sleep(0)  # every task joins the flight
-    release.set()
-    outcomes = await asyncio.gather(*calls, return_exceptions=True)
-
-    assert [getattr(o, "error_code", o) for o in outcomes] == ["forbidden"] * 16
-    assert requests == 1
-
-
-# Msi_credential/_transport/aio.py: a caller's async transport refused by the exiting interpreter is a typed error.
-
-
 async def test_a_given_transport_refused_by_the_exiting_interpreter_is_a_typed_error(
     emulator_factory: Any,
 ) -> None:
     """In an atexit handler a caller's async transport that needs the loop's executor cannot send; our own
-    transports then send as the sync face does (test_the_async_face_gets_a_token_in_an_atexit_handler above), a caller's is a ManagedIdentityError."""
-    from azure.core.pipeline.transport import AioHttpTransport
-
-    from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
+    transports then send as the sync face does (test_the_async_face_gets_a_token_in_an_atexit_handler above), a
+    caller's is a ManagedIdentityError."""
 
     class Exiting(AioHttpTransport):
         async def send(self, request: Any, **kwargs: Any) -> Any:
@@ -359,7 +346,7 @@ async def test_a_given_transport_refused_by_the_exiting_interpreter_is_a_typed_e
         _environ=emulator.environ, share_cache=False, transport=Exiting()
     ) as credential:
         with pytest.raises(ManagedIdentityError) as caught:
-            await credential.get_token(STORAGE)
+            await credential.get_token(SCOPE)
 
     assert caught.value.error_code == "interpreter_exiting"
     assert "atexit" in str(caught.value)

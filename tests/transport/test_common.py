@@ -1,7 +1,9 @@
 """The drivers' shared conversions (msi_credential/_transport/common.py), checked at their edges (mutation testing).
 
 Socket-free: the functions are called directly, exceptions are built here as the drivers would see them
-(azure-core wrapping requests/urllib3/aiohttp errors), TLS is checked over memory BIOs.
+(azure-core wrapping requests/urllib3/aiohttp errors), TLS is checked over memory BIOs. The end of the section on
+reading a response's body goes through both faces (the ``face`` fixture), still without a socket: the credential is
+given transports whose responses, made in memory, offer only ``text()``, only ``body()`` or neither.
 """
 
 from __future__ import annotations
@@ -354,7 +356,8 @@ def _requests_read_timeout() -> None:
         try:
             raise TimeoutError("timed out")
         except TimeoutError as timeout:
-            raise ReadTimeoutError(None, "/", "Read timed out. (read timeout=10.0)") from timeout  # type: ignore[arg-type]
+            message = "Read timed out. (read timeout=10.0)"
+            raise ReadTimeoutError(None, "/", message) from timeout  # type: ignore[arg-type]
     except ReadTimeoutError as read:
         _raise_as_requests_and_azure_core(read, requests.ReadTimeout, ServiceResponseTimeoutError)
 
@@ -682,9 +685,9 @@ def test_an_unreadable_response_is_a_failed_error_naming_its_class_in_these_word
     )
 
 
-# Msi_credential/_transport/common.py through both faces: a supplied transport whose responses offer only text() or
-# body() (azure-core's older responses, azure-identity's test doubles) gets a token, within the one-mebibyte bound,
-# and one that offers no way to read the body is a typed error.
+# Through both faces: a supplied transport whose responses offer only text() or body() (azure-core's older
+# responses, azure-identity's test doubles) gets a token, within the one-mebibyte bound, and one that offers no way
+# to read the body is a typed error.
 
 
 class _BodyOnlyResponse:

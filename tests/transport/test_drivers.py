@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import tracemalloc
 import zlib
 from typing import Any, Optional
 
@@ -24,7 +25,6 @@ from msi_credential.aio import ManagedIdentityCredential as AsyncCredential
 from msi_credential.emulator import Fault
 
 from ..conftest import FIGURES
-from ..faces.support import STORAGE
 from .support import (
     CLIENT_A,
     SCOPE,
@@ -207,10 +207,6 @@ def _gzip_bomb(decoded_mib: int) -> bytes:
 
 
 def test_a_gzip_bomb_is_response_too_large_with_bounded_memory(face: Any, capturing_server: Any) -> None:
-    import tracemalloc
-
-    from ..conftest import FIGURES
-
     bomb = _gzip_bomb(256)  # 256 MiB once decoded, about 250 KiB on the wire
     server = capturing_server(lambda head: http_answer(bomb, headers={"Content-Encoding": "gzip"}))
     credential = face.credential(_environ=environ_for("app_service", server.port), retry_total=0)
@@ -373,6 +369,20 @@ def test_service_fabric_goes_around_the_callers_transport_with_the_same_warning_
     warnings = [record.getMessage() for record in caplog.records if record.name == "msi_credential"]
     assert warnings == [_BYPASS_REASONS["pin"]]  # once, not per request
     assert type(transport).sent == 0
+
+
+def test_proxy_variables_are_ignored_for_managed_identity(
+    face: Any, emulator_factory: Any, monkeypatch: Any, unused_port: int
+) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(name, f"http://127.0.0.1:{unused_port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    emulator = emulator_factory("app_service")
+    credential = face.credential(emulator)
+
+    assert credential.get_token(SCOPE).token
+    assert len(emulator.requests) == 1
 
 
 def test_service_fabric_never_goes_through_an_environment_proxy(
@@ -625,21 +635,3 @@ def test_soak_threads_and_tasks_under_random_failures(emulator_factory: Any) -> 
     assert calls > 100 * requests
     # integer expiry seconds shorten some periods, and the thread and task flights may each refresh once
     assert emulator.tokens_issued <= 4 * periods + 5
-
-
-# Both drivers (msi_credential/_transport/sync.py and aio.py) through the ``face`` fixture: the proxy variables are
-# not used toward a managed identity endpoint.
-
-
-def test_proxy_variables_are_ignored_for_managed_identity(
-    face: Any, emulator_factory: Any, monkeypatch: Any, unused_port: int
-) -> None:
-    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY"):
-        monkeypatch.setenv(name, f"http://127.0.0.1:{unused_port}")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    emulator = emulator_factory("app_service")
-    credential = face.credential(emulator)
-
-    assert credential.get_token(STORAGE).token
-    assert len(emulator.requests) == 1

@@ -8,8 +8,9 @@ docs/mutation.md. Where only a race or a kernel's short read could show a rule, 
 module with one function wrapped (`_patch_os`). Every open and read in this file goes through guards that fail, rather
 than hang, on a FIFO opened without O_NONBLOCK and on a read loop that goes on past the end of the file.
 
-The last section is the exception: an Azure Arc key file that is a FIFO, met by the credential through both faces
-(the ``face`` fixture) against a loopback server, must be refused without blocking the call.
+The section "the credential's reads, through both faces" is the exception: an Azure Arc key file that is a FIFO,
+met by the credential through both faces (the ``face`` fixture) against a loopback server, must be refused without
+blocking the call.
 """
 
 from __future__ import annotations
@@ -276,6 +277,34 @@ def test_key_file_of_exactly_4096_bytes_is_read_whole(tmp_path: Path) -> None:
     path = _file(tmp_path, b"k" * MAX_KEY_FILE_BYTES)
 
     assert files.read_key_file(path) == KeyFileResult(content="k" * MAX_KEY_FILE_BYTES)
+
+
+# change: the Arc key file is read before its size is checked
+@pytest.mark.parametrize("size", [0, 4097, 1 << 20])
+def test_arc_key_file_of_a_wrong_size_is_refused_without_being_opened(
+    size: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "agent.key"
+    path.write_bytes(b"k" * size)
+    opened: list[str] = []
+    real_open = files.os.open
+
+    def spy_open(name: Any, *args: Any, **kwargs: Any) -> int:
+        opened.append(str(name))
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(files.os, "open", spy_open)
+    result = files.read_key_file(str(path))
+
+    assert result.error is not None and result.error[0] == "arc_invalid_key_file"
+    assert opened == []
+
+
+def test_arc_key_file_of_the_largest_size_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "agent.key"
+    path.write_bytes(b"k" * 4096)
+
+    assert files.read_key_file(str(path)).content == "k" * 4096
 
 
 @pytest.mark.parametrize(
@@ -677,15 +706,11 @@ def _call_with_hang_guard(call: Callable[[], Any], unblock: Callable[[], None]) 
     return outcome[0]
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="FIFOs are a POSIX thing")
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
 @pytest.mark.parametrize("swapped", [False, True], ids=["fifo", "swapped-after-the-check"])
 def test_an_arc_key_file_that_is_a_fifo_is_refused_without_blocking(
     face: Any, capturing_server: Any, tmp_path: Any, monkeypatch: Any, swapped: bool
 ) -> None:
-    import os
-
-    from msi_credential._transport import files
-
     fifo = tmp_path / "agent.key"
     os.mkfifo(fifo)
     if swapped:  # the check sees a regular file; by the open, the path is a FIFO
@@ -709,39 +734,3 @@ def test_an_arc_key_file_that_is_a_fifo_is_refused_without_blocking(
     assert isinstance(outcome, ManagedIdentityError)
     assert outcome.error_code == "arc_invalid_key_file"
     assert len(server.raw) == 1
-
-
-# The Arc key file's size bound in ``_transport/files.py`` (``read_key_file``). The comment above a test names the
-# one-line change that it catches.
-
-
-# change: the Arc key file is read before its size is checked
-@pytest.mark.parametrize("size", [0, 4097, 1 << 20])
-def test_arc_key_file_of_a_wrong_size_is_refused_without_being_opened(
-    size: int, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from msi_credential._transport import files
-
-    path = tmp_path / "agent.key"
-    path.write_bytes(b"k" * size)
-    opened: list[str] = []
-    real_open = files.os.open
-
-    def spy_open(name: Any, *args: Any, **kwargs: Any) -> int:
-        opened.append(str(name))
-        return real_open(name, *args, **kwargs)
-
-    monkeypatch.setattr(files.os, "open", spy_open)
-    result = files.read_key_file(str(path))
-
-    assert result.error is not None and result.error[0] == "arc_invalid_key_file"
-    assert opened == []
-
-
-def test_arc_key_file_of_the_largest_size_is_read(tmp_path: Any) -> None:
-    from msi_credential._transport import files
-
-    path = tmp_path / "agent.key"
-    path.write_bytes(b"k" * 4096)
-
-    assert files.read_key_file(str(path)).content == "k" * 4096

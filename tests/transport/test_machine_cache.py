@@ -1,11 +1,11 @@
 """The machine cache (msi_credential/_transport/machine_cache.py): its file rules one function at a time, then
 machine_cache=True through the credential with real processes.
 
-The file rules are socket-free and process-free: the functions are called directly on a cache directory made under tmp_path; the lock
-waits run on an injected monotonic clock and an injected poll (no thread, no sleep), a second open of the same lock
-file standing in for another process (flock locks belong to an open file, so the two exclude each other). The
-owner checks use a patched ``os.geteuid``, so they behave the same when the suite runs as root. In the mutation run
-(docs/mutation.md).
+The file rules are socket-free and process-free: the functions are called directly on a cache directory made under
+tmp_path; the lock waits run on an injected monotonic clock and an injected poll (no thread, no sleep), a second open
+of the same lock file standing in for another process (flock locks belong to an open file, so the two exclude each
+other). The owner checks use a patched ``os.geteuid``, so they behave the same when the suite runs as root. In the
+mutation run (docs/mutation.md).
 
 The last section starts real processes (tests/machine_cache_worker.py) against the emulator: tokens shared by one
 user's processes on this machine, a holder killed or hung mid-request, entries and directories others could touch,
@@ -1371,8 +1371,8 @@ def test_a_throttle_note_others_could_have_written_holds_nothing(cache_dir: Path
 # machine (the worker is tests/machine_cache_worker.py).
 
 WORKER = str(Path(__file__).parent.parent / "machine_cache_worker.py")
-STORAGE = "https://storage.azure.com"
-VAULT = "https://vault.azure.net"
+STORAGE_RESOURCE = "https://storage.azure.com"
+VAULT_RESOURCE = "https://vault.azure.net"
 BOUND = 60.0  # seconds any child may take in all: a hang fails the test instead of stalling it
 
 
@@ -1448,7 +1448,7 @@ def test_32_processes_started_together_make_one_request_per_resource(
     emulator_factory: Any, tmp_path: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    children = _start(_child_env(emulator, _runtime_dir(tmp_path)), [STORAGE, VAULT], 32)
+    children = _start(_child_env(emulator, _runtime_dir(tmp_path)), [STORAGE_RESOURCE, VAULT_RESOURCE], 32)
     _go(children)
     results = _results(children)
     assert len(_token_requests(emulator)) == 2
@@ -1458,7 +1458,7 @@ def test_32_processes_started_together_make_one_request_per_resource(
 def test_without_the_option_each_process_asks(emulator_factory: Any, tmp_path: Path) -> None:
     emulator = emulator_factory("app_service")
     env = _child_env(emulator, _runtime_dir(tmp_path), MSI_CREDENTIAL_MACHINE_CACHE="0")
-    children = _start(env, [STORAGE], 3)
+    children = _start(env, [STORAGE_RESOURCE], 3)
     _go(children)
     _results(children)
     assert len(_token_requests(emulator)) == 3
@@ -1469,8 +1469,8 @@ def test_a_holder_killed_mid_request_does_not_block_the_others(emulator_factory:
     emulator = emulator_factory("app_service")
     emulator.script(Fault(200, delay=BOUND * 2))  # the holder's request hangs until it is killed
     env = _child_env(emulator, _runtime_dir(tmp_path))
-    holder = _start(env, [STORAGE], 1)[0]
-    others = _start(env, [STORAGE], 4)
+    holder = _start(env, [STORAGE_RESOURCE], 1)[0]
+    others = _start(env, [STORAGE_RESOURCE], 4)
     _go([holder])
     assert holder.stdout is not None
 
@@ -1489,7 +1489,7 @@ def test_a_holder_that_hangs_is_waited_for_only_up_to_the_bound(
     emulator = emulator_factory("app_service")
     emulator.script(Fault(200, delay=BOUND * 2))
     env = _child_env(emulator, _runtime_dir(tmp_path))
-    holder = _start(env, [STORAGE], 1)[0]
+    holder = _start(env, [STORAGE_RESOURCE], 1)[0]
 
     try:
         _go([holder])
@@ -1497,7 +1497,7 @@ def test_a_holder_that_hangs_is_waited_for_only_up_to_the_bound(
         credential = ManagedIdentityCredential(
             _environ=env, machine_cache=True, _machine_cache_wait=0.2, share_cache=False
         )
-        assert credential.get_token(STORAGE + "/.default").token
+        assert credential.get_token(STORAGE_RESOURCE + "/.default").token
         assert len(_token_requests(emulator)) == 2  # it stopped waiting and asked itself
     finally:
         holder.kill()
@@ -1513,15 +1513,15 @@ def test_a_second_credential_reads_the_first_ones_token_from_the_machine_cache(
     emulator_factory: Any, runtime: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    first = _credential(emulator, runtime).get_token(STORAGE).token
-    second = _credential(emulator, runtime).get_token(STORAGE).token
+    first = _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token
+    second = _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token
     assert first == second
     assert len(_token_requests(emulator)) == 1
     entries = [p for p in (runtime / "msi-credential").iterdir() if not p.name.endswith(".lock")]
     assert len(entries) == 1
     assert (entries[0].stat().st_mode & 0o777) == 0o600
     assert ((runtime / "msi-credential").stat().st_mode & 0o777) == 0o700
-    assert STORAGE not in entries[0].name and "storage" not in entries[0].name
+    assert STORAGE_RESOURCE not in entries[0].name and "storage" not in entries[0].name
 
 
 def test_two_identities_never_see_each_others_tokens(emulator_factory: Any, runtime: Path) -> None:
@@ -1532,35 +1532,35 @@ def test_two_identities_never_see_each_others_tokens(emulator_factory: Any, runt
         client_id="22222222-2222-2222-2222-222222222222", object_id="b", resource_id="/identities/b"
     )
     emulator = emulator_factory("app_service", identities=[a, b])
-    system = _credential(emulator, runtime).get_token(STORAGE).token
-    first = _credential(emulator, runtime, client_id=a.client_id).get_token(STORAGE).token
-    second = _credential(emulator, runtime, client_id=b.client_id).get_token(STORAGE).token
+    system = _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token
+    first = _credential(emulator, runtime, client_id=a.client_id).get_token(STORAGE_RESOURCE).token
+    second = _credential(emulator, runtime, client_id=b.client_id).get_token(STORAGE_RESOURCE).token
     assert len({system, first, second}) == 3
     assert len(_token_requests(emulator)) == 3
-    again = _credential(emulator, runtime, client_id=a.client_id).get_token(STORAGE).token
+    again = _credential(emulator, runtime, client_id=a.client_id).get_token(STORAGE_RESOURCE).token
     assert again == first
 
 
 def test_a_corrupt_or_foreign_entry_is_ignored_and_replaced(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     directory = runtime / "msi-credential"
     entry = next(p for p in directory.iterdir() if not p.name.endswith(".lock"))
     for damage in (b'{"v": 1, "name": "', b"\x00garbage", b'{"v": 1, "name": "someone-else"}'):
         entry.write_bytes(damage)
-        token = _credential(emulator, runtime).get_token(STORAGE).token
+        token = _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token
         assert json.loads(entry.read_text())["token"] == token  # replaced by the new request's token
     assert len(_token_requests(emulator)) == 4
 
 
 def test_an_expired_entry_is_never_served(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     entry = next(p for p in (runtime / "msi-credential").iterdir() if not p.name.endswith(".lock"))
     body = json.loads(entry.read_text())
     body.update(expires_on=1, refresh_on=0, mandatory_at=0)
     entry.write_text(json.dumps(body))
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     assert len(_token_requests(emulator)) == 2
 
 
@@ -1573,7 +1573,7 @@ def test_refused_resources_leave_no_lock_file_behind(emulator_factory: Any, runt
     for number in range(40):
         with pytest.raises(ManagedIdentityError):
             credential.get_token(f"https://refused-{number}.example")
-    credential.get_token(STORAGE)
+    credential.get_token(STORAGE_RESOURCE)
 
     [entry] = list((runtime / "msi-credential").iterdir())  # the one token; no lock file
     assert not entry.name.endswith(".lock")
@@ -1581,13 +1581,13 @@ def test_refused_resources_leave_no_lock_file_behind(emulator_factory: Any, runt
 
 def test_expired_entries_are_swept_when_a_token_is_stored(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     [entry] = list((runtime / "msi-credential").iterdir())
     body = json.loads(entry.read_text())
     body.update(expires_on=1, refresh_on=0, mandatory_at=0)
     entry.write_text(json.dumps(body))
 
-    _credential(emulator, runtime).get_token(VAULT)
+    _credential(emulator, runtime).get_token(VAULT_RESOURCE)
 
     names = [p.name for p in (runtime / "msi-credential").iterdir()]
     assert len(names) == 1 and entry.name not in names  # the vault token only: the expired one is gone
@@ -1621,7 +1621,7 @@ async def test_a_cancelled_async_call_leaves_no_machine_cache_lock_behind(
     env = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
     credential = AsyncCredential(_environ=env, machine_cache=True, share_cache=False, _machine_cache_wait=30)
     loop = asyncio.get_running_loop()
-    call = asyncio.ensure_future(credential.get_token(STORAGE))
+    call = asyncio.ensure_future(credential.get_token(STORAGE_RESOURCE))
     assert await loop.run_in_executor(None, waiting.wait, 30)
     # cancelled as asyncio.run cancels what is left when its main coroutine ends: the call and its request
     [flight] = credential._bucket.async_flights.values()
@@ -1650,8 +1650,8 @@ def test_a_directory_open_to_others_is_refused(
     (runtime / "msi-credential").mkdir(mode=0o700)
     os.chmod(runtime / "msi-credential", 0o755)
     with caplog.at_level(logging.WARNING, logger="msi_credential"):
-        _credential(emulator, runtime).get_token(STORAGE)
-        _credential(emulator, runtime).get_token(STORAGE)
+        _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
+        _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     assert len(_token_requests(emulator)) == 2  # in-process only
     assert list((runtime / "msi-credential").iterdir()) == []
     assert "not owned by this user with mode 0700" in caplog.text
@@ -1660,7 +1660,7 @@ def test_a_directory_open_to_others_is_refused(
 def test_an_xdg_runtime_dir_open_to_others_is_refused(emulator_factory: Any, runtime: Path) -> None:
     emulator = emulator_factory("app_service")
     os.chmod(runtime, 0o777)
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     assert not (runtime / "msi-credential").exists()
 
 
@@ -1668,10 +1668,10 @@ def test_an_entry_readable_by_others_is_not_trusted_and_replaced(
     emulator_factory: Any, runtime: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     entry = next(p for p in (runtime / "msi-credential").iterdir() if not p.name.endswith(".lock"))
     os.chmod(entry, 0o644)
-    token = _credential(emulator, runtime).get_token(STORAGE).token
+    token = _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token
     assert len(_token_requests(emulator)) == 2
     assert (entry.stat().st_mode & 0o777) == 0o600
     assert json.loads(entry.read_text())["token"] == token
@@ -1684,7 +1684,7 @@ def test_a_link_instead_of_the_directory_is_refused(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir(mode=0o700)
     (runtime / "msi-credential").symlink_to(elsewhere)
-    _credential(emulator, runtime).get_token(STORAGE)
+    _credential(emulator, runtime).get_token(STORAGE_RESOURCE)
     assert list(elsewhere.iterdir()) == []
 
 
@@ -1692,10 +1692,10 @@ def test_claims_bypass_the_machine_cache_and_store_the_new_token(
     emulator_factory: Any, runtime: Path
 ) -> None:
     emulator = emulator_factory("app_service")
-    old = _credential(emulator, runtime).get_token(STORAGE).token
-    new = _credential(emulator, runtime).get_token(STORAGE, claims='{"access_token":{}}').token
+    old = _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token
+    new = _credential(emulator, runtime).get_token(STORAGE_RESOURCE, claims='{"access_token":{}}').token
     assert new != old
-    assert _credential(emulator, runtime).get_token(STORAGE).token == new
+    assert _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token == new
 
 
 @pytest.mark.parametrize("source", ["service_fabric", "workload_identity"])
@@ -1734,8 +1734,8 @@ async def test_the_async_face_shares_through_the_machine_cache(emulator_factory:
     emulator = emulator_factory("app_service")
     env = dict(emulator.environ, XDG_RUNTIME_DIR=str(runtime))
     async with AsyncCredential(_environ=env, machine_cache=True, share_cache=False) as credential:
-        first = (await credential.get_token(STORAGE)).token
-    assert _credential(emulator, runtime).get_token(STORAGE).token == first
+        first = (await credential.get_token(STORAGE_RESOURCE)).token
+    assert _credential(emulator, runtime).get_token(STORAGE_RESOURCE).token == first
     assert len(_token_requests(emulator)) == 1
 
 
@@ -1746,11 +1746,11 @@ def test_a_process_holding_the_token_in_memory_never_touches_the_machine_cache(
 
     emulator = emulator_factory("app_service")
     credential = _credential(emulator, _runtime_dir(tmp_path))
-    first = credential.get_token(STORAGE).token
+    first = credential.get_token(STORAGE_RESOURCE).token
 
     def refuse(*args: Any) -> None:
         raise AssertionError("the machine cache was consulted on a cache hit")
 
     monkeypatch.setattr(machine_cache, "perform", refuse)
-    assert credential.get_token(STORAGE).token == first
-    assert credential.get_token_info(STORAGE + "/.default").token == first
+    assert credential.get_token(STORAGE_RESOURCE).token == first
+    assert credential.get_token_info(STORAGE_RESOURCE + "/.default").token == first

@@ -1,6 +1,8 @@
 """The policy list of `_transport/policies.py`: which azure-core policies every managed identity request goes
 through, in which order, with which arguments, and what they may log or trace. The builder is called directly: no
-sockets. The Arc challenge's redaction is also checked end to end, through both faces against the emulator."""
+sockets. The last section goes through both faces against the emulator: the Arc challenge's redaction in debug logs,
+the pipeline keywords that reach the request, the caller's policies that run after ours, and the caller's policies
+that are refused (those that would break a guarantee, or belong to the other face)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from msi_credential import ManagedIdentityCredential
 from msi_credential._transport import policies
 from msi_credential._version import VERSION
 
-from ..faces.support import STORAGE
 from .support import SCOPE, log_text
 
 # ------------------------------------------------------------------------------------------ build_policies
@@ -149,10 +150,6 @@ def test_the_arc_challenge_header_is_redacted_in_debug_logs(
     assert "WWW-Authenticate" in text or "www-authenticate" in text.lower()  # logged, with its value redacted
 
 
-# Msi_credential/_transport/policies.py through both faces: the pipeline keywords reach the request, the caller's
-# policies run after ours, and policies that would break a guarantee, or belong to the other face, are refused.
-
-
 def test_pipeline_keywords_reach_the_request(face: Any, emulator_factory: Any) -> None:
     emulator = emulator_factory("imds")
     seen: list[str] = []
@@ -163,7 +160,7 @@ def test_pipeline_keywords_reach_the_request(face: Any, emulator_factory: Any) -
         raw_request_hook=lambda request: seen.append(request.http_request.url),
     )
 
-    credential.get_token(STORAGE)
+    credential.get_token(SCOPE)
 
     request = emulator.requests[0]
     assert request.headers["user-agent"].startswith("my-app/1.0")
@@ -194,7 +191,7 @@ def test_caller_policies_run_on_every_token_request_after_ours(face: Any, emulat
         per_retry_policies=Recording("per_retry"),  # one policy, as azure-core also takes it
         user_agent="app/1",
     )
-    credential.get_token(STORAGE)
+    credential.get_token(SCOPE)
 
     user_agent = emulator.requests[0].headers["user-agent"]
     assert user_agent.startswith("app/1 msi-credential/")
@@ -232,7 +229,7 @@ def test_caller_policies_that_would_break_a_guarantee_are_refused(
     if name == "object":
         policy: Any = object()
     elif "Bearer" in name:
-        policy = getattr(policies, name)(ManagedIdentityCredential(_environ={}), STORAGE)
+        policy = getattr(policies, name)(ManagedIdentityCredential(_environ={}), SCOPE)
     else:
         policy = getattr(policies, name)()
 
@@ -260,4 +257,4 @@ def test_a_policy_of_the_other_face_is_refused(face: Any, emulator_factory: Any)
 
     with pytest.raises(ValueError, match=f"policies= holds {wrong.__name__}, not a policy the"):
         face.credential(emulator, policies=[wrong()])
-    assert face.credential(emulator, policies=[right()]).get_token(STORAGE).token
+    assert face.credential(emulator, policies=[right()]).get_token(SCOPE).token

@@ -1,6 +1,7 @@
 """The sync driver (msi_credential/_transport/sync.py): single flight across threads, signal handlers that
 land while a thread holds its locks, refreshes beside the callers in threads, and fork() while a request or a
-refresh is in flight. The sync credential against the emulator."""
+refresh is in flight. The sync credential against the emulator; the driver's ``single_flight`` is also called
+directly, with a failing request."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from azure.core.credentials import AccessTokenInfo
 
 from msi_credential import ManagedIdentityCredential, ManagedIdentityError
 from msi_credential._engine import cache
+from msi_credential._transport.sync import single_flight
 from msi_credential.emulator import Fault
 
 from .support import SCOPE, Clock, wait_for, with_a_cached_token
+
+RESOURCE = "https://storage.azure.com"
 
 # ------------------------------------------------------------------------------- single flight across threads
 
@@ -96,6 +100,60 @@ def test_a_failed_flight_leaves_no_thread_waiting_and_only_late_threads_request_
     tokens = [o for o in outcomes if hasattr(o, "token")]
     assert outcomes.count("forbidden") + len(tokens) == 16 and outcomes.count("forbidden") >= 1
     assert len(emulator.requests) == 1 + (1 if tokens else 0)  # late threads share one new flight
+
+
+# ``single_flight`` called directly: a failed leader's error reaches every waiting thread, which sends nothing.
+
+
+def _failing_leader(bucket: cache.Bucket, waiters: int) -> tuple[list[object], int]:
+    """``waiters + 1`` threads miss the cache together; the leader's request fails once every waiter waits."""
+    all_waiting = threading.Event()
+    leader_requesting = threading.Event()
+    lock = threading.Lock()
+    waiting = 0
+    requests = 0
+    outcomes: list[object] = []
+
+    def still_valid() -> None:
+        nonlocal waiting
+        with lock:
+            waiting += 1
+            if waiting == waiters:
+                all_waiting.set()
+
+    def request() -> AccessTokenInfo:
+        nonlocal requests
+        with lock:
+            requests += 1
+        if requests == 1:
+            leader_requesting.set()
+            assert all_waiting.wait(30)
+            raise ManagedIdentityError("leader failed", error_code="forbidden")
+        return AccessTokenInfo("re-requested", 0)
+
+    def work() -> None:
+        try:
+            outcomes.append(single_flight(bucket, RESOURCE, request, still_valid))  # type: ignore[arg-type]
+        except ManagedIdentityError as error:
+            outcomes.append(error.error_code)
+
+    leader = threading.Thread(target=work)
+    leader.start()
+    assert leader_requesting.wait(30)  # the leader has registered its flight and is sending
+    threads = [threading.Thread(target=work) for _ in range(waiters)]
+    for thread in threads:
+        thread.start()
+    for thread in [leader, *threads]:
+        thread.join(30)
+    return outcomes, requests
+
+
+# change: single-flight waiters re-request instead of receiving the leader's error
+def test_threads_waiting_on_a_failed_flight_receive_its_error_and_send_nothing() -> None:
+    outcomes, requests = _failing_leader(cache.Bucket(), waiters=15)
+
+    assert outcomes == ["forbidden"] * 16
+    assert requests == 1
 
 
 # -------------------------------------------------------------------------------------------- signal handlers
@@ -393,62 +451,3 @@ def test_a_child_forked_during_a_refresh_beside_the_callers_has_none_running_and
     assert len(emulator.requests) == 3  # the parent's refresh and the child's own
     assert b"Thread" not in pickled and b"Lock" not in pickled
     assert credential._driver.settle(30)
-
-
-# The sync driver's single flight (``_transport/sync.py`` ``single_flight``) hands a failed leader's error to every
-# waiting thread. The comment above the test names the one-line change that it catches.
-
-RESOURCE = "https://storage.azure.com"
-
-
-def _failing_leader(bucket: cache.Bucket, waiters: int) -> tuple[list[object], int]:
-    """``waiters + 1`` threads miss the cache together; the leader's request fails once every waiter waits."""
-    from msi_credential._transport.sync import single_flight
-
-    all_waiting = threading.Event()
-    leader_requesting = threading.Event()
-    lock = threading.Lock()
-    waiting = 0
-    requests = 0
-    outcomes: list[object] = []
-
-    def still_valid() -> None:
-        nonlocal waiting
-        with lock:
-            waiting += 1
-            if waiting == waiters:
-                all_waiting.set()
-
-    def request() -> AccessTokenInfo:
-        nonlocal requests
-        with lock:
-            requests += 1
-        if requests == 1:
-            leader_requesting.set()
-            assert all_waiting.wait(30)
-            raise ManagedIdentityError("leader failed", error_code="forbidden")
-        return AccessTokenInfo("re-requested", 0)
-
-    def work() -> None:
-        try:
-            outcomes.append(single_flight(bucket, RESOURCE, request, still_valid))  # type: ignore[arg-type]
-        except ManagedIdentityError as error:
-            outcomes.append(error.error_code)
-
-    leader = threading.Thread(target=work)
-    leader.start()
-    assert leader_requesting.wait(30)  # the leader has registered its flight and is sending
-    threads = [threading.Thread(target=work) for _ in range(waiters)]
-    for thread in threads:
-        thread.start()
-    for thread in [leader, *threads]:
-        thread.join(30)
-    return outcomes, requests
-
-
-# change: single-flight waiters re-request instead of receiving the leader's error
-def test_threads_waiting_on_a_failed_flight_receive_its_error_and_send_nothing() -> None:
-    outcomes, requests = _failing_leader(cache.Bucket(), waiters=15)
-
-    assert outcomes == ["forbidden"] * 16
-    assert requests == 1
