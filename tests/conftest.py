@@ -217,6 +217,13 @@ def emulator_factory() -> Iterator[Any]:
 
 
 @pytest.fixture
+def proxy(emulator_factory: Any) -> Any:
+    """The emulator of workload identity behind the AKS token proxy (HTTPS, its own CA, a server name that is not
+    its address), started for a test and stopped after it."""
+    return emulator_factory("workload_identity", token_proxy=True)
+
+
+@pytest.fixture
 def unused_port() -> Iterator[int]:
     """A loopback port nothing listens on (connections are refused). It stays bound, without listening, for
     the whole test: a closed port could be handed to another listener meanwhile."""
