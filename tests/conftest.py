@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -214,6 +215,25 @@ def emulator_factory() -> Iterator[Any]:
     yield start
     for emulator in started:
         emulator.stop()
+
+
+@pytest.fixture
+def emulator(emulator_factory: Any) -> Any:
+    """An emulated IMDS, started for a test and stopped after it (a file may define its own ``emulator``)."""
+    return emulator_factory("imds")
+
+
+@pytest.fixture
+def proxy(emulator_factory: Any) -> Any:
+    """The emulator of workload identity behind the AKS token proxy (HTTPS, its own CA, a server name that is not
+    its address), started for a test and stopped after it."""
+    return emulator_factory("workload_identity", token_proxy=True)
+
+
+@pytest.fixture
+def debug(caplog: pytest.LogCaptureFixture) -> None:
+    """The package's loggers at DEBUG for the test (caplog restores the level after it)."""
+    caplog.set_level(logging.DEBUG, logger="msi_credential")
 
 
 @pytest.fixture

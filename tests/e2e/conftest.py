@@ -4,6 +4,8 @@ Azurite runs as a separate node process on 127.0.0.1, started once per session w
 throwaway trustme CA and ``--oauth basic``: it checks each bearer token's issuer, audience and lifetime
 (docs/protocols.md section 11). Without ``node_modules/.bin/azurite-blob`` the Azurite tests skip locally and fail
 when the ``CI`` variable is set; an installed Azurite that does not start always fails.
+
+The Key Vault stand-ins of tests/https_stand_in.py share one certificate per test module (``vault_tls``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 import pytest
 
 from msi_credential.emulator import Emulator
+
+from ..https_stand_in import Tls
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BLOB = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
@@ -135,6 +139,14 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     Path(files.cert_path).write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     leaf.private_key_pem.write_to_path(files.key_path)
     return files
+
+
+@pytest.fixture(scope="module")
+def vault_tls() -> Iterator[Tls]:
+    """A certificate for ``*.vault.azure.net`` from its own CA, for a Key Vault stand-in (one per test module)."""
+    files = Tls("*.vault.azure.net")
+    yield files
+    files.cleanup()
 
 
 def _free_port() -> int:

@@ -38,13 +38,6 @@ VAULT_SCOPE = "https://vault.azure.net/.default"
 CALLS = 20
 
 
-@pytest.fixture(scope="module")
-def tls() -> Iterator[Tls]:
-    files = Tls("*.vault.azure.net")
-    yield files
-    files.cleanup()
-
-
 @pytest.fixture
 def vault_host() -> str:
     # a fresh name per test: the Key Vault client caches challenges per host for the whole process
@@ -52,8 +45,8 @@ def vault_host() -> str:
 
 
 @pytest.fixture
-def vault(tls: Tls, vault_host: str) -> Iterator[KeyVaultStandIn]:
-    stand_in = KeyVaultStandIn(tls, TENANT, vault_host=vault_host)
+def vault(vault_tls: Tls, vault_host: str) -> Iterator[KeyVaultStandIn]:
+    stand_in = KeyVaultStandIn(vault_tls, TENANT, vault_host=vault_host)
     yield stand_in
     stand_in.stop()
 
@@ -167,9 +160,9 @@ def expected_options(claims: Any = None) -> dict[str, Any]:
 
 
 def test_sync_secret_client_one_token_for_many_calls(
-    vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
+    vault: KeyVaultStandIn, vault_tls: Tls, emulator: Emulator
 ) -> None:
-    with recorded_sync_client(vault, tls, emulator) as (recorder, client):
+    with recorded_sync_client(vault, vault_tls, emulator) as (recorder, client):
         client.set_secret("db-password", "s3cret value")
         for _ in range(CALLS):
             assert client.get_secret("db-password").value == "s3cret value"
@@ -181,9 +174,9 @@ def test_sync_secret_client_one_token_for_many_calls(
 
 
 def test_sync_cae_claims_challenge_answered_with_a_fresh_token(
-    vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
+    vault: KeyVaultStandIn, vault_tls: Tls, emulator: Emulator
 ) -> None:
-    with recorded_sync_client(vault, tls, emulator) as (recorder, client):
+    with recorded_sync_client(vault, vault_tls, emulator) as (recorder, client):
         client.set_secret("api-key", "v1")
         first = assert_one_vault_token(emulator, vault)
         vault.revoke([first])
@@ -199,12 +192,12 @@ def test_sync_cae_claims_challenge_answered_with_a_fresh_token(
     assert recorder.calls[-1] == ((VAULT_SCOPE,), expected_options(CAE_CLAIMS))
 
 
-def test_sync_a_token_of_another_tenant_is_refused(vault: KeyVaultStandIn, tls: Tls) -> None:
+def test_sync_a_token_of_another_tenant_is_refused(vault: KeyVaultStandIn, vault_tls: Tls) -> None:
     # a managed identity's tokens are always from its own tenant: tenant_id= cannot change that (as azure-identity)
     with (
         Emulator("imds", tenant_id=str(uuid.uuid4())) as other,
         sync_credential(other) as credential,
-        sync_client(vault, tls, credential) as client,
+        sync_client(vault, vault_tls, credential) as client,
         pytest.raises((ClientAuthenticationError, HttpResponseError)) as caught,
     ):
         client.get_secret("anything")
@@ -212,11 +205,11 @@ def test_sync_a_token_of_another_tenant_is_refused(vault: KeyVaultStandIn, tls: 
     assert vault.accepted == []
 
 
-def test_sync_loopback_vault_url_needs_the_resource_check_off(tls: Tls, emulator: Emulator) -> None:
-    stand_in = KeyVaultStandIn(tls, TENANT)  # https://127.0.0.1:<port>
+def test_sync_loopback_vault_url_needs_the_resource_check_off(vault_tls: Tls, emulator: Emulator) -> None:
+    stand_in = KeyVaultStandIn(vault_tls, TENANT)  # https://127.0.0.1:<port>
     try:
         with sync_credential(emulator) as credential:
-            transport = RequestsTransport(use_env_settings=False, connection_verify=tls.ca_path)
+            transport = RequestsTransport(use_env_settings=False, connection_verify=vault_tls.ca_path)
             with (
                 SecretClient(stand_in.vault_url, credential, transport=transport) as client,
                 pytest.raises(ValueError, match="verify_challenge_resource"),
@@ -228,7 +221,7 @@ def test_sync_loopback_vault_url_needs_the_resource_check_off(tls: Tls, emulator
             with SecretClient(
                 stand_in.vault_url,
                 credential,
-                transport=RequestsTransport(use_env_settings=False, connection_verify=tls.ca_path),
+                transport=RequestsTransport(use_env_settings=False, connection_verify=vault_tls.ca_path),
                 verify_challenge_resource=False,
             ) as client:
                 assert client.get_secret("x").value == "value"
@@ -237,9 +230,9 @@ def test_sync_loopback_vault_url_needs_the_resource_check_off(tls: Tls, emulator
 
 
 async def test_async_secret_client_one_token_for_many_calls(
-    vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
+    vault: KeyVaultStandIn, vault_tls: Tls, emulator: Emulator
 ) -> None:
-    async with recorded_async_client(vault, tls, emulator) as (recorder, client):
+    async with recorded_async_client(vault, vault_tls, emulator) as (recorder, client):
         await client.set_secret("db-password", "s3cret value")
         for _ in range(CALLS):
             assert (await client.get_secret("db-password")).value == "s3cret value"
@@ -249,9 +242,9 @@ async def test_async_secret_client_one_token_for_many_calls(
 
 
 async def test_async_cae_claims_challenge_answered_with_a_fresh_token(
-    vault: KeyVaultStandIn, tls: Tls, emulator: Emulator
+    vault: KeyVaultStandIn, vault_tls: Tls, emulator: Emulator
 ) -> None:
-    async with recorded_async_client(vault, tls, emulator) as (recorder, client):
+    async with recorded_async_client(vault, vault_tls, emulator) as (recorder, client):
         await client.set_secret("api-key", "v1")
         first = assert_one_vault_token(emulator, vault)
         vault.revoke([first])

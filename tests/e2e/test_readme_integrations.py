@@ -58,13 +58,6 @@ def emulator() -> Iterator[Emulator]:
         yield running
 
 
-@pytest.fixture(scope="module")
-def vault_tls() -> Iterator[Tls]:
-    files = Tls("*.vault.azure.net")
-    yield files
-    files.cleanup()
-
-
 def run_block(
     title: str,
     emulator: Emulator,

@@ -1,6 +1,6 @@
 """msi_credential/emulator/_cli.py: ``msi-credential emulate`` as a command, run as a process and in-process: what it
-prints in each format, its files, its life cycle and stop signals, faults, identities and scenarios from the
-command line, and our own ``token`` command against it."""
+prints in each format (the AKS token proxy's variables too), its files, its life cycle and stop signals, faults,
+identities and scenarios from the command line, and our own ``token`` command against it."""
 
 from __future__ import annotations
 
@@ -284,6 +284,45 @@ def test_its_request_log_neutralises_control_characters_a_client_sends(
     err = capsys.readouterr().err
     assert "GET /?[2J?]0;owned??31mx -> 404" in err
     assert not any(not character.isprintable() for character in err.replace("\n", ""))
+
+
+# the AKS token proxy (``--token-proxy``)
+
+
+@pytest.fixture
+def stop_immediately(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(emulator_cli, "wait_until_stopped", lambda stop: None)
+    yield
+
+
+def test_emulate_token_proxy_prints_the_variables(stop_immediately: None) -> None:
+    out = io.StringIO()
+    assert (
+        main(["emulate", "--source", "workload_identity", "--token-proxy", "--format", "json"], stdout=out)
+        == 0
+    )
+    document = json.loads(out.getvalue().splitlines()[0])
+    env = document["env"]
+    assert env["AZURE_KUBERNETES_TOKEN_PROXY"].startswith("https://127.0.0.1:")
+    assert env["AZURE_KUBERNETES_TOKEN_PROXY"].endswith("/aks-token-proxy")
+    assert env["AZURE_KUBERNETES_SNI_NAME"] == TOKEN_PROXY_SERVER_NAME
+    assert env["AZURE_KUBERNETES_CA_FILE"] == document["ca_file"]
+    assert not os.path.exists(document["ca_file"])  # removed at stop
+    assert document["token_proxy"] == {"server_name": TOKEN_PROXY_SERVER_NAME, "path": "/aks-token-proxy"}
+    assert "REQUESTS_CA_BUNDLE" not in env
+
+
+def test_emulate_token_proxy_shell_form_explains_it(stop_immediately: None) -> None:
+    out = io.StringIO()
+    assert main(["emulate", "--source", "workload_identity", "--token-proxy"], stdout=out) == 0
+    text = out.getvalue()
+    assert "export AZURE_KUBERNETES_SNI_NAME=token-proxy.msi-emulator.invalid" in text
+    assert "enable_azure_proxy=True" in text
+
+
+def test_emulate_token_proxy_needs_workload_identity(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["emulate", "--source", "imds", "--token-proxy"], stdout=io.StringIO()) == 2
+    assert "--token-proxy needs --source workload_identity" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- life cycle
@@ -694,52 +733,3 @@ def test_the_shell_form_of_an_expired_assertion_does_not_call_it_fresh(emulate: 
 
     assert not any("fresh client assertion" in line for line in lines)
     assert any("the federated token file holds an expired client assertion" in line for line in lines)
-
-
-# ``msi-credential emulate --token-proxy``.
-
-
-@pytest.fixture
-def stop_immediately(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    from msi_credential.emulator import _cli
-
-    monkeypatch.setattr(_cli, "wait_until_stopped", lambda stop: None)
-    yield
-
-
-def test_emulate_token_proxy_prints_the_variables(stop_immediately: None) -> None:
-    from msi_credential import cli
-
-    out = io.StringIO()
-    assert (
-        cli.main(
-            ["emulate", "--source", "workload_identity", "--token-proxy", "--format", "json"], stdout=out
-        )
-        == 0
-    )
-    document = json.loads(out.getvalue().splitlines()[0])
-    env = document["env"]
-    assert env["AZURE_KUBERNETES_TOKEN_PROXY"].startswith("https://127.0.0.1:")
-    assert env["AZURE_KUBERNETES_TOKEN_PROXY"].endswith("/aks-token-proxy")
-    assert env["AZURE_KUBERNETES_SNI_NAME"] == TOKEN_PROXY_SERVER_NAME
-    assert env["AZURE_KUBERNETES_CA_FILE"] == document["ca_file"]
-    assert not os.path.exists(document["ca_file"])  # removed at stop
-    assert document["token_proxy"] == {"server_name": TOKEN_PROXY_SERVER_NAME, "path": "/aks-token-proxy"}
-    assert "REQUESTS_CA_BUNDLE" not in env
-
-
-def test_emulate_token_proxy_shell_form_explains_it(stop_immediately: None) -> None:
-    from msi_credential import cli
-
-    out = io.StringIO()
-    assert cli.main(["emulate", "--source", "workload_identity", "--token-proxy"], stdout=out) == 0
-    text = out.getvalue()
-    assert "export AZURE_KUBERNETES_SNI_NAME=token-proxy.msi-emulator.invalid" in text
-    assert "enable_azure_proxy=True" in text
-
-
-def test_emulate_token_proxy_needs_workload_identity(capsys: pytest.CaptureFixture[str]) -> None:
-    from msi_credential import cli
-
-    assert cli.main(["emulate", "--source", "imds", "--token-proxy"], stdout=io.StringIO()) == 2
-    assert "--token-proxy needs --source workload_identity" in capsys.readouterr().err

@@ -301,6 +301,7 @@ def test_fail_randomly_is_thread_safe(emulator_factory: Any) -> None:
     assert len(emulator.requests) == 160
 
 
+# -------------------------------------------------------------------------------- the token proxy's CA
 # Only the token proxy emulator rotates a CA.
 
 

@@ -1,5 +1,5 @@
-"""What the face tests and the tests of the engine and the transport through the faces share: transports that open no connection, the secrets an emulated
-source holds, and the error a failing get_token raises."""
+"""What the face tests and the tests of the engine and the transport through the faces share: transports that open
+no connection, the secrets an emulated source holds, and the error a failing get_token raises."""
 
 from __future__ import annotations
 

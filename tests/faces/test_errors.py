@@ -1,5 +1,6 @@
 """msi_credential/_errors.py: the typed errors, as raised through the credential: azure-identity's unavailable
-class when that package is imported, and a pickled error keeps its evidence."""
+class when that package is imported, and a pickled error keeps its evidence (an error raised through both faces
+against the emulator, and errors made directly)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 from msi_credential import CredentialUnavailableError, ManagedIdentityCredential
+from msi_credential._errors import failed, unavailable
 from msi_credential.emulator import Emulator, Fault
 
 from .support import STORAGE, RefusingTransport, failure
@@ -42,14 +44,7 @@ def test_errors_pickle_with_their_request_id(face: Any, emulator_factory: Any) -
     assert copy.error_code == error.error_code
 
 
-# ``_errors.py``'s errors pickle with their evidence.
-
-
 def test_errors_survive_pickling_with_their_evidence() -> None:
-    import pickle
-
-    from msi_credential._errors import CredentialUnavailableError, failed, unavailable
-
     gone = pickle.loads(pickle.dumps(unavailable("m", error_code="imds_unreachable", status_code=None)))
     refused = pickle.loads(
         pickle.dumps(failed("m", error_code="http_500", status_code=500, correlation_id="c"))

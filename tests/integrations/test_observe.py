@@ -18,6 +18,8 @@ from msi_credential.emulator import Emulator, Fault
 from ..engine.scripted import Clock
 from ..faces.support import STORAGE
 
+pytestmark = pytest.mark.usefixtures("debug")  # every test at DEBUG (the fixture: tests/conftest.py)
+
 
 def origin_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [record for record in caplog.records if hasattr(record, "token_source")]
@@ -28,11 +30,6 @@ def assert_no_token_in(records: list[logging.LogRecord], emulator: Emulator) -> 
     for token in emulator.issued_tokens():
         assert token not in text
         assert token.split(".")[1] not in text
-
-
-@pytest.fixture(autouse=True)
-def debug(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="msi_credential")
 
 
 def credential_for(emulator: Emulator, **kwargs: Any) -> ManagedIdentityCredential:

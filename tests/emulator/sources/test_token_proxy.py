@@ -1,20 +1,13 @@
-"""Azure-identity's own WorkloadIdentityCredential gets a token from the emulated AKS token proxy."""
+"""msi_credential/emulator/sources/token_proxy.py, the emulated AKS token proxy: azure-identity's own
+WorkloadIdentityCredential gets a token from it (the emulator started by the ``proxy`` fixture, tests/conftest.py)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 from msi_credential.emulator import TOKEN_PROXY_SERVER_NAME, Emulator
 
 STORAGE = "https://storage.azure.com/.default"
-
-
-@pytest.fixture
-def proxy(emulator_factory: Any) -> Emulator:
-    started: Emulator = emulator_factory("workload_identity", token_proxy=True)
-    return started
 
 
 def test_azure_identity_with_enable_azure_proxy_gets_a_token_from_the_emulated_proxy(

@@ -1,6 +1,6 @@
 """App Service and Azure Functions (``_engine/sources/app_service.py``): its rules through the scripted driver
-(tests/engine/scripted.py, no sockets). Its request, and what it does like every source through the credential against
-the emulator: test_spec.py."""
+(tests/engine/scripted.py, no sockets), then its reading of error answers (``read_error``) called directly. Its request,
+and what it does like every source through the credential against the emulator: test_spec.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ..scripted import (
     Clock,
     Script,
     answer,
+    check_error,
     engine,
     error_for,
     error_response,
@@ -23,7 +24,7 @@ from ..scripted import (
     token_response,
 )
 from ..test_response import APP_SERVICE_BODY
-from .support import RESOURCE, check, failure
+from .support import RESOURCE, failure
 
 # ------------------------------------------------------------------------ the engine's rules, scripted
 
@@ -43,7 +44,7 @@ def test_a_401_from_a_source_without_a_challenge_is_its_http_error() -> None:
 
     error = failure(script, engine(APP_SERVICE, clock).acquire(RESOURCE))
 
-    check(error, "server_error", ManagedIdentitySource.APP_SERVICE, status=401)
+    check_error(error, "server_error", ManagedIdentitySource.APP_SERVICE, status=401)
     assert script.reads == [] and len(script.sent) == 1
 
 
@@ -53,12 +54,12 @@ def test_a_configuration_problem_is_raised_with_its_message() -> None:
 
     error = failure(Script(clock), engine(environ, clock).acquire(RESOURCE))
 
-    check(error, "invalid_endpoint", ManagedIdentitySource.APP_SERVICE)
+    check_error(error, "invalid_endpoint", ManagedIdentitySource.APP_SERVICE)
     assert str(error).startswith("IDENTITY_ENDPOINT must be an http(s) URL to a loopback or link-local host")
 
 
-# App Service's own reading of error answers (``sources/app_service.py`` ``read_error``: a 400 naming the managed
-# identity).
+# ------------------------------------------------------------------------- read_error, called directly
+# App Service's own reading of error answers (``sources/app_service.py``): a 400 naming the managed identity.
 
 
 @pytest.mark.parametrize(

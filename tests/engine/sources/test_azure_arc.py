@@ -1,6 +1,7 @@
 """Azure Arc (``_engine/sources/azure_arc.py``): the 401 challenge, the key file checks and the echo rule through the
-scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces against the
-emulator. Its first request, with every source's: test_spec.py."""
+scripted driver (tests/engine/scripted.py, no sockets) and its functions called directly (key_file_named,
+valid_key_path, confirm), then through the public credential on both faces against the emulator, and a key that is
+not ASCII against a loopback server. Its first request, with every source's: test_spec.py."""
 
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ from msi_credential.emulator import Fault, UserAssignedIdentity
 
 from ...faces.support import STORAGE
 from ...transport import support
-from ...transport.support import SCOPE, assert_secret_absent, http_answer
+from ...transport.support import assert_secret_absent, http_answer
 from ..scripted import ARC, Clock, Script, check_error, engine, error_fields, raised, token_response
-from .support import RESOURCE, check, failure
-
-# ------------------------------------------------------------------------ the engine's rules, scripted
-
+from .support import RESOURCE, failure
 
 WINDOWS_KEYS = "C:\\ProgramData\\AzureConnectedMachineAgent\\Tokens"
+LINUX_KEYS = "/var/opt/azcmagent/tokens"  # the agent's key directory on Linux
+
+# ------------------------------------------------------------------------ the engine's rules, scripted
+# A comment above a test names the one-line change that it catches.
 
 
 def _arc(directory: str, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
@@ -92,7 +94,7 @@ def test_arc_challenge_refusals_say_what_was_wrong(
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
+    check_error(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
     assert str(error).startswith(f"Azure Arc managed identity endpoint: {why}")
 
 
@@ -117,7 +119,7 @@ def test_arc_on_windows_refuses_a_key_file_outside_the_key_directory() -> None:
     credential_engine, script = _arc(WINDOWS_KEYS, platform="win32")
     script.queue(_challenge("Basic realm=C:\\Users\\Public\\agent.key"))
 
-    check(
+    check_error(
         failure(script, credential_engine.acquire(RESOURCE)),
         "arc_invalid_key_file",
         ManagedIdentitySource.AZURE_ARC,
@@ -149,7 +151,7 @@ def test_an_arc_answer_for_another_identity_is_a_failed_200_from_azure_arc(tmp_p
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, "arc_identity_not_confirmed", ManagedIdentitySource.AZURE_ARC, status=200)
+    check_error(error, "arc_identity_not_confirmed", ManagedIdentitySource.AZURE_ARC, status=200)
 
 
 def test_an_arc_connection_failure_is_retried_before_any_challenge(tmp_path: Any) -> None:
@@ -172,8 +174,235 @@ def test_arc_found_by_its_agent_names_the_endpoint_when_it_never_answers() -> No
 
     error = failure(script, credential_engine.acquire(RESOURCE))
 
-    check(error, "endpoint_unreachable", ManagedIdentitySource.AZURE_ARC)
+    check_error(error, "endpoint_unreachable", ManagedIdentitySource.AZURE_ARC)
     assert "at the endpoint (http://127.0.0.1:40342/metadata/identity/oauth2/token)" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "arc_challenge_missing"),
+        ("   ", "arc_challenge_missing"),
+        ("Bearer realm=/x/agent.key", "arc_challenge_invalid"),
+        ("Basic realm=", "arc_challenge_invalid"),
+        ('Basic realm=""', "arc_challenge_invalid"),
+        ("Basic realm=/elsewhere/agent.key", "arc_invalid_key_file"),
+        ("Basic realm={dir}/agent.txt", "arc_invalid_key_file"),
+        ("Basic realm={dir}/../agent.key", "arc_invalid_key_file"),
+        ("Basic realm={dir}/" + "a" * 65_536 + ".key", "arc_challenge_invalid"),  # over the size bound
+    ],
+)
+def test_arc_refuses_a_bad_challenge_before_reading_any_file(
+    tmp_path: Any, header: Optional[str], code: str
+) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    headers = {} if header is None else {"www-authenticate": header.format(dir=tmp_path)}
+    script.queue(Response(401, headers, b""))
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check_error(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
+    assert script.reads == [] and len(script.sent) == 1
+
+
+@pytest.mark.parametrize("header", ['basic REALM="{dir}/agent.key"', "  Basic realm= {dir}/agent.key  "])
+def test_arc_challenge_prefix_is_case_insensitive_and_the_path_may_be_quoted(
+    tmp_path: Any, header: str
+) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(
+        _challenge(header.format(dir=tmp_path)),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc"),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [f"{tmp_path}/agent.key"]
+    assert script.sent[0].headers.get("Authorization") is None
+    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
+    assert script.sent[1].url == script.sent[0].url and script.sent[1].params == script.sent[0].params
+
+
+def test_arc_on_another_platform_is_refused(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path), platform="darwin")
+    script.queue(_challenge(f"Basic realm={tmp_path}/agent.key"))
+
+    check_error(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        "arc_platform_unsupported",
+        ManagedIdentitySource.AZURE_ARC,
+        status=401,
+    )
+
+
+@pytest.mark.parametrize(
+    ("result", "code"),
+    [
+        (KeyFileResult(error=("arc_key_file_unreadable", "cannot read")), "arc_key_file_unreadable"),
+        (KeyFileResult(content=""), "arc_invalid_key_file"),
+    ],
+)
+def test_arc_key_file_problems_are_typed_errors(tmp_path: Any, result: KeyFileResult, code: str) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(_challenge(f"Basic realm={tmp_path}/agent.key"), result)
+
+    check_error(
+        failure(script, credential_engine.acquire(RESOURCE)),
+        code,
+        ManagedIdentitySource.AZURE_ARC,
+        status=401,
+    )
+    assert len(script.sent) == 1
+
+
+def test_arc_second_401_is_a_rejected_key_and_the_secret_stays_out_of_the_error(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path))
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b"arc-secret"),
+    )
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    check_error(error, "arc_challenge_rejected", ManagedIdentitySource.AZURE_ARC, status=401)
+    assert "arc-secret" not in str(error)
+
+
+def test_arc_secret_is_scrubbed_from_a_later_error(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path), retry_total=0)
+    body = b'{"error": "server_error", "error_description": "bad key arc-secret"}'
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        Response(500, {"content-type": "application/json"}, body),
+    )
+
+    error = failure(script, credential_engine.acquire(RESOURCE))
+
+    assert error.status_code == 500 and "arc-secret" not in str(error)
+
+
+# change: Arc's echo accepted only under `msi_res_id`, not `mi_res_id`
+@pytest.mark.parametrize("echo_name", ["msi_res_id", "mi_res_id"])
+def test_arc_accepts_the_resource_id_echoed_under_either_name(echo_name: str, tmp_path: Any) -> None:
+    resource_id = (
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u"
+    )
+    credential_engine, script = _arc(str(tmp_path), resource_id=resource_id)
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc", **{echo_name: resource_id.upper()}),
+    )
+
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
+    assert script.reads == [f"{tmp_path}/agent.key"]
+    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
+
+
+def test_arc_refuses_an_answer_that_echoes_another_resource_id(tmp_path: Any) -> None:
+    credential_engine, script = _arc(str(tmp_path), resource_id="/r/wanted")
+    script.queue(
+        _challenge(f"Basic realm={tmp_path}/agent.key"),
+        KeyFileResult(content="arc-secret"),
+        token_response("arc", mi_res_id="/r/other", msi_res_id="/r/other"),
+    )
+
+    with pytest.raises(ManagedIdentityError) as caught:
+        script.run(credential_engine.acquire(RESOURCE))
+    assert caught.value.error_code == "arc_identity_not_confirmed"
+
+
+# ------------------------------------------ the key file's name and the identity echo, called directly
+
+
+def test_arc_not_confirming_the_identity_says_the_token_was_discarded() -> None:
+    identity = Identity("client_id", "11111111-2222-3333-4444-555555555555")
+
+    error = raised(lambda: azure_arc.confirm(identity, {"client_id": "another"}))
+
+    assert error_fields(error) == (
+        False,
+        "arc_identity_not_confirmed",
+        200,
+        ManagedIdentitySource.AZURE_ARC,
+        "Azure Arc managed identity endpoint did not confirm the requested identity with client_id; the token was "
+        "discarded (the agent may not support user-assigned identities)",
+    )
+
+
+def _arc_config(directory: str, platform: str = "linux") -> SourceConfig:
+    return SourceConfig(
+        ManagedIdentitySource.AZURE_ARC, "http://127.0.0.1:9", platform=platform, arc_key_directory=directory
+    )
+
+
+def test_arc_on_another_platform_names_the_platform() -> None:
+    error = raised(lambda: key_file_named(_arc_config("/keys", "darwin"), "Basic realm=/keys/a.key"))
+
+    assert error_fields(error) == (
+        False,
+        "arc_platform_unsupported",
+        401,
+        ManagedIdentitySource.AZURE_ARC,
+        "Azure Arc managed identity endpoint: Azure Arc managed identity is supported on Linux and Windows, "
+        "not darwin",
+    )
+
+
+def test_arc_key_file_outside_the_directory_names_the_directory() -> None:
+    error = raised(lambda: key_file_named(_arc_config("/keys"), "Basic realm=/elsewhere/a.key"))
+
+    assert error_fields(error) == (
+        False,
+        "arc_invalid_key_file",
+        401,
+        ManagedIdentitySource.AZURE_ARC,
+        "Azure Arc managed identity endpoint: the challenge names a key file outside /keys or without the .key "
+        "extension",
+    )
+
+
+def test_arc_key_file_on_drive_x_keeps_its_drive_letter() -> None:
+    config = _arc_config("X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens", "windows")
+    header = 'Basic realm="X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key"'
+
+    assert key_file_named(config, header) == "X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key"
+
+
+@pytest.mark.parametrize(
+    ("path", "directory", "windows", "valid"),
+    [
+        (LINUX_KEYS + "/a.key", LINUX_KEYS, False, True),
+        (LINUX_KEYS + "/a.key", LINUX_KEYS + "/", False, True),
+        (LINUX_KEYS + "/.key", LINUX_KEYS, False, False),
+        (LINUX_KEYS + "/a.KEY", LINUX_KEYS, False, False),
+        (LINUX_KEYS + "/sub/a.key", LINUX_KEYS, False, False),
+        (LINUX_KEYS + "/../a.key", LINUX_KEYS, False, False),
+        ("var/opt/azcmagent/tokens/a.key", "var/opt/azcmagent/tokens", False, False),
+        (WINDOWS_KEYS + "\\a.key", WINDOWS_KEYS, True, True),
+        ("c:\\programdata\\azureconnectedmachineagent\\tokens\\A.KEY", WINDOWS_KEYS + "\\", True, True),
+        (WINDOWS_KEYS + "\\.key", WINDOWS_KEYS, True, False),
+        (WINDOWS_KEYS + "\\..\\a.key", WINDOWS_KEYS, True, False),
+        (WINDOWS_KEYS.replace("\\", "/") + "/../a.key", WINDOWS_KEYS, True, False),
+        ("C:\\Other\\a.key", WINDOWS_KEYS, True, False),
+        (WINDOWS_KEYS + "\\a.txt", WINDOWS_KEYS, True, False),
+        ("ProgramData\\a.key", "ProgramData", True, False),
+        # a key directory whose name ends in 'X' is that directory, with or without its trailing separator
+        ("/var/tokensX/a.key", "/var/tokensX", False, True),
+        ("/var/tokensX/a.key", "/var/tokensX/", False, True),
+        ("C:\\TokensX\\a.key", "C:\\TokensX", True, True),
+        ("C:\\TokensX\\a.key", "C:\\TokensX\\", True, True),
+        # '..' is refused even where the key directory itself names it
+        ("/opt/../tokens/a.key", "/opt/../tokens", False, False),
+        ("C:\\opt\\..\\tokens\\a.key", "C:\\opt\\..\\tokens", True, False),
+    ],
+)
+def test_arc_key_path_must_be_a_key_file_directly_in_the_key_directory(
+    path: str, directory: str, windows: bool, valid: bool
+) -> None:
+    assert valid_key_path(path, directory, windows) is valid
 
 
 # -------------------------------------------- through the credential, both faces, against the emulator
@@ -340,7 +569,8 @@ def test_arc_key_is_read_for_every_request(face: Any, emulator_factory: Any) -> 
     assert len(keys) == 2 and keys[0] != keys[1]
 
 
-# Azure Arc's key file stays secret: the agent's echo of it is scrubbed. Both faces against the emulator.
+# Azure Arc's key file stays secret: the agent's echo of it is scrubbed; a key with non-ASCII or control characters
+# is ``arc_invalid_key_file``, never sent and never quoted (the non-ASCII key against a loopback server).
 
 
 def test_arc_key_echoed_by_the_agent_is_scrubbed(
@@ -366,255 +596,21 @@ def test_arc_key_echoed_by_the_agent_is_scrubbed(
     assert not [text for text in texts if key in text]
 
 
-# Azure Arc's challenge, key file and identity echo (``sources/azure_arc.py``), through the scripted driver of
-# tests/engine/scripted.py or its functions. A comment above a test names the one-line change that it catches.
-
-
-LINUX_KEYS = "/var/opt/azcmagent/tokens"  # the agent's key directory on Linux
-
-
-def _arc_in(tmp_path: Any, platform: str = "linux", **kwargs: Any) -> tuple[Any, Script]:
-    clock = Clock()
-    return engine(ARC, clock, _platform=platform, _arc_key_directory=str(tmp_path), **kwargs), Script(clock)
-
-
-@pytest.mark.parametrize(
-    ("header", "code"),
-    [
-        (None, "arc_challenge_missing"),
-        ("   ", "arc_challenge_missing"),
-        ("Bearer realm=/x/agent.key", "arc_challenge_invalid"),
-        ("Basic realm=", "arc_challenge_invalid"),
-        ('Basic realm=""', "arc_challenge_invalid"),
-        ("Basic realm=/elsewhere/agent.key", "arc_invalid_key_file"),
-        ("Basic realm={dir}/agent.txt", "arc_invalid_key_file"),
-        ("Basic realm={dir}/../agent.key", "arc_invalid_key_file"),
-        ("Basic realm={dir}/" + "a" * 65_536 + ".key", "arc_challenge_invalid"),  # over the size bound
-    ],
-)
-def test_arc_refuses_a_bad_challenge_before_reading_any_file(
-    tmp_path: Any, header: Optional[str], code: str
-) -> None:
-    credential_engine, script = _arc_in(tmp_path)
-    headers = {} if header is None else {"www-authenticate": header.format(dir=tmp_path)}
-    script.queue(Response(401, headers, b""))
-
-    error = failure(script, credential_engine.acquire(RESOURCE))
-
-    check_error(error, code, ManagedIdentitySource.AZURE_ARC, status=401)
-    assert script.reads == [] and len(script.sent) == 1
-
-
-@pytest.mark.parametrize("header", ['basic REALM="{dir}/agent.key"', "  Basic realm= {dir}/agent.key  "])
-def test_arc_challenge_prefix_is_case_insensitive_and_the_path_may_be_quoted(
-    tmp_path: Any, header: str
-) -> None:
-    credential_engine, script = _arc_in(tmp_path)
-    script.queue(
-        Response(401, {"www-authenticate": header.format(dir=tmp_path)}, b""),
-        KeyFileResult(content="arc-secret"),
-        token_response("arc"),
-    )
-
-    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
-    assert script.reads == [f"{tmp_path}/agent.key"]
-    assert script.sent[0].headers.get("Authorization") is None
-    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
-    assert script.sent[1].url == script.sent[0].url and script.sent[1].params == script.sent[0].params
-
-
-def test_arc_on_another_platform_is_refused(tmp_path: Any) -> None:
-    credential_engine, script = _arc_in(tmp_path, platform="darwin")
-    script.queue(Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""))
-
-    check_error(
-        failure(script, credential_engine.acquire(RESOURCE)),
-        "arc_platform_unsupported",
-        ManagedIdentitySource.AZURE_ARC,
-        status=401,
-    )
-
-
-@pytest.mark.parametrize(
-    ("result", "code"),
-    [
-        (KeyFileResult(error=("arc_key_file_unreadable", "cannot read")), "arc_key_file_unreadable"),
-        (KeyFileResult(content=""), "arc_invalid_key_file"),
-    ],
-)
-def test_arc_key_file_problems_are_typed_errors(tmp_path: Any, result: KeyFileResult, code: str) -> None:
-    credential_engine, script = _arc_in(tmp_path)
-    script.queue(Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""), result)
-
-    check_error(
-        failure(script, credential_engine.acquire(RESOURCE)),
-        code,
-        ManagedIdentitySource.AZURE_ARC,
-        status=401,
-    )
-    assert len(script.sent) == 1
-
-
-def test_arc_second_401_is_a_rejected_key_and_the_secret_stays_out_of_the_error(tmp_path: Any) -> None:
-    credential_engine, script = _arc_in(tmp_path)
-    script.queue(
-        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""),
-        KeyFileResult(content="arc-secret"),
-        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b"arc-secret"),
-    )
-
-    error = failure(script, credential_engine.acquire(RESOURCE))
-
-    check_error(error, "arc_challenge_rejected", ManagedIdentitySource.AZURE_ARC, status=401)
-    assert "arc-secret" not in str(error)
-
-
-def test_arc_secret_is_scrubbed_from_a_later_error(tmp_path: Any) -> None:
-    credential_engine, script = _arc_in(tmp_path, retry_total=0)
-    body = b'{"error": "server_error", "error_description": "bad key arc-secret"}'
-    script.queue(
-        Response(401, {"www-authenticate": f"Basic realm={tmp_path}/agent.key"}, b""),
-        KeyFileResult(content="arc-secret"),
-        Response(500, {"content-type": "application/json"}, body),
-    )
-
-    error = failure(script, credential_engine.acquire(RESOURCE))
-
-    assert error.status_code == 500 and "arc-secret" not in str(error)
-
-
-def _arc_challenge(directory: str) -> Response:
-    return Response(401, {"www-authenticate": f"Basic realm={directory}/agent.key"}, b"")
-
-
-# change: Arc's echo accepted only under `msi_res_id`, not `mi_res_id`
-@pytest.mark.parametrize("echo_name", ["msi_res_id", "mi_res_id"])
-def test_arc_accepts_the_resource_id_echoed_under_either_name(echo_name: str, tmp_path: Any) -> None:
-    clock = Clock()
-    resource_id = (
-        "/subscriptions/s/resourceGroups/g/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u"
-    )
-    credential_engine = engine(
-        ARC, clock, resource_id=resource_id, _platform="linux", _arc_key_directory=str(tmp_path)
-    )
-    script = Script(clock).queue(
-        _arc_challenge(str(tmp_path)),
-        KeyFileResult(content="arc-secret"),
-        token_response("arc", **{echo_name: resource_id.upper()}),
-    )
-
-    assert script.run(credential_engine.acquire(RESOURCE)).token == "arc"
-    assert script.reads == [f"{tmp_path}/agent.key"]
-    assert script.sent[1].headers["Authorization"] == "Basic arc-secret"
-
-
-def test_arc_refuses_an_answer_that_echoes_another_resource_id(tmp_path: Any) -> None:
-    clock = Clock()
-    credential_engine = engine(
-        ARC, clock, resource_id="/r/wanted", _platform="linux", _arc_key_directory=str(tmp_path)
-    )
-    script = Script(clock).queue(
-        _arc_challenge(str(tmp_path)),
-        KeyFileResult(content="arc-secret"),
-        token_response("arc", mi_res_id="/r/other", msi_res_id="/r/other"),
-    )
+def test_arc_key_with_control_characters_is_refused(face: Any, emulator_factory: Any) -> None:
+    emulator = emulator_factory("azure_arc")
+    path = os.path.join(emulator.credential_kwargs["_arc_key_directory"], "bad.key")
+    with open(path, "w") as handle:
+        handle.write("key-part-one\nkey-part-two")
+    emulator.script(Fault(401, b"", {"WWW-Authenticate": f"Basic realm={path}"}))
+    credential = face.credential(emulator)
 
     with pytest.raises(ManagedIdentityError) as caught:
-        script.run(credential_engine.acquire(RESOURCE))
-    assert caught.value.error_code == "arc_identity_not_confirmed"
+        credential.get_token(STORAGE)
 
+    assert caught.value.error_code == "arc_invalid_key_file"
+    assert "key-part" not in str(caught.value)
+    assert len(emulator.requests) == 1
 
-def test_arc_not_confirming_the_identity_says_the_token_was_discarded() -> None:
-    identity = Identity("client_id", "11111111-2222-3333-4444-555555555555")
-
-    error = raised(lambda: azure_arc.confirm(identity, {"client_id": "another"}))
-
-    assert error_fields(error) == (
-        False,
-        "arc_identity_not_confirmed",
-        200,
-        ManagedIdentitySource.AZURE_ARC,
-        "Azure Arc managed identity endpoint did not confirm the requested identity with client_id; the token was "
-        "discarded (the agent may not support user-assigned identities)",
-    )
-
-
-def _arc_config(directory: str, platform: str = "linux") -> SourceConfig:
-    return SourceConfig(
-        ManagedIdentitySource.AZURE_ARC, "http://127.0.0.1:9", platform=platform, arc_key_directory=directory
-    )
-
-
-def test_arc_on_another_platform_names_the_platform() -> None:
-    error = raised(lambda: key_file_named(_arc_config("/keys", "darwin"), "Basic realm=/keys/a.key"))
-
-    assert error_fields(error) == (
-        False,
-        "arc_platform_unsupported",
-        401,
-        ManagedIdentitySource.AZURE_ARC,
-        "Azure Arc managed identity endpoint: Azure Arc managed identity is supported on Linux and Windows, "
-        "not darwin",
-    )
-
-
-def test_arc_key_file_outside_the_directory_names_the_directory() -> None:
-    error = raised(lambda: key_file_named(_arc_config("/keys"), "Basic realm=/elsewhere/a.key"))
-
-    assert error_fields(error) == (
-        False,
-        "arc_invalid_key_file",
-        401,
-        ManagedIdentitySource.AZURE_ARC,
-        "Azure Arc managed identity endpoint: the challenge names a key file outside /keys or without the .key "
-        "extension",
-    )
-
-
-def test_arc_key_file_on_drive_x_keeps_its_drive_letter() -> None:
-    config = _arc_config("X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens", "windows")
-    header = 'Basic realm="X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key"'
-
-    assert key_file_named(config, header) == "X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key"
-
-
-@pytest.mark.parametrize(
-    ("path", "directory", "windows", "valid"),
-    [
-        (LINUX_KEYS + "/a.key", LINUX_KEYS, False, True),
-        (LINUX_KEYS + "/a.key", LINUX_KEYS + "/", False, True),
-        (LINUX_KEYS + "/.key", LINUX_KEYS, False, False),
-        (LINUX_KEYS + "/a.KEY", LINUX_KEYS, False, False),
-        (LINUX_KEYS + "/sub/a.key", LINUX_KEYS, False, False),
-        (LINUX_KEYS + "/../a.key", LINUX_KEYS, False, False),
-        ("var/opt/azcmagent/tokens/a.key", "var/opt/azcmagent/tokens", False, False),
-        (WINDOWS_KEYS + "\\a.key", WINDOWS_KEYS, True, True),
-        ("c:\\programdata\\azureconnectedmachineagent\\tokens\\A.KEY", WINDOWS_KEYS + "\\", True, True),
-        (WINDOWS_KEYS + "\\.key", WINDOWS_KEYS, True, False),
-        (WINDOWS_KEYS + "\\..\\a.key", WINDOWS_KEYS, True, False),
-        (WINDOWS_KEYS.replace("\\", "/") + "/../a.key", WINDOWS_KEYS, True, False),
-        ("C:\\Other\\a.key", WINDOWS_KEYS, True, False),
-        (WINDOWS_KEYS + "\\a.txt", WINDOWS_KEYS, True, False),
-        ("ProgramData\\a.key", "ProgramData", True, False),
-        # a key directory whose name ends in 'X' is that directory, with or without its trailing separator
-        ("/var/tokensX/a.key", "/var/tokensX", False, True),
-        ("/var/tokensX/a.key", "/var/tokensX/", False, True),
-        ("C:\\TokensX\\a.key", "C:\\TokensX", True, True),
-        ("C:\\TokensX\\a.key", "C:\\TokensX\\", True, True),
-        # '..' is refused even where the key directory itself names it
-        ("/opt/../tokens/a.key", "/opt/../tokens", False, False),
-        ("C:\\opt\\..\\tokens\\a.key", "C:\\opt\\..\\tokens", True, False),
-    ],
-)
-def test_arc_key_path_must_be_a_key_file_directly_in_the_key_directory(
-    path: str, directory: str, windows: bool, valid: bool
-) -> None:
-    assert valid_key_path(path, directory, windows) is valid
-
-
-# Azure Arc's key file rules
-# as the credential meets them: a key with non-ASCII or control characters is ``arc_invalid_key_file``, never sent and
-# never quoted. Both faces (the ``face`` fixture), against a loopback server or the emulator.
 
 capturing_server = support.capturing_server  # the fixture
 
@@ -636,24 +632,8 @@ def test_a_non_ascii_arc_key_is_arc_invalid_key_file_without_the_key(
     credential = face.credential(_environ=environ, _arc_key_directory=str(tmp_path))
 
     with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(SCOPE)
+        credential.get_token(STORAGE)
 
     assert caught.value.error_code == "arc_invalid_key_file"
     assert len(server.raw) == 1  # the challenge only: the key was never sent
     assert_secret_absent(caught.value, key)
-
-
-def test_arc_key_with_control_characters_is_refused(face: Any, emulator_factory: Any) -> None:
-    emulator = emulator_factory("azure_arc")
-    path = os.path.join(emulator.credential_kwargs["_arc_key_directory"], "bad.key")
-    with open(path, "w") as handle:
-        handle.write("key-part-one\nkey-part-two")
-    emulator.script(Fault(401, b"", {"WWW-Authenticate": f"Basic realm={path}"}))
-    credential = face.credential(emulator)
-
-    with pytest.raises(ManagedIdentityError) as caught:
-        credential.get_token(SCOPE)
-
-    assert caught.value.error_code == "arc_invalid_key_file"
-    assert "key-part" not in str(caught.value)
-    assert len(emulator.requests) == 1

@@ -1,6 +1,9 @@
 """IMDS (``_engine/sources/imds.py``; VMs, AKS, Container Instances): its spec's rule for a first contact, its rules
 through the scripted driver (tests/engine/scripted.py, no sockets), then through the public credential on both faces
-against the emulator. Its request, with every source's: test_spec.py."""
+against the emulator; its reading of error answers (``read_error``) called directly; where nothing answers, the sync
+credential over a transport that refuses every request (RefusingTransport, tests/faces/support.py, no socket); last,
+its first contact on a real loopback network on both faces: a closed, silent (blackhole), slow-to-connect or mute
+(raw server) address, and the emulator. Its request, with every source's: test_spec.py."""
 
 from __future__ import annotations
 
@@ -31,10 +34,10 @@ from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import Fault, UserAssignedIdentity, decode_jwt
 
 from ...chain_fallback import AsyncFallbackCredential, FallbackCredential
-from ...faces.support import RefusingTransport
+from ...faces.support import STORAGE, RefusingTransport
 from ...skips import skip_or_fail_in_ci
 from ...transport import support
-from ...transport.support import SCOPE, accepted, read_request
+from ...transport.support import accepted, read_request
 from ..scripted import (
     APP_SERVICE,
     IMDS,
@@ -85,16 +88,7 @@ def test_imds_retries_a_404_that_other_sources_raise() -> None:
     assert script.sleeps == [1.0]
 
 
-def _default_imds(monkeypatch: pytest.MonkeyPatch) -> None:
-    from msi_credential._engine import detection
-
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
-
-
-def test_imds_keeps_the_connection_timeout_keyword_after_its_first_answer(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    _default_imds(monkeypatch)
+def test_imds_keeps_the_connection_timeout_keyword_after_its_first_answer(imds_on_loopback: None) -> None:
     clock = Clock()
     script = Script(clock).queue(error_response(503), token_response("imds"))
 
@@ -103,8 +97,7 @@ def test_imds_keeps_the_connection_timeout_keyword_after_its_first_answer(
     assert [request.connect_timeout for request in script.sent] == [0.5, 0.5]
 
 
-def test_imds_that_answered_once_retries_a_later_connection_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    _default_imds(monkeypatch)
+def test_imds_that_answered_once_retries_a_later_connection_failure(imds_on_loopback: None) -> None:
     clock = Clock()
     script = Script(clock).queue(
         error_response(503), TransportFailure("connect", "refused"), token_response("imds")
@@ -114,12 +107,7 @@ def test_imds_that_answered_once_retries_a_later_connection_failure(monkeypatch:
     assert script.sleeps == [1.0, 2.0]
 
 
-def test_the_first_imds_contact_failure_names_the_endpoint_and_the_failure(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from msi_credential._engine import detection
-
-    monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", "http://127.0.0.1:9")
+def test_the_first_imds_contact_failure_names_the_endpoint_and_the_failure(imds_on_loopback: None) -> None:
     clock = Clock()
     script = Script(clock).queue(TransportFailure("connect_timeout", "timed out"))
 
@@ -147,9 +135,6 @@ def test_a_pod_identity_imds_that_never_answers_is_unavailable_naming_its_variab
 
 
 # -------------------------------------------- through the credential, both faces, against the emulator
-
-
-STORAGE = "https://storage.azure.com/.default"
 
 
 IDENTITY = UserAssignedIdentity(
@@ -299,8 +284,9 @@ def test_imds_claims_bypass_the_cache(face: Any, emulator_factory: Any) -> None:
     assert "claims" not in emulator.requests[1].query
 
 
-# IMDS's own reading of error answers (``sources/imds.py`` ``read_error``: 403 "unreachable", 400 invalid resource or
-# no such identity).
+# ------------------------------------------------------------------------- read_error, called directly
+# IMDS's own reading of error answers (``sources/imds.py``): 403 "unreachable", 400 invalid resource or no such
+# identity.
 
 
 @pytest.mark.parametrize(
@@ -412,8 +398,8 @@ def test_imds_400_for_an_unknown_identity_says_so() -> None:
     )
 
 
-# IMDS's rules through the sync credential: where nothing answers at the IMDS address, inside a credential chain and
-# on its own. The network is a transport that refuses every request.
+# --------------------------------- nothing answers at the IMDS address: the sync credential, no socket
+# Inside a credential chain and on its own; the network is a transport that refuses every request.
 
 
 def test_not_on_azure_in_a_credential_chain_is_unavailable_without_retries(in_credential_chain: None) -> None:
@@ -444,10 +430,10 @@ def test_not_on_azure_on_its_own_is_unavailable_after_the_normal_timeouts_and_re
     assert sleeps == [1.0, 2.0, 4.0]
 
 
-# IMDS's rules as the credential
-# meets them on a real loopback network: off Azure, inside a credential chain, its first contact fails fast as
-# unavailable (a silent, closed, slow or mute address); on its own, or once it has answered, it is retried; its 400
-# "identity not found" is read exactly; it takes no client capabilities. Both faces (the ``face`` fixture).
+# ---------------------------------------------- on a loopback network, both faces: fail fast off Azure
+# IMDS's rules as the credential meets them on a real loopback network: off Azure, inside a credential chain, its
+# first contact fails fast as unavailable (a silent, closed, slow or mute address); on its own, or once it has
+# answered, it is retried.
 
 raw_server = support.raw_server  # the fixture
 
@@ -461,7 +447,7 @@ def _unavailable_at_once(face: Any, monkeypatch: Any, port: int, **options: Any)
     credential = face.credential(_environ={}, **options)
 
     with pytest.raises(CredentialUnavailableError) as caught:
-        credential.get_token(SCOPE)
+        credential.get_token(STORAGE)
 
     assert caught.value.error_code == "imds_unreachable"
     assert face.sleeps == []
@@ -567,11 +553,11 @@ def chain_get_token(face: Any, credential: Any, fallback: Any) -> AccessToken:
     if face.is_async:
         from azure.identity.aio import ChainedTokenCredential as AsyncChain
 
-        token: AccessToken = face._run(AsyncChain(credential.inner, fallback).get_token(SCOPE))
+        token: AccessToken = face._run(AsyncChain(credential.inner, fallback).get_token(STORAGE))
         return token
     from azure.identity import ChainedTokenCredential
 
-    return ChainedTokenCredential(credential.inner, fallback).get_token(SCOPE)
+    return ChainedTokenCredential(credential.inner, fallback).get_token(STORAGE)
 
 
 @pytest.mark.parametrize(
@@ -586,7 +572,7 @@ def test_imds_on_its_own_gets_its_token_through_a_slow_first_connect(
     options = {} if timeout is None else {"connection_timeout": timeout}
     credential = face.credential(_environ={}, **options)
 
-    assert credential.get_token(SCOPE).token == SlowAcceptServer.TOKEN
+    assert credential.get_token(STORAGE).token == SlowAcceptServer.TOKEN
     assert slow_first_connect_imds.saw_a_waiting_client
     assert slow_first_connect_imds.connections == 1
     assert face.sleeps == sleeps
@@ -649,7 +635,7 @@ def test_slow_but_present_imds_still_works(face: Any, emulator_factory: Any, mon
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", emulator.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"])
     credential = face.credential(_environ={})
 
-    assert credential.get_token(SCOPE).token
+    assert credential.get_token(STORAGE).token
     assert len(emulator.requests) == 1
 
 
@@ -673,11 +659,15 @@ def test_imds_that_answered_once_is_retried_after(face: Any, emulator_factory: A
     emulator = emulator_factory("imds")
     monkeypatch.setattr(detection, "IMDS_DEFAULT_HOST", emulator.environ["AZURE_POD_IDENTITY_AUTHORITY_HOST"])
     credential = face.credential(_environ={})
-    credential.get_token(SCOPE)
+    credential.get_token(STORAGE)
     emulator.script(Fault(reset=True), Fault(503))
 
     assert credential.get_token("https://vault.azure.net/.default").token
     assert face.sleeps == [1.0, 2.0]
+
+
+# --------------------------------------------- on a loopback network, both faces: answers and requests
+# Its 400 "identity not found" is read exactly; it takes no client capabilities.
 
 
 def test_similar_aadsts_codes_are_not_read_as_invalid_resource(face: Any, emulator_factory: Any) -> None:
@@ -688,7 +678,7 @@ def test_similar_aadsts_codes_are_not_read_as_invalid_resource(face: Any, emulat
     credential = face.credential(emulator)
 
     with pytest.raises(CredentialUnavailableError) as caught:
-        credential.get_token(SCOPE)
+        credential.get_token(STORAGE)
 
     assert caught.value.error_code == "identity_not_found"
 
@@ -699,8 +689,8 @@ def test_capabilities_are_not_sent_where_the_source_does_not_take_them(
     emulator = emulator_factory("imds")
     credential = face.credential(emulator, client_capabilities=["cp1"])
 
-    credential.get_token(SCOPE)
-    credential.get_token(SCOPE, claims='{"access_token":{}}')
+    credential.get_token(STORAGE)
+    credential.get_token(STORAGE, claims='{"access_token":{}}')
 
     assert all(
         "xms_cc" not in r.query and "token_sha256_to_refresh" not in r.query for r in emulator.requests

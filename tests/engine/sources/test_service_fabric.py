@@ -1,7 +1,8 @@
 """Service Fabric (``_engine/sources/service_fabric.py``): the capabilities and the revocation hash in the request its
 spec builds, its rules through the scripted driver (tests/engine/scripted.py, no sockets), then through the public
-credential on both faces against the emulator over HTTPS (``tls_cert``). Its request (pinned to
-IDENTITY_SERVER_THUMBPRINT, with the secret header), with every source's: test_spec.py."""
+credential on both faces against the emulator over HTTPS (``tls_cert``), last its reading of error answers
+(``read_error``) called directly. Its request (pinned to IDENTITY_SERVER_THUMBPRINT, with the secret header), with
+every source's: test_spec.py."""
 
 from __future__ import annotations
 
@@ -254,8 +255,9 @@ def test_service_fabric_refuses_a_client_or_resource_id_and_names_the_object_id(
     assert emulator.requests == []
 
 
-# Service Fabric's own reading of error answers (``sources/service_fabric.py`` ``read_error``: 404 or
-# ManagedIdentityNotFound, its own codes).
+# ------------------------------------------------------------------------- read_error, called directly
+# Service Fabric's own reading of error answers (``sources/service_fabric.py``): 404 or ManagedIdentityNotFound, its
+# own codes.
 
 
 @pytest.mark.parametrize(

@@ -707,8 +707,9 @@ def test_source_retries_a_server_error_but_not_404(
     assert face.sleeps == [1.0]
 
 
-# Not IMDS: its first contact takes an answer that is not IMDS's for no IMDS (test_imds.py,
-# test_imds_error_answer_fails_or_means_no_imds[non_json-means-not-imds]).
+# Not IMDS: a redirect without a JSON body means no IMDS there, unavailable
+# (tests/engine/test_response.py::test_imds_non_json_redirect_is_unavailable_imds_unreachable); with a JSON body it is
+# refused like this (test_imds.py::test_imds_redirect_at_first_contact_is_an_unexpected_redirect).
 @pytest.mark.parametrize("source", [s for s in ALL_SOURCES if s is not IMDS], ids=ids)
 def test_source_redirect_is_refused_and_not_followed(
     face: Any, start: Callable[..., Emulator], source: Source

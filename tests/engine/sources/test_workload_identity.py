@@ -28,7 +28,18 @@ from msi_credential._setup import build_engine
 from msi_credential._source import ManagedIdentitySource as S
 from msi_credential.emulator import TOKEN_PROXY_SERVER_NAME, Emulator, Fault, UserAssignedIdentity, decode_jwt
 
-from ..scripted import Clock, Response, Script, Send, TransportFailure, engine, error_response, token_response
+from ...faces.support import STORAGE
+from ..scripted import (
+    Clock,
+    Response,
+    Script,
+    Send,
+    TransportFailure,
+    check_error,
+    engine,
+    error_response,
+    token_response,
+)
 from ..test_detection import _workload, run
 from .support import (
     RESOURCE,
@@ -37,7 +48,6 @@ from .support import (
     assertion,
     build,
     changed,
-    check,
     failure,
     user,
     wi_parts,
@@ -103,7 +113,7 @@ def test_an_unreadable_federated_token_file_is_its_error_and_nothing_is_sent() -
 
     error = failure(script, engine(WORKLOAD, clock).acquire(RESOURCE))
 
-    check(error, "federated_token_file_unreadable", ManagedIdentitySource.WORKLOAD_IDENTITY)
+    check_error(error, "federated_token_file_unreadable", ManagedIdentitySource.WORKLOAD_IDENTITY)
     assert str(error).startswith(why)
     assert script.sent == []
 
@@ -115,7 +125,7 @@ def test_workload_identity_without_a_client_id_is_refused_before_reading_the_tok
 
     error = failure(script, engine(environ, clock).acquire(RESOURCE))
 
-    check(error, "missing_client_id", ManagedIdentitySource.WORKLOAD_IDENTITY)
+    check_error(error, "missing_client_id", ManagedIdentitySource.WORKLOAD_IDENTITY)
     assert "AZURE_CLIENT_ID" in str(error) and "client_id=" in str(error)
     assert script.reads == [] and script.sent == []
 
@@ -204,7 +214,8 @@ PROXY = dict(WORKLOAD, AZURE_KUBERNETES_TOKEN_PROXY="https://127.0.0.1:9", AZURE
 
 @cache
 def ca_pem(number: int) -> str:
-    """A PEM CA certificate (a different one per number)."""
+    """A fresh trustme CA's certificate as PEM, a different one per number (0: a CA that signed nothing the token
+    proxy's emulator holds)."""
     return trustme.CA().cert_pem.bytes().decode("ascii")
 
 
@@ -420,9 +431,6 @@ def test_an_unreachable_token_proxy_is_named_with_its_variable_and_endpoint() ->
 
 
 # -------------------------------------------- through the credential, both faces, against the emulator
-
-
-STORAGE = "https://storage.azure.com/.default"
 
 
 VAULT = "https://vault.azure.net/.default"
@@ -997,22 +1005,13 @@ def test_proxies_keyword_applies_to_workload_identity(
 
 
 # --------------------------------------- through the AKS token proxy, both faces, against the emulator
-
-
-@pytest.fixture
-def proxy(emulator_factory: Any) -> Emulator:
-    started: Emulator = emulator_factory("workload_identity", token_proxy=True)
-    return started
+# The ``proxy`` fixture (tests/conftest.py) starts the emulator behind the token proxy.
 
 
 def proxied(face: Any, emulator: Emulator, **kwargs: Any) -> Any:
     kwargs.setdefault("_environ", dict(emulator.environ))
     kwargs.setdefault("retry_total", 0)
     return face.credential(enable_azure_proxy=True, **kwargs)
-
-
-def other_ca_pem() -> str:
-    return trustme.CA().cert_pem.bytes().decode("ascii")
 
 
 def refused(face: Any, emulator: Emulator, **kwargs: Any) -> ManagedIdentityError:
@@ -1135,7 +1134,7 @@ def test_a_server_name_with_a_trailing_dot_is_the_same_name_on_both_faces(face: 
 
 
 def test_a_wrong_ca_sends_nothing(face: Any, proxy: Emulator) -> None:
-    environ = changed(proxy.environ, AZURE_KUBERNETES_CA_FILE=None, AZURE_KUBERNETES_CA_DATA=other_ca_pem())
+    environ = changed(proxy.environ, AZURE_KUBERNETES_CA_FILE=None, AZURE_KUBERNETES_CA_DATA=ca_pem(0))
 
     error = refused(face, proxy, _environ=environ)
 
@@ -1165,7 +1164,7 @@ def test_a_wrong_or_missing_server_name_sends_nothing(
 
 
 def test_tls_is_checked_even_with_connection_verify_false(face: Any, proxy: Emulator) -> None:
-    environ = changed(proxy.environ, AZURE_KUBERNETES_CA_FILE=None, AZURE_KUBERNETES_CA_DATA=other_ca_pem())
+    environ = changed(proxy.environ, AZURE_KUBERNETES_CA_FILE=None, AZURE_KUBERNETES_CA_DATA=ca_pem(0))
 
     refused(face, proxy, _environ=environ, connection_verify=False)
 
