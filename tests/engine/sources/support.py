@@ -16,7 +16,6 @@ from msi_credential._engine.sources import SPECS, RequestParts
 from msi_credential._source import ManagedIdentitySource as S
 
 from ..scripted import APP_SERVICE, ARC, IMDS, Clock, engine
-from ..scripted import check_error as check  # noqa: F401 - tests/engine/test_flow.py imports it from here
 from ..scripted import failure as failure
 
 RESOURCE = "https://storage.azure.com"
