@@ -127,6 +127,18 @@ def test_a_cached_scope_hit_takes_the_hot_path_without_normalising_the_scope(
     assert len(emulator.requests) == 1
 
 
+# change: the engine's hit reader is built without its clock (`hit_reader(self.bucket, None)`)
+def test_an_engines_cache_hit_reads_the_engines_own_clock() -> None:
+    clock = Clock()  # 2023, on the scripted driver's clock: by the wall clock this token has long expired
+    credential_engine, _, first = with_cached_token(clock)
+
+    entry = credential_engine.hit((SCOPE,))
+    assert entry is not None and entry.info.token == first.token == "old"
+
+    clock.now = entry.refresh_on  # due for a refresh on the engine's clock: no longer a hit
+    assert credential_engine.hit((SCOPE,)) is None
+
+
 # ------------------------------------------------------------------- entries: refresh point and mandatory window
 
 
