@@ -159,6 +159,37 @@ def _is_open(descriptor: int) -> bool:
         return False
 
 
+def _fifo_that_must_not_block(fifo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO at ``fifo``; opening it without O_NONBLOCK fails the test (it would block until a writer comes)."""
+    os.mkfifo(fifo, 0o600)
+    real_open = os.open
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(fifo) and not flags & os.O_NONBLOCK:
+            raise AssertionError("a FIFO opened without O_NONBLOCK blocks the reader until a writer comes")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+
+
+def _opens_with_failing_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every os.read fails (EIO); returns the descriptors os.open gives from now on."""
+    opened: list[int] = []
+    real_open = os.open
+
+    def spy_open(*args: Any, **kwargs: Any) -> int:
+        descriptor = real_open(*args, **kwargs)
+        opened.append(descriptor)
+        return descriptor
+
+    def failing_read(descriptor: int, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "read", failing_read)
+    return opened
+
+
 class _Clock:
     """time.monotonic for lookup: each call returns the next value (the last one repeats)."""
 
@@ -613,35 +644,14 @@ def test_read_entry_of_a_directory_is_none_without_a_warning(
 def test_read_entry_opens_a_fifo_without_blocking_and_ignores_it(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
 ) -> None:
-    fifo = cache_dir / NAME
-    os.mkfifo(fifo, 0o600)
-    real_open = os.open
-
-    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(path) == str(fifo) and not flags & os.O_NONBLOCK:
-            raise AssertionError("a FIFO opened without O_NONBLOCK blocks the reader until a writer comes")
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", guarded_open)
+    _fifo_that_must_not_block(cache_dir / NAME, monkeypatch)
     assert machine_cache._read_entry(str(cache_dir), NAME) is None
     assert warnings() == []
 
 
 def test_read_entry_that_fails_to_read_is_none(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(cache_dir / NAME, _body())
-    opened: list[int] = []
-    real_open = os.open
-
-    def spy_open(*args: Any, **kwargs: Any) -> int:
-        descriptor = real_open(*args, **kwargs)
-        opened.append(descriptor)
-        return descriptor
-
-    def failing_read(descriptor: int, size: int) -> bytes:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "open", spy_open)
-    monkeypatch.setattr(os, "read", failing_read)
+    opened = _opens_with_failing_reads(monkeypatch)
     assert machine_cache._read_entry(str(cache_dir), NAME) is None
     assert len(opened) == 1 and not _is_open(opened[0])
 
@@ -1416,16 +1426,7 @@ def test_a_throttle_note_that_is_a_symlink_is_not_followed(tmp_path: Path, cache
 def test_a_throttle_note_that_is_a_fifo_is_opened_without_blocking_and_ignored(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fifo = cache_dir / THROTTLE
-    os.mkfifo(fifo, 0o600)
-    real_open = os.open
-
-    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(path) == str(fifo) and not flags & os.O_NONBLOCK:
-            raise AssertionError("a FIFO opened without O_NONBLOCK blocks the reader until a writer comes")
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", guarded_open)
+    _fifo_that_must_not_block(cache_dir / THROTTLE, monkeypatch)
     assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 0.0
 
 
@@ -1434,19 +1435,7 @@ def test_a_throttle_note_that_fails_to_read_holds_nothing_and_is_closed(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _write(cache_dir / THROTTLE, _note())
-    opened: list[int] = []
-    real_open = os.open
-
-    def spy_open(*args: Any, **kwargs: Any) -> int:
-        descriptor = real_open(*args, **kwargs)
-        opened.append(descriptor)
-        return descriptor
-
-    def failing_read(descriptor: int, size: int) -> bytes:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "open", spy_open)
-    monkeypatch.setattr(os, "read", failing_read)
+    opened = _opens_with_failing_reads(monkeypatch)
     assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 0.0
     assert len(opened) == 1 and not _is_open(opened[0])
 

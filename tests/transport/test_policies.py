@@ -1,6 +1,6 @@
 """The policy list of `_transport/policies.py`: which azure-core policies every managed identity request goes
-through, in which order, with which arguments, and what they may log or trace. The builder is called directly: no
-sockets. The last section goes through both faces against the emulator: the Arc challenge's redaction in debug logs,
+through, in which order, with which arguments, and what they may log or trace, and which of the caller's own
+policies it takes. The builder and the caller's policies' check are called directly: no sockets. The last section goes through both faces against the emulator: the Arc challenge's redaction in debug logs,
 the pipeline keywords that reach the request, the caller's policies that run after ours, and the caller's policies
 that are refused (those that would break a guarantee, or belong to the other face)."""
 
@@ -380,18 +380,8 @@ def test_caller_policies_that_would_break_a_guarantee_are_refused(
 
 
 def test_a_policy_of_the_other_face_is_refused(face: Any, emulator_factory: Any) -> None:
-    from azure.core.pipeline.policies import AsyncHTTPPolicy, HTTPPolicy
-
-    class SyncOnly(HTTPPolicy):  # type: ignore[type-arg]
-        def send(self, request: Any) -> Any:
-            return self.next.send(request)
-
-    class AsyncOnly(AsyncHTTPPolicy):  # type: ignore[type-arg]
-        async def send(self, request: Any) -> Any:
-            return await self.next.send(request)
-
     emulator = emulator_factory("imds")
-    wrong, right = (SyncOnly, AsyncOnly) if face.is_async else (AsyncOnly, SyncOnly)
+    wrong, right = (_Sync, _Async) if face.is_async else (_Async, _Sync)
 
     with pytest.raises(ValueError, match=f"policies= holds {wrong.__name__}, not a policy the"):
         face.credential(emulator, policies=[wrong()])
