@@ -159,6 +159,37 @@ def _is_open(descriptor: int) -> bool:
         return False
 
 
+def _fifo_that_must_not_block(fifo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO at ``fifo``; opening it without O_NONBLOCK fails the test (it would block until a writer comes)."""
+    os.mkfifo(fifo, 0o600)
+    real_open = os.open
+
+    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path) == str(fifo) and not flags & os.O_NONBLOCK:
+            raise AssertionError("a FIFO opened without O_NONBLOCK blocks the reader until a writer comes")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+
+
+def _opens_with_failing_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every os.read fails (EIO); returns the descriptors os.open gives from now on."""
+    opened: list[int] = []
+    real_open = os.open
+
+    def spy_open(*args: Any, **kwargs: Any) -> int:
+        descriptor = real_open(*args, **kwargs)
+        opened.append(descriptor)
+        return descriptor
+
+    def failing_read(descriptor: int, size: int) -> bytes:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "open", spy_open)
+    monkeypatch.setattr(os, "read", failing_read)
+    return opened
+
+
 class _Clock:
     """time.monotonic for lookup: each call returns the next value (the last one repeats)."""
 
@@ -613,35 +644,14 @@ def test_read_entry_of_a_directory_is_none_without_a_warning(
 def test_read_entry_opens_a_fifo_without_blocking_and_ignores_it(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch, warnings: Callable[[], list[str]]
 ) -> None:
-    fifo = cache_dir / NAME
-    os.mkfifo(fifo, 0o600)
-    real_open = os.open
-
-    def guarded_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(path) == str(fifo) and not flags & os.O_NONBLOCK:
-            raise AssertionError("a FIFO opened without O_NONBLOCK blocks the reader until a writer comes")
-        return real_open(path, flags, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", guarded_open)
+    _fifo_that_must_not_block(cache_dir / NAME, monkeypatch)
     assert machine_cache._read_entry(str(cache_dir), NAME) is None
     assert warnings() == []
 
 
 def test_read_entry_that_fails_to_read_is_none(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _write(cache_dir / NAME, _body())
-    opened: list[int] = []
-    real_open = os.open
-
-    def spy_open(*args: Any, **kwargs: Any) -> int:
-        descriptor = real_open(*args, **kwargs)
-        opened.append(descriptor)
-        return descriptor
-
-    def failing_read(descriptor: int, size: int) -> bytes:
-        raise OSError(errno.EIO, "Input/output error")
-
-    monkeypatch.setattr(os, "open", spy_open)
-    monkeypatch.setattr(os, "read", failing_read)
+    opened = _opens_with_failing_reads(monkeypatch)
     assert machine_cache._read_entry(str(cache_dir), NAME) is None
     assert len(opened) == 1 and not _is_open(opened[0])
 
@@ -1263,6 +1273,20 @@ def test_store_when_the_temporary_file_cannot_be_made_writes_nothing(
     assert os.listdir(cache_dir) == []
 
 
+# change: a store whose temporary file cannot be made still sweeps the directory
+def test_store_that_cannot_make_its_temporary_file_sweeps_nothing(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / OTHER, _body(name=OTHER, expires_on=900))  # expired at NOW
+
+    def failing_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", failing_mkstemp)
+    machine_cache.store(MachineStore(str(cache_dir), NAME, EXPECTED, NOW))
+    assert os.listdir(cache_dir) == [OTHER]
+
+
 @pytest.mark.parametrize("failing", ["fsync", "replace"])
 def test_store_that_fails_midway_keeps_the_old_entry_and_removes_the_temporary_file(
     failing: str, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -1364,6 +1388,91 @@ def test_a_throttle_note_others_could_have_written_holds_nothing(cache_dir: Path
     machine_cache.release_all(held)
 
     assert found.throttled_until == 0.0
+
+
+def _note(until: float = 2000.0) -> bytes:
+    return json.dumps({"v": 1, "name": THROTTLE, "until": until}).encode()
+
+
+# change: a lookup without a throttle note reports a throttle until 1.0
+def test_a_lookup_without_a_throttle_note_is_not_throttled(cache_dir: Path) -> None:
+    held: list[int] = []
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, NOW, 1.0, THROTTLE), held)
+    machine_cache.release_all(held)
+
+    assert found == MachineFound(locked=True)
+    assert not (cache_dir / THROTTLE).exists()
+
+
+# change: the fresh entry found beside a throttle note is dropped
+def test_a_lookup_returns_a_fresh_entry_with_the_throttle_note(cache_dir: Path) -> None:
+    _write(cache_dir / NAME, _body())
+    _write(cache_dir / THROTTLE, _note(1234.5))
+
+    found = machine_cache.lookup(MachineLookup(str(cache_dir), NAME, 1100.0, 1.0, THROTTLE), [])
+
+    assert found == MachineFound(entry=EXPECTED, throttled_until=1234.5)
+
+
+# change: the note is opened without O_NOFOLLOW, so a link to a note elsewhere is read
+def test_a_throttle_note_that_is_a_symlink_is_not_followed(tmp_path: Path, cache_dir: Path) -> None:
+    target = _write(tmp_path / "elsewhere", _note())
+    (cache_dir / THROTTLE).symlink_to(target)
+
+    assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 0.0
+
+
+# change: the note is opened without O_NONBLOCK, so a FIFO in its place blocks the reader until a writer comes
+def test_a_throttle_note_that_is_a_fifo_is_opened_without_blocking_and_ignored(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fifo_that_must_not_block(cache_dir / THROTTLE, monkeypatch)
+    assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 0.0
+
+
+# change: a note that fails to read counts as a throttle until 1.0
+def test_a_throttle_note_that_fails_to_read_holds_nothing_and_is_closed(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(cache_dir / THROTTLE, _note())
+    opened = _opens_with_failing_reads(monkeypatch)
+    assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 0.0
+    assert len(opened) == 1 and not _is_open(opened[0])
+
+
+# change: the note is read up to 1025 bytes instead of 1024
+def test_a_throttle_note_of_1024_bytes_is_read_and_one_byte_more_is_not(cache_dir: Path) -> None:
+    note = _note()  # led by spaces, so that a read cut short ends inside the JSON
+    _write(cache_dir / THROTTLE, b" " * (1024 - len(note)) + note)
+    assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 2000.0
+
+    _write(cache_dir / THROTTLE, b" " * (1025 - len(note)) + note)
+    assert machine_cache._read_throttle(str(cache_dir), THROTTLE) == 0.0
+
+
+# change: a note is written where the machine cache is unavailable or its directory refused
+@pytest.mark.parametrize("where", ["unavailable", "refused"])
+def test_a_throttle_note_is_not_written_where_the_machine_cache_cannot_be_used(
+    where: str, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if where == "unavailable":
+        monkeypatch.setattr(machine_cache, "fcntl", None)
+    else:
+        os.chmod(cache_dir, 0o750)
+
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 2000.0))
+
+    assert os.listdir(cache_dir) == []
+
+
+# change: a note of the time already noted is written again
+def test_a_throttle_note_of_the_time_already_noted_is_not_rewritten(cache_dir: Path) -> None:
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 2000.0))
+    first = os.stat(cache_dir / THROTTLE).st_ino
+
+    machine_cache.note_throttle(MachineThrottle(str(cache_dir), THROTTLE, 2000.0))
+
+    assert os.stat(cache_dir / THROTTLE).st_ino == first
 
 
 # ===============================================================================================================

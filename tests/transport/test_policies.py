@@ -1,6 +1,6 @@
 """The policy list of `_transport/policies.py`: which azure-core policies every managed identity request goes
-through, in which order, with which arguments, and what they may log or trace. The builder is called directly: no
-sockets. The last section goes through both faces against the emulator: the Arc challenge's redaction in debug logs,
+through, in which order, with which arguments, and what they may log or trace, and which of the caller's own
+policies it takes. The builder and the caller's policies' check are called directly: no sockets. The last section goes through both faces against the emulator: the Arc challenge's redaction in debug logs,
 the pipeline keywords that reach the request, the caller's policies that run after ours, and the caller's policies
 that are refused (those that would break a guarantee, or belong to the other face)."""
 
@@ -11,11 +11,22 @@ from typing import Any
 
 import pytest
 from azure.core.pipeline.policies import (
+    AsyncBearerTokenCredentialPolicy,
+    AsyncHTTPPolicy,
+    AsyncRedirectPolicy,
+    AsyncRetryPolicy,
+    BearerTokenCredentialPolicy,
     CustomHookPolicy,
     DistributedTracingPolicy,
     HeadersPolicy,
     HttpLoggingPolicy,
+    HTTPPolicy,
+    NetworkTraceLoggingPolicy,
+    ProxyPolicy,
+    RedirectPolicy,
     RequestIdPolicy,
+    RetryPolicy,
+    SansIOHTTPPolicy,
     UserAgentPolicy,
 )
 
@@ -133,6 +144,133 @@ def test_build_policies_logs_only_the_safe_headers_and_query_parameters() -> Non
         assert secret not in logging_policy.allowed_header_names
 
 
+# ----------------------------------------------------------------------------------------- caller_policies
+
+
+class _SansIO(SansIOHTTPPolicy):  # type: ignore[type-arg]
+    pass
+
+
+class _Sync(HTTPPolicy):  # type: ignore[type-arg]
+    def send(self, request: Any) -> Any:
+        return self.next.send(request)
+
+
+class _Async(AsyncHTTPPolicy):  # type: ignore[type-arg]
+    async def send(self, request: Any) -> Any:
+        return await self.next.send(request)
+
+
+class _Credential:  # what a bearer token policy wraps; never asked for a token here
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        raise AssertionError("not called")
+
+
+WHY_RETRY = "msi_credential retries itself (retry_total, retry_backoff_factor, retry_backoff_max, timeout)"
+WHY_REDIRECT = "redirects are never followed: the identity header would go to wherever a 3xx points"
+WHY_PROXY = "proxies are never used toward managed identity endpoints (the proxy would see the secret)"
+WHY_BODIES = "it logs bodies, and a token response body is the token"
+WHY_LOGGED = "every request is logged already, with the secret headers redacted"
+WHY_BEARER = "a token request carries its own secret, not another credential's token"
+REFUSED = [
+    (RetryPolicy, WHY_RETRY),
+    (AsyncRetryPolicy, WHY_RETRY),
+    (RedirectPolicy, WHY_REDIRECT),
+    (AsyncRedirectPolicy, WHY_REDIRECT),
+    (ProxyPolicy, WHY_PROXY),
+    (NetworkTraceLoggingPolicy, WHY_BODIES),
+    (HttpLoggingPolicy, WHY_LOGGED),
+    (BearerTokenCredentialPolicy, WHY_BEARER),
+    (AsyncBearerTokenCredentialPolicy, WHY_BEARER),
+]
+
+
+def _instance(kind: type) -> Any:
+    return kind(_Credential(), SCOPE) if "Bearer" in kind.__name__ else kind()
+
+
+def _refusal(kwargs: dict[str, Any], asynchronous: bool) -> str:
+    with pytest.raises(ValueError) as raised:
+        policies.caller_policies(kwargs, asynchronous)
+    return str(raised.value)
+
+
+# change: a keyword is skipped, read under another name, or the order policies, per_call, per_retry is changed
+def test_caller_policies_are_policies_then_per_call_then_per_retry_in_their_order() -> None:
+    first, second, third, fourth = _SansIO(), _Sync(), _SansIO(), _Sync()
+    kwargs = {"per_retry_policies": [fourth], "per_call_policies": (second, third), "policies": [first]}
+
+    assert policies.caller_policies(kwargs, False) == [first, second, third, fourth]
+    assert policies.caller_policies({}, False) == []
+    assert policies.caller_policies({"policies": None, "per_call_policies": [], "other": [first]}, True) == []
+
+
+# change: a lone policy of one of the three kinds is refused as "not a list" instead of taken as a list of one
+@pytest.mark.parametrize("keyword", ["policies", "per_call_policies", "per_retry_policies"])
+def test_caller_policies_take_a_lone_policy_of_either_face_as_a_list_of_one(keyword: str) -> None:
+    sansio, sync, asynchronous = _SansIO(), _Sync(), _Async()
+
+    assert policies.caller_policies({keyword: sansio}, False) == [sansio]
+    assert policies.caller_policies({keyword: sansio}, True) == [sansio]
+    assert policies.caller_policies({keyword: sync}, False) == [sync]
+    assert policies.caller_policies({keyword: asynchronous}, True) == [asynchronous]
+
+
+# change: a text, bytes or a value that cannot be iterated is let through, or the message is altered
+@pytest.mark.parametrize("keyword", ["policies", "per_call_policies", "per_retry_policies"])
+@pytest.mark.parametrize("given", ["RetryPolicy", b"RetryPolicy", 3, object()])
+def test_caller_policies_that_are_not_a_list_are_refused_naming_the_keyword(keyword: str, given: Any) -> None:
+    for asynchronous in (False, True):
+        assert _refusal({keyword: given}, asynchronous) == f"{keyword}= must be a list of azure-core policies"
+
+
+# change: a refused policy, as an instance or as its class, is let through, or the message names it otherwise
+@pytest.mark.parametrize(("kind", "why"), REFUSED, ids=[kind.__name__ for kind, _ in REFUSED])
+@pytest.mark.parametrize("keyword", ["policies", "per_call_policies", "per_retry_policies"])
+def test_caller_policies_that_would_break_a_guarantee_are_refused_with_the_reason(
+    kind: type, why: str, keyword: str
+) -> None:
+    expected = f"{keyword}= holds {kind.__name__}, which cannot run here: {why}"
+
+    for asynchronous in (False, True):
+        assert _refusal({keyword: [_SansIO(), _instance(kind)]}, asynchronous) == expected
+        assert _refusal({keyword: [kind]}, asynchronous) == expected
+
+
+# change: a policy the face cannot run is let through, or the message names the policy, the face or the kinds
+# otherwise
+@pytest.mark.parametrize("keyword", ["policies", "per_call_policies", "per_retry_policies"])
+def test_caller_policies_the_face_cannot_run_are_refused_naming_what_it_takes(keyword: str) -> None:
+    sync_kinds = "(a SansIOHTTPPolicy or an HTTPPolicy instance)"
+    async_kinds = "(a SansIOHTTPPolicy or an AsyncHTTPPolicy instance)"
+
+    assert _refusal({keyword: [_Async()]}, False) == (
+        f"{keyword}= holds _Async, not a policy the sync pipeline can run {sync_kinds}"
+    )
+    assert _refusal({keyword: [_Sync()]}, True) == (
+        f"{keyword}= holds _Sync, not a policy the async pipeline can run {async_kinds}"
+    )
+    assert _refusal({keyword: [object()]}, False) == (
+        f"{keyword}= holds object, not a policy the sync pipeline can run {sync_kinds}"
+    )
+    assert _refusal({keyword: [_SansIO]}, True) == (  # the class, not an instance of it
+        f"{keyword}= holds _SansIO, not a policy the async pipeline can run {async_kinds}"
+    )
+
+
+# change: build_policies leaves out the caller's policies, puts them elsewhere, or checks them for the other face
+def test_build_policies_puts_the_callers_policies_after_the_hooks_and_checks_them_for_its_face() -> None:
+    first, second = _SansIO(), _Sync()
+
+    built = policies.build_policies(policies=[first], per_retry_policies=second)
+
+    assert built[4:6] == [first, second]
+    assert [type(policy) for policy in built[6:]] == [DistributedTracingPolicy, HttpLoggingPolicy]
+    with pytest.raises(ValueError, match="not a policy the async pipeline can run"):
+        policies.build_policies(asynchronous=True, policies=[second])
+    assert policies.build_policies(asynchronous=True, policies=[_Async()])[4].__class__ is _Async
+
+
 # ------------------------------------------------------------------------------------ through both faces
 
 
@@ -242,18 +380,8 @@ def test_caller_policies_that_would_break_a_guarantee_are_refused(
 
 
 def test_a_policy_of_the_other_face_is_refused(face: Any, emulator_factory: Any) -> None:
-    from azure.core.pipeline.policies import AsyncHTTPPolicy, HTTPPolicy
-
-    class SyncOnly(HTTPPolicy):  # type: ignore[type-arg]
-        def send(self, request: Any) -> Any:
-            return self.next.send(request)
-
-    class AsyncOnly(AsyncHTTPPolicy):  # type: ignore[type-arg]
-        async def send(self, request: Any) -> Any:
-            return await self.next.send(request)
-
     emulator = emulator_factory("imds")
-    wrong, right = (SyncOnly, AsyncOnly) if face.is_async else (AsyncOnly, SyncOnly)
+    wrong, right = (_Sync, _Async) if face.is_async else (_Async, _Sync)
 
     with pytest.raises(ValueError, match=f"policies= holds {wrong.__name__}, not a policy the"):
         face.credential(emulator, policies=[wrong()])
