@@ -107,7 +107,7 @@ def test_frozen_record_hashes_by_value_and_a_mutable_one_is_unhashable(records: 
 
 
 # change: deleting a field of a mutable record deletes nothing (`object.__delattr__(None, name)` and the like)
-def test_a_mutable_records_field_can_be_deleted_like_a_dataclasss(records: Records) -> None:
+def test_a_field_of_a_mutable_record_can_be_deleted_as_on_a_dataclass(records: Records) -> None:
     counter = records.Counter(3)
     del counter.count
     assert "count" not in vars(counter)
