@@ -216,6 +216,24 @@ def test_the_spread_never_reaches_the_mandatory_window(lifetime: int, most: floa
     assert entry.mandatory_at - entry.refresh_on >= (entry.mandatory_at - info.refresh_on) / 2 - 0.001
 
 
+# change: a window of up to one second is not spread (`window <= 1`), or a fraction over 1 moves the point further
+@pytest.mark.parametrize(
+    ("refresh_on", "mandatory_at", "fraction", "spread_to"),
+    [
+        (100.0, 101.0, 1.0, 100.5),  # a one-second window: half of it
+        (100.0, 100.4, 0.5, 100.1),
+        (0.0, 1000.0, 1.5, 60.0),  # a fraction over 1 counts as 1
+        (0.0, 1000.0, -0.5, 0.0),  # and one under 0 as 0
+        (100.0, 100.0, 1.0, 100.0),  # no advisory window: no spread
+        (100.0, 90.0, 1.0, 100.0),
+    ],
+)
+def test_the_spread_is_a_fraction_from_0_to_1_of_half_the_window_at_most_a_minute(
+    refresh_on: float, mandatory_at: float, fraction: float, spread_to: float
+) -> None:
+    assert cache.spread(refresh_on, mandatory_at, fraction) == pytest.approx(spread_to)
+
+
 # ------------------------------------------------------------------------------------------- buckets and storing
 
 
@@ -541,6 +559,18 @@ def test_long_lived_token_refreshes_at_half_life(face: Any, emulator_factory: An
 
 
 # --------------------------------------------------------------------- the process-wide cache and its token info
+
+
+# change: a shared token info built without a token type is not "Bearer" (as `AccessTokenInfo`'s default)
+def test_a_shared_token_info_has_the_defaults_of_access_token_info_and_cannot_be_changed() -> None:
+    info = cache.SharedTokenInfo("t", 100)
+    assert vars(info) == vars(AccessTokenInfo("t", 100))
+    assert vars(info) == {"token": "t", "expires_on": 100, "token_type": "Bearer", "refresh_on": None}
+    with pytest.raises(AttributeError, match="'token_type' cannot be set"):
+        info.token_type = "Basic"
+    with pytest.raises(AttributeError, match="'token' cannot be deleted"):
+        del info.token
+    assert info.token_type == "Bearer" and info.token == "t"
 
 
 def test_credentials_of_one_identity_share_the_process_cache(face: Any, emulator_factory: Any) -> None:

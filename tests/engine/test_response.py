@@ -656,6 +656,24 @@ def test_every_secret_is_scrubbed_whatever_its_case_and_padding() -> None:
     assert scrub("one ABCD two wxyz three YWJjZGU=", ["abcd", "wxyz", "abcde"]) == "one *** two *** three ***"
 
 
+# change: the forms are tried in reverse alphabetical order instead of longest first: a secret that starts another
+# in another case is found first and leaves the end of the longer one
+def test_a_secret_that_starts_another_in_another_case_does_not_leave_the_end_of_the_longer_one() -> None:
+    assert scrub("echo ABCDEFGH.", ["abcd", "ABCDEFGH"]) == "echo ***."
+
+
+# change: the text searched is cut short by the longest form instead of widened by it (with a secret longer than
+# the limit, nothing of the text is left)
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [("error code E42", "error code E42"), ("echo " + "s" * 80 + ".", "echo ***.")],
+)
+def test_a_secret_longer_than_the_limit_still_leaves_the_text_up_to_the_limit(
+    text: str, scrubbed: str
+) -> None:
+    assert scrub(text, ["s" * 80], 100) == scrubbed
+
+
 @pytest.mark.parametrize(
     ("secret", "forms"),
     [
