@@ -577,7 +577,10 @@ def test_soak_threads_and_tasks_under_random_failures(emulator_factory: Any) -> 
     expired_tokens_returned = 0
     newest_expiry = 0.0
 
-    def record(token: Any = None, error: ManagedIdentityError | None = None) -> None:
+    def record(called_at: float, token: Any = None, error: ManagedIdentityError | None = None) -> None:
+        """``called_at``: the wall clock before the call. A token counts as expired only if it had expired before the
+        call began: one that expires while its caller's thread waits for a core (a loaded machine) was valid when the
+        credential handed it out."""
         nonlocal calls, expired_tokens_returned, newest_expiry
         now = time.time()
         with lock:
@@ -586,25 +589,27 @@ def test_soak_threads_and_tasks_under_random_failures(emulator_factory: Any) -> 
                 (errors_while_valid if now < newest_expiry else errors_after_expiry).append(error.error_code)
                 return
             newest_expiry = max(newest_expiry, token.expires_on)
-            if token.expires_on <= now:
+            if token.expires_on <= called_at:
                 expired_tokens_returned += 1
 
     credential = ManagedIdentityCredential(**options)
 
     def thread_loop() -> None:
         while time.monotonic() < stop_at:
+            called_at = time.time()
             try:
-                record(credential.get_token(SCOPE))
+                record(called_at, credential.get_token(SCOPE))
             except ManagedIdentityError as error:
-                record(error=error)
+                record(called_at, error=error)
             time.sleep(0.001)
 
     async def task_loop(async_credential: Any) -> None:
         while time.monotonic() < stop_at:
+            called_at = time.time()
             try:
-                record(await async_credential.get_token(SCOPE))
+                record(called_at, await async_credential.get_token(SCOPE))
             except ManagedIdentityError as error:
-                record(error=error)
+                record(called_at, error=error)
             await asyncio.sleep(0.001)
 
     async def tasks_main() -> None:
