@@ -1419,7 +1419,8 @@ TRUNCATED = "-----BEGIN CERTIFICATE-----\nAAAA\n"
 
 # change: an END line is paired with another BEGIN line than the last one before it (the first one, or one after it),
 # or the first or every later END line with the text's last one; a BEGIN line at the text's second character is
-# missed, an END line without any BEGIN is taken, or the shortest body (a newline and one character) is refused
+# missed, an END line without any BEGIN is taken, a BEGIN line whose first dashes are the end of the END line before
+# it is taken, or the shortest body (a newline and one character) is refused
 @pytest.mark.parametrize(
     ("text", "found"),
     [
@@ -1430,6 +1431,11 @@ TRUNCATED = "-----BEGIN CERTIFICATE-----\nAAAA\n"
         pytest.param("\n{ca}", True, id="after-one-character"),
         pytest.param("-----BEGIN CERTIFICATE-----\nA-----END CERTIFICATE-----", True, id="the-shortest-body"),
         pytest.param("x" * 26 + "\nAAAA\n-----END CERTIFICATE-----", False, id="an-end-line-alone"),
+        pytest.param(
+            DAMAGED.rstrip("\n") + "BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            False,
+            id="a-begin-line-sharing-the-dashes-of-an-end-line",
+        ),
     ],
 )
 def test_ca_data_has_a_certificate_where_an_end_line_closes_the_last_begin_line_before_it(
