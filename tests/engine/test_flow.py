@@ -1112,15 +1112,22 @@ def test_a_429_retry_after_is_noted_in_the_machine_cache_and_another_process_wai
     assert script.sleeps == [15.0]  # it asked only at the time the endpoint had named
 
 
-def test_a_process_whose_token_may_still_be_served_does_not_refresh_while_another_was_asked_to_wait() -> None:
-    clock = Clock()
+def due_and_noted(clock: Clock, *, note_ends_in: float) -> tuple[flow.Engine, Script, AccessTokenInfo]:
+    """An engine with the machine cache whose token "old" is due (a second past its refresh moment), and another
+    process's throttle note for the endpoint, ending ``note_ends_in`` seconds from then."""
     mine = shared(APP_SERVICE, clock, retry_total=0)
     script = Script(clock).queue(token_response("old", expires_in=3600))
     old = script.run(mine.acquire(RESOURCE))
     assert old.refresh_on is not None and mine.throttle_note is not None
-    script.throttles[mine.throttle_note] = START + 3400  # noted by another process
-
     clock.now = old.refresh_on + 1
+    script.throttles[mine.throttle_note] = clock.now + note_ends_in
+    return mine, script, old
+
+
+def test_a_process_whose_token_may_still_be_served_does_not_refresh_while_another_was_asked_to_wait() -> None:
+    clock = Clock()
+    mine, script, old = due_and_noted(clock, note_ends_in=99)
+
     assert script.run(mine.acquire(RESOURCE)) is old  # served: no request
     assert len(script.sent) == 1
     assert mine.serve(RESOURCE) == (old, False)  # held in this process's memory now too
@@ -1170,12 +1177,7 @@ def test_an_earlier_time_noted_by_another_process_does_not_shorten_the_hold() ->
 # change: at the very time another process's note ends, a due token is still served instead of refreshed
 def test_at_the_time_another_process_noted_a_due_token_is_refreshed() -> None:
     clock = Clock()
-    mine = shared(APP_SERVICE, clock, retry_total=0)
-    script = Script(clock).queue(token_response("old", expires_in=3600))
-    old = script.run(mine.acquire(RESOURCE))
-    assert old.refresh_on is not None and mine.throttle_note is not None
-    clock.now = old.refresh_on + 1
-    script.throttles[mine.throttle_note] = clock.now  # noted by another process: it ends now
+    mine, script, _old = due_and_noted(clock, note_ends_in=0)  # another process's note ends now
     script.queue(token_response("new"))
 
     assert script.run(mine.acquire(RESOURCE)).token == "new"
