@@ -1412,6 +1412,38 @@ def test_a_pem_bundle_of_real_certificates_has_no_ca_problem(ca_pem: str) -> Non
     assert ca_problem("comment before\n" + ca_pem) is None
 
 
+NO_CERTIFICATE = "no PEM certificate (-----BEGIN CERTIFICATE-----) in it"
+DAMAGED = "-----BEGIN CERTIFICATE-----\nAA!A\n-----END CERTIFICATE-----\n"
+TRUNCATED = "-----BEGIN CERTIFICATE-----\nAAAA\n"
+
+
+# change: an END line is paired with another BEGIN line than the last one before it (the first one, or one after it),
+# or the first or every later END line with the text's last one; a BEGIN line at the text's second character is
+# missed, an END line without any BEGIN is taken, a BEGIN line whose first dashes are the end of the END line before
+# it is taken, or the shortest body (a newline and one character) is refused
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        pytest.param("{ca}" + DAMAGED, True, id="a-certificate-then-a-damaged-one"),
+        pytest.param(DAMAGED + "{ca}" + DAMAGED, True, id="between-damaged-ones"),
+        pytest.param("{ca}" + TRUNCATED, True, id="then-a-truncated-one"),
+        pytest.param(TRUNCATED + "{ca}", True, id="after-a-truncated-one"),
+        pytest.param("\n{ca}", True, id="after-one-character"),
+        pytest.param("-----BEGIN CERTIFICATE-----\nA-----END CERTIFICATE-----", True, id="the-shortest-body"),
+        pytest.param("x" * 26 + "\nAAAA\n-----END CERTIFICATE-----", False, id="an-end-line-alone"),
+        pytest.param(
+            DAMAGED.rstrip("\n") + "BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----",
+            False,
+            id="a-begin-line-sharing-the-dashes-of-an-end-line",
+        ),
+    ],
+)
+def test_ca_data_has_a_certificate_where_an_end_line_closes_the_last_begin_line_before_it(
+    ca_pem: str, text: str, found: bool
+) -> None:
+    assert (ca_problem(text.replace("{ca}", ca_pem)) != NO_CERTIFICATE) is found
+
+
 @pytest.mark.parametrize(
     "name",
     [

@@ -16,10 +16,11 @@ A comment above a test names the one-line change to the engine that it catches (
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 import socket
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import pytest
 from azure.core.credentials import AccessTokenInfo
@@ -48,6 +49,7 @@ from .scripted import (
     MachineThrottle,
     Script,
     Send,
+    Sleep,
     check_error,
     engine,
     error_response,
@@ -55,7 +57,7 @@ from .scripted import (
     token_response,
     with_cached_token,
 )
-from .sources.support import DIRECTORY, WORKLOAD, shared
+from .sources.support import DIRECTORY, MACHINE_LEARNING, SERVICE_FABRIC, WORKLOAD, shared
 
 RESOURCE = "https://storage.azure.com"
 OTHER_RESOURCE = "https://vault.azure.net"
@@ -168,6 +170,29 @@ def test_imds_retries_after_a_first_answer_use_a_two_second_connect_timeout(
     script.run(credential_engine.acquire("https://vault.azure.net", in_chain=True))
 
     assert [request.connect_timeout for request in script.sent] == [1.0, 2.0, 2.0, 2.0]
+
+
+# change: retries after IMDS's first answer take the 2 s connect timeout even where connection_timeout= names another
+def test_imds_retries_after_a_first_answer_keep_the_connection_timeout_keyword(
+    imds_on_loopback: None,
+) -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(503), token_response())
+
+    script.run(engine({}, clock, connection_timeout=5).acquire(RESOURCE, in_chain=True))
+
+    assert [request.connect_timeout for request in script.sent] == [5.0, 5.0]
+
+
+# change: a request called without in_chain= is a chain's first contact (it fails fast instead of retrying)
+def test_a_request_is_outside_a_chain_unless_told_otherwise(imds_on_loopback: None) -> None:
+    clock = Clock()
+    script = Script(clock).queue(TransportFailure("connect_timeout", "no answer"), token_response("t"))
+
+    token: Any = script.run(cast(Any, engine({}, clock).request(RESOURCE)))
+
+    assert token.token == "t"
+    assert [request.connect_timeout for request in script.sent] == [2.0, 2.0]
 
 
 def test_pod_identity_imds_is_never_a_first_contact() -> None:
@@ -324,6 +349,20 @@ def test_the_connect_timeout_of_an_attempt_is_bounded_by_what_is_left_of_the_dea
     assert [request.connect_timeout for request in script.sent] == [2.0, 0.05]
 
 
+# change: an engine built without a monotonic clock, or without a random draw, gets none (instead of its wall clock,
+# and no spread of the refresh point)
+def test_an_engine_built_with_its_clock_alone_times_deadlines_on_it_and_spreads_no_refresh_point() -> None:
+    clock = Clock()
+    built = engine(APP_SERVICE, clock, _deadline=60)
+    bare = flow.Engine(built.config, built.identity, built.options, clock)
+    script = Script(clock, send_takes=4.0).queue(error_response(503), token_response())
+
+    info = script.run(bare.acquire(RESOURCE))
+
+    assert [request.budget for request in script.sent] == [60.0, 55.0]  # 4 s attempt, 1 s wait
+    assert bare.bucket[RESOURCE].refresh_on == info.refresh_on
+
+
 # ---------------------------------------------------------------------------------------------- unusable configs
 
 
@@ -352,6 +391,45 @@ def test_a_user_assigned_identity_where_the_source_has_no_selector_is_refused_be
     check_error(error, "user_assigned_not_supported", ManagedIdentitySource.CLOUD_SHELL)
     assert "object_id" in str(error)
     assert script.sent == []
+
+
+# change: the refusal's message drops or alters the selectors the source takes ("its object id (object_id=)"), or
+# names some where the source takes none
+@pytest.mark.parametrize(
+    ("environ", "keyword", "message"),
+    [
+        pytest.param(
+            SERVICE_FABRIC,
+            "client_id",
+            "Service Fabric managed identity endpoint does not support a user-assigned identity selected by "
+            "client_id; select it by its object id (object_id=) instead",
+            id="service-fabric",
+        ),
+        pytest.param(
+            MACHINE_LEARNING,
+            "resource_id",
+            "Azure Machine Learning managed identity endpoint does not support a user-assigned identity selected "
+            "by resource_id; select it by its client id (client_id=) instead",
+            id="machine-learning",
+        ),
+        pytest.param(
+            CLOUD_SHELL,
+            "object_id",
+            "Cloud Shell managed identity endpoint does not support a user-assigned identity selected by object_id",
+            id="cloud-shell-takes-none",
+        ),
+    ],
+)
+def test_a_refused_user_assigned_identity_is_told_which_selectors_the_source_takes(
+    environ: dict[str, str], keyword: str, message: str
+) -> None:
+    clock = Clock()
+    credential_engine = engine(environ, clock, **{keyword: "00000000-0000-0000-0000-000000000001"})
+
+    error = failure(Script(clock), credential_engine.acquire(RESOURCE))
+
+    assert error.error_code == "user_assigned_not_supported"
+    assert str(error) == message
 
 
 # ----------------------------------------------------------------------------------------------- request details
@@ -670,6 +748,89 @@ def test_a_retry_after_is_remembered_for_at_most_five_minutes() -> None:
     assert credential_engine.throttled_until() == START + 300
 
 
+# change: what is left of the endpoint's wait is not slept when it is a second or less, or the wait is logged
+# without its source or seconds; or the request forgets it waited, and its next retry fails
+def test_a_caller_arriving_near_the_named_time_waits_the_rest_logs_it_and_retries_as_usual(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(429, {"retry-after": "20"}))
+    failure(script, engine(APP_SERVICE, clock, retry_total=0).acquire(RESOURCE))
+    clock.now += 19.5
+    script.queue(error_response(503), token_response("t"))
+
+    with caplog.at_level(logging.INFO, logger="msi_credential"):
+        assert script.run(
+            engine(APP_SERVICE, clock, retry_total=1, client_id="other").acquire(RESOURCE)
+        ).token
+
+    assert script.sleeps == [0.5, 1.0]
+    assert caplog.records[0].getMessage() == (
+        "App Service managed identity endpoint: the endpoint asked to wait; waiting 0.5 s"
+    )
+
+
+# change: a named time that ends exactly at the call's deadline is refused as past it
+def test_a_named_time_ending_exactly_at_the_deadline_is_waited_for() -> None:
+    clock = Clock()
+    script = Script(clock).queue(error_response(429, {"retry-after": "10"}))
+    failure(script, engine(APP_SERVICE, clock, retry_total=0).acquire(RESOURCE))
+    script.queue(token_response("t"))
+
+    assert (
+        script.run(engine(APP_SERVICE, clock, client_id="other", timeout=10).acquire(RESOURCE)).token == "t"
+    )
+    assert script.sleeps == [10.0]
+
+
+# change: a request that slept for its own 429's Retry-After waits again when the wall clock is still short of the
+# named time (a clock step during the sleep), or loses track of the time it waited for
+def test_a_request_that_slept_for_its_own_429_does_not_wait_for_it_twice() -> None:
+    clock = Clock()
+    running = engine(APP_SERVICE, clock, retry_total=1).acquire(RESOURCE)
+    assert isinstance(next(running), Send)
+
+    assert running.send(error_response(429, {"retry-after": "3"})) == Sleep(3.0)
+    clock.now += 1.0  # the wall clock stepped back 2 s during the 3 s sleep
+    assert isinstance(running.send(None), Send)
+
+
+# change: a 429 without Retry-After fails to be read, one of 0 s holds the endpoint, one of 1 s does not, or an
+# HTTP date is read against no time
+@pytest.mark.parametrize(
+    ("headers", "held_until"),
+    [
+        pytest.param({}, 0.0, id="none"),
+        pytest.param({"retry-after": "0"}, 0.0, id="zero"),
+        pytest.param({"retry-after": "1"}, START + 1, id="one-second"),
+        pytest.param({"retry-after": "Tue, 14 Nov 2023 22:13:50 GMT"}, START + 30, id="http-date"),
+    ],
+)
+def test_a_429_holds_the_endpoint_for_the_time_its_retry_after_names(
+    headers: dict[str, str], held_until: float
+) -> None:
+    clock = Clock()
+    credential_engine = engine(APP_SERVICE, clock, retry_total=0)
+    script = Script(clock).queue(error_response(429, headers))
+
+    assert failure(script, credential_engine.acquire(RESOURCE)).status_code == 429
+    assert credential_engine.throttled_until() == held_until
+
+
+# change: a due token is still served without a refresh at the very time the endpoint named
+def test_at_the_named_time_itself_a_due_token_is_refreshed() -> None:
+    clock = Clock()
+    credential_engine, script, old = with_cached_token(clock)
+    assert old.refresh_on is not None
+    clock.now = old.refresh_on + 1
+    script.queue(error_response(429, {"retry-after": "45"}))
+    assert script.run(credential_engine.acquire(RESOURCE)) is old
+
+    clock.now += 45
+    script.queue(token_response("new"))
+    assert script.run(credential_engine.acquire(RESOURCE)).token == "new"
+
+
 # ---------------------------------------------------------------------------------------------------- cache keys
 
 
@@ -951,15 +1112,22 @@ def test_a_429_retry_after_is_noted_in_the_machine_cache_and_another_process_wai
     assert script.sleeps == [15.0]  # it asked only at the time the endpoint had named
 
 
-def test_a_process_whose_token_may_still_be_served_does_not_refresh_while_another_was_asked_to_wait() -> None:
-    clock = Clock()
+def due_and_noted(clock: Clock, *, note_ends_in: float) -> tuple[flow.Engine, Script, AccessTokenInfo]:
+    """An engine with the machine cache whose token "old" is due (a second past its refresh moment), and another
+    process's throttle note for the endpoint, ending ``note_ends_in`` seconds from then."""
     mine = shared(APP_SERVICE, clock, retry_total=0)
     script = Script(clock).queue(token_response("old", expires_in=3600))
     old = script.run(mine.acquire(RESOURCE))
     assert old.refresh_on is not None and mine.throttle_note is not None
-    script.throttles[mine.throttle_note] = START + 3400  # noted by another process
-
     clock.now = old.refresh_on + 1
+    script.throttles[mine.throttle_note] = clock.now + note_ends_in
+    return mine, script, old
+
+
+def test_a_process_whose_token_may_still_be_served_does_not_refresh_while_another_was_asked_to_wait() -> None:
+    clock = Clock()
+    mine, script, old = due_and_noted(clock, note_ends_in=99)
+
     assert script.run(mine.acquire(RESOURCE)) is old  # served: no request
     assert len(script.sent) == 1
     assert mine.serve(RESOURCE) == (old, False)  # held in this process's memory now too
@@ -972,6 +1140,47 @@ def test_without_the_machine_cache_a_429_is_noted_nowhere_else() -> None:
 
     assert script.throttles == {}
     assert not any(isinstance(effect, MachineThrottle) for effect in script.effects)
+
+
+# change: the note goes to no directory, or its name loses the ".throttle" suffix or the text it hashes (processes
+# of another version of the library, sharing the directory, would not find it)
+def test_a_429_is_noted_in_the_directory_as_the_sha256_of_source_and_endpoint_with_a_throttle_suffix() -> (
+    None
+):
+    clock = Clock()
+    script = Script(clock).queue(error_response(429, {"retry-after": "20"}))
+
+    failure(script, shared(APP_SERVICE, clock, retry_total=0).acquire(RESOURCE))
+
+    named = json.dumps(
+        ["throttle", ManagedIdentitySource.APP_SERVICE.value, APP_SERVICE["IDENTITY_ENDPOINT"]]
+    )
+    name = hashlib.sha256(named.encode()).hexdigest() + ".throttle"
+    notes = [effect for effect in script.effects if isinstance(effect, MachineThrottle)]
+    assert [(note.directory, note.name, note.until) for note in notes] == [(DIRECTORY, name, START + 20)]
+
+
+# change: an earlier time noted by another process replaces the later one this process holds
+def test_an_earlier_time_noted_by_another_process_does_not_shorten_the_hold() -> None:
+    clock = Clock()
+    credential_engine = shared(APP_SERVICE, clock, retry_total=0, timeout=30)
+    script = Script(clock).queue(error_response(429, {"retry-after": "60"}))
+    failure(script, credential_engine.acquire(RESOURCE))
+    script.queue(MachineFound(None, throttled_until=START + 10))
+
+    error = failure(script, credential_engine.acquire(OTHER_RESOURCE))
+
+    check_error(error, "throttled", ManagedIdentitySource.APP_SERVICE)  # 60 s is past the 30 s deadline
+    assert credential_engine.throttled_until() == START + 60
+
+
+# change: at the very time another process's note ends, a due token is still served instead of refreshed
+def test_at_the_time_another_process_noted_a_due_token_is_refreshed() -> None:
+    clock = Clock()
+    mine, script, _old = due_and_noted(clock, note_ends_in=0)  # another process's note ends now
+    script.queue(token_response("new"))
+
+    assert script.run(mine.acquire(RESOURCE)).token == "new"
 
 
 def test_an_entry_at_its_refresh_moment_is_stale_and_a_new_token_replaces_it() -> None:

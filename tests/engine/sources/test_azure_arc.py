@@ -364,6 +364,15 @@ def test_arc_key_file_outside_the_directory_names_the_directory() -> None:
     )
 
 
+# change: a challenge of exactly 8192 characters is refused as over the limit
+def test_arc_reads_a_challenge_of_up_to_8192_characters() -> None:
+    header = "Basic realm=/keys/a.key".ljust(8192)  # padded with spaces, which the reading strips
+
+    assert key_file_named(_arc_config("/keys"), header) == "/keys/a.key"
+    error = raised(lambda: key_file_named(_arc_config("/keys"), header + " "))
+    assert error.error_code == "arc_challenge_invalid"
+
+
 def test_arc_key_file_on_drive_x_keeps_its_drive_letter() -> None:
     config = _arc_config("X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens", "windows")
     header = 'Basic realm="X:\\ProgramData\\AzureConnectedMachineAgent\\Tokens\\a.key"'

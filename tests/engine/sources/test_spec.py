@@ -209,6 +209,15 @@ KINDS: tuple[SelectorKind, ...] = ("client_id", "object_id", "resource_id")
         )
         for source, api_version, wires in QUERY_SELECTORS
         for kind, wire in zip(KINDS, wires)
+    ]
+    + [
+        # the sources that take one selector (change: Service Fabric builds without its selector table)
+        pytest.param(
+            S.SERVICE_FABRIC, "2020-05-01", "object_id", GUID, "principalId", id="service_fabric-object_id"
+        ),
+        pytest.param(
+            S.MACHINE_LEARNING, "2017-09-01", "client_id", GUID, "clientid", id="machine_learning-client_id"
+        ),
     ],
 )
 def test_user_assigned_selector_follows_resource_under_the_sources_wire_name(
