@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -50,12 +50,6 @@ def test_every_integration_has_an_example() -> None:
         "OpenAI-style token providers",
         "Plain `requests`",
     }
-
-
-@pytest.fixture
-def emulator() -> Iterator[Emulator]:
-    with Emulator("imds") as running:
-        yield running
 
 
 def run_block(
